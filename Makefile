@@ -1,0 +1,54 @@
+# shesha: `make demo` runs the main job, `make test` runs the tests. Both set up
+# everything first (venv, Docker daemon, sandbox image).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: setup venv docker sandbox-image lint format typecheck test test-unit all bench demo clean
+
+setup: venv sandbox-image
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shesha needs Python >= 3.11; set PYTHON=python3.x")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+docker:
+	@bash scripts/ensure-docker.sh
+
+sandbox-image: docker
+	@bash sandbox_image/build.sh
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+format: venv
+	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix src tests benchmarks examples
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: setup
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+all: lint typecheck test
+
+bench: setup
+	$(BIN)/python benchmarks/sandbox.py
+
+demo: setup
+	$(BIN)/python examples/sandbox_demo.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

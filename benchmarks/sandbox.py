@@ -1,0 +1,214 @@
+"""Sandbox benchmark: round trips, loads, acquire, cold start, pool start and stop.
+
+    python benchmarks/sandbox.py          # a readable table
+    python benchmarks/sandbox.py --json   # one JSON object
+
+Needs a Docker daemon and the sandbox image (`make sandbox-image`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import select
+import socket
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+from shesha.sandbox import (
+    DockerSandbox,
+    InMemoryCorpus,
+    SandboxLimits,
+    SandboxPool,
+    connect,
+    default_image,
+)
+from shesha.sandbox.container import host_config
+from shesha.sandbox.protocol import socket_from_attach
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "exec_roundtrip_ms_p50": ("<=", 0.5),
+    "exec_vs_floor": ("<=", 3.0),
+    "acquire_ms_p50": ("<=", 5.0),
+    "requery_bytes_sent": ("<=", 0),
+    "load_100mb_s": ("<=", 1.0),
+    "pool_ready_s": ("<=", 1.0),
+    "pool_stop_s": ("<=", 1.0),
+}
+
+# The physical floor: a bare read-a-line, exec, write-a-line loop, 15 lines.
+FLOOR_LOOP = """
+import sys
+ns = {}
+inp = sys.stdin.buffer
+out = sys.stdout.buffer
+while True:
+    line = inp.readline()
+    if not line:
+        break
+    try:
+        exec(line.decode(), ns)
+        reply = b"ok\\n"
+    except Exception as e:
+        reply = repr(e).encode() + b"\\n"
+    out.write(reply)
+    out.flush()
+"""
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed(fn: Callable[[], object], n: int, warmup: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+class FloorLoop:
+    """The bare loop in a container of the same image, over the same attach socket."""
+
+    def __init__(self, client: docker.DockerClient, limits: SandboxLimits) -> None:
+        self.client = client
+        created = client.api.create_container(
+            image=default_image(),
+            entrypoint=["python3", "-I", "-c", FLOOR_LOOP],
+            stdin_open=True,
+            user="65532:65532",
+            host_config=host_config(client, limits),
+        )
+        self.cid = created["Id"]
+        self._attached = client.api.attach_socket(
+            self.cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        )
+        self.sock = socket_from_attach(self._attached)
+        client.api.start(self.cid)
+        self.raw = bytearray()
+        self.out = bytearray()
+        self.left = 0
+
+    def roundtrip(self, line: bytes = b"x = 1\n") -> bytes:
+        self.sock.sendall(line)
+        while (end := self.out.find(b"\n")) < 0:
+            self._read_more()
+        reply = bytes(self.out[:end])
+        del self.out[: end + 1]
+        return reply
+
+    def _read_more(self) -> None:
+        select.select([self.sock], [], [], 10)
+        data = self.sock.recv(65536)
+        if not data:
+            raise RuntimeError("the floor container closed its stream")
+        self.raw += data
+        while self.raw:  # strip Docker's 8-byte stream headers
+            if self.left == 0:
+                if len(self.raw) < 8:
+                    return
+                (self.left,) = struct.unpack(">L", self.raw[4:8])
+                del self.raw[:8]
+            take = min(self.left, len(self.raw))
+            self.out += self.raw[:take]
+            del self.raw[:take]
+            self.left -= take
+
+    def close(self) -> None:
+        self.sock.close()
+        self.client.api.remove_container(self.cid, force=True)
+
+
+def bench(rounds: int) -> dict[str, Any]:
+    client = connect()
+    limits = SandboxLimits(memory_mb=2048, exec_timeout_s=60)
+    results: dict[str, Any] = {"rounds": rounds, "image": default_image()}
+
+    # Cold start: one container until it answers a ping.
+    t0 = time.perf_counter()
+    single = DockerSandbox.launch(client, default_image(), limits)
+    results["cold_start_s"] = time.perf_counter() - t0
+
+    # Loads of 10 MB and 100 MB.
+    for mb in (10, 100):
+        corpus = InMemoryCorpus(
+            [(f"d{i}.txt", "lorem ipsum " * (mb * 2**20 // 120)) for i in range(10)]
+        )
+        t0 = time.perf_counter()
+        single.load(corpus)
+        results[f"load_{mb}mb_s"] = time.perf_counter() - t0
+
+    # Execution round trips on the warm container, and the floor in the same run.
+    small = InMemoryCorpus([("a.txt", "alpha")])
+    single.load(small)
+    exec_samples = timed(lambda: single.execute("x = 1"), rounds)
+    single.kill()
+    floor = FloorLoop(client, limits)
+    floor_samples = timed(floor.roundtrip, rounds)
+    floor.close()
+    results["exec_roundtrip_ms_p50"] = percentile(exec_samples, 0.5) * 1000
+    results["exec_roundtrip_ms_p95"] = percentile(exec_samples, 0.95) * 1000
+    results["floor_roundtrip_ms_p50"] = percentile(floor_samples, 0.5) * 1000
+    results["exec_vs_floor"] = results["exec_roundtrip_ms_p50"] / results["floor_roundtrip_ms_p50"]
+
+    # The pool: ready, acquire (warm, project loaded), re-query bytes, stop.
+    t0 = time.perf_counter()
+    pool = SandboxPool(3, client=client, limits=limits).start()
+    results["pool_ready_s"] = time.perf_counter() - t0
+    corpus = InMemoryCorpus([("doc.txt", "some text " * 10_000)])
+    with pool.acquire(corpus) as session:
+        results["first_query_bytes_sent"] = session.document_bytes_sent
+
+    def acquire_release() -> None:
+        with pool.acquire(corpus):
+            pass
+
+    acquire_samples = timed(acquire_release, max(rounds // 5, 50))
+    results["acquire_ms_p50"] = percentile(acquire_samples, 0.5) * 1000
+    with pool.acquire(corpus) as session:
+        results["requery_bytes_sent"] = session.document_bytes_sent
+    t0 = time.perf_counter()
+    pool.close()
+    results["pool_stop_s"] = time.perf_counter() - t0
+    client.close()
+
+    results["exec_roundtrip_ms_mean"] = statistics.fmean(exec_samples) * 1000
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'metric':<26} {'value':>12}   target", "-" * 52]
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        mark = ""
+        if target is not None:
+            op, bound = target
+            ok = value <= bound if op == "<=" else value >= bound
+            mark = f"{op} {bound:g}  {'PASS' if ok else 'FAIL'}"
+        lines.append(f"{key:<26} {value!s:>12}   {mark}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--rounds", type=int, default=1000, help="round trips to time")
+    args = parser.parse_args()
+    results = bench(args.rounds)
+    print(json.dumps(results) if args.json else table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(None)
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""shesha's exceptions: one hierarchy rooted at :class:`SheshaError`.
+
+Every error a user can meet carries a message that says what went wrong and what
+to do about it. Catch ``SheshaError`` to catch them all.
+"""
+
+from __future__ import annotations
+
+
+class SheshaError(Exception):
+    """The root of every error shesha raises on purpose."""
+
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base}\nHint: {self.hint}" if self.hint else base
+
+
+class ConfigError(SheshaError):
+    """A setting is missing or invalid."""
+
+
+# -- LLM ------------------------------------------------------------------------------
+
+
+class LLMError(SheshaError):
+    """A call to a language model failed."""
+
+
+class LLMAuthenticationError(LLMError):
+    """The provider refused the credentials (bad or missing API key)."""
+
+
+class LLMRateLimitError(LLMError):
+    """The provider kept rate-limiting after every retry."""
+
+
+class LLMConnectionError(LLMError):
+    """The model's endpoint could not be reached, or timed out."""
+
+
+# -- sandbox --------------------------------------------------------------------------
+
+
+class SandboxError(SheshaError):
+    """The code sandbox failed."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """No Docker daemon answers, or no container could be started."""
+
+
+class SandboxImageError(SandboxUnavailableError):
+    """The sandbox image is missing, or its runner is a different version."""
+
+
+class SandboxBusyError(SandboxError):
+    """Every container in the pool stayed busy past the acquire timeout."""
+
+
+class SandboxProtocolError(SandboxError):
+    """The container sent something malformed; it has been discarded."""
+
+
+# -- documents ------------------------------------------------------------------------
+
+
+class StorageError(SheshaError):
+    """The project store could not be read or written."""
+
+
+class ParseError(SheshaError):
+    """A document could not be parsed."""

@@ -1,0 +1,1 @@
+"""The LLM client over LiteLLM."""

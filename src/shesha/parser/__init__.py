@@ -1,0 +1,1 @@
+"""Document parsers: text and metadata from PDF, DOCX, HTML, text and data files."""

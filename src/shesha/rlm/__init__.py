@@ -1,0 +1,1 @@
+"""The RLM engine: the loop, sub-calls, budgets and traces."""

@@ -1,0 +1,400 @@
+"""A pool of warm sandbox containers, each remembering which corpus it holds."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+from docker.errors import DockerException
+
+import docker
+from shesha.errors import (
+    SandboxBusyError,
+    SandboxError,
+    SandboxProtocolError,
+    SandboxUnavailableError,
+)
+from shesha.sandbox.container import (
+    LABEL_OWNER,
+    LABEL_RUNNER,
+    LABEL_SANDBOX,
+    DockerSandbox,
+    owner_is_gone,
+    owner_token,
+)
+from shesha.sandbox.corpus import Corpus, InMemoryCorpus
+from shesha.sandbox.docker_client import connect
+from shesha.sandbox.execution import ExecResult, SubcallHandler
+from shesha.sandbox.image import default_image, runner_hash
+from shesha.sandbox.limits import SandboxLimits
+
+EMPTY_CORPUS = InMemoryCorpus(())
+
+
+class Sandbox(Protocol):
+    """What the pool needs of one container (``DockerSandbox`` in production)."""
+
+    loaded_version: str | None
+    alive: bool
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    def ping(self, timeout: float = ...) -> dict[str, Any]: ...
+    def reset(self, timeout: float = ...) -> None: ...
+    def load(self, corpus: Corpus, timeout: float = ...) -> int: ...
+    def execute(
+        self,
+        code: str,
+        *,
+        on_subcall: SubcallHandler | None = None,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+    ) -> ExecResult: ...
+    def kill(self) -> None: ...
+
+
+SandboxFactory = Callable[[], Sandbox]
+"""Starts one container and returns it once it answers a ping."""
+
+
+@dataclass
+class PoolStats:
+    size: int
+    idle: int
+    busy: int
+    starting: int
+    started: int
+    discarded: int
+    document_bytes_sent: int
+
+
+_live_pools: weakref.WeakSet[SandboxPool] = weakref.WeakSet()
+
+
+def _close_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.close()
+
+
+atexit.register(_close_live_pools)
+
+
+class SandboxPool:
+    """N warm containers (3 by default), started in parallel on :meth:`start`.
+
+    ``acquire(corpus)`` hands out a container that holds ``corpus`` as ``context``,
+    preferring one that already has it loaded, so a second query on the same project
+    sends no document bytes. Containers that break, time out or run out of memory are
+    discarded and replaced in the background.
+    """
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        factory: SandboxFactory | None = None,
+        image: str | None = None,
+        limits: SandboxLimits | None = None,
+        client: docker.DockerClient | None = None,
+        acquire_timeout: float = 60.0,
+        health_timeout: float = 5.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a sandbox pool needs at least one container")
+        self.size = size
+        self.limits = limits or SandboxLimits()
+        self.image = image or default_image()
+        self.acquire_timeout = acquire_timeout
+        self.health_timeout = health_timeout
+        self._client = client
+        self._owns_client = client is None and factory is None
+        self._factory = factory
+        self._cond = threading.Condition()
+        self._idle: list[Sandbox] = []
+        self._busy: set[int] = set()
+        self._all: dict[int, Sandbox] = {}
+        self._starting = 0
+        self._started = 0
+        self._discarded = 0
+        self._document_bytes = 0
+        self._last_error: BaseException | None = None
+        self._closed = False
+        self._running = False
+        _live_pools.add(self)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> SandboxPool:
+        """Start every container in parallel and wait until each answers a ping."""
+        with self._cond:
+            if self._running:
+                return self
+            if self._closed:
+                raise SandboxError("this sandbox pool has been closed")
+            self._running = True
+        if self._factory is None:
+            self._factory = self._docker_factory()
+        with ThreadPoolExecutor(max_workers=self.size) as ex:
+            outcomes = list(ex.map(self._launch_one, range(self.size)))
+        errors = [e for e in outcomes if e is not None]
+        with self._cond:
+            if len(errors) == self.size:
+                self._running = False
+                raise errors[0]
+            for _ in errors:  # some started: replace the rest in the background
+                self._spawn_locked()
+        return self
+
+    def _docker_factory(self) -> SandboxFactory:
+        if self._client is None:
+            self._client = connect()
+        client = self._client
+        self._sweep_orphans(client)
+        labels = {LABEL_OWNER: owner_token(), LABEL_RUNNER: runner_hash()}
+        image, limits = self.image, self.limits
+
+        def launch() -> Sandbox:
+            return DockerSandbox.launch(client, image, limits, labels=labels)
+
+        return launch
+
+    @staticmethod
+    def _sweep_orphans(client: docker.DockerClient) -> int:
+        """Remove sandbox containers whose owning process has died."""
+        removed = 0
+        try:
+            found = client.api.containers(all=True, filters={"label": LABEL_SANDBOX})
+        except DockerException as e:
+            raise SandboxUnavailableError(f"Could not list containers: {e}") from e
+        for c in found:
+            token = (c.get("Labels") or {}).get(LABEL_OWNER, "")
+            if owner_is_gone(token):
+                try:
+                    client.api.remove_container(c["Id"], force=True)
+                    removed += 1
+                except DockerException:
+                    continue  # another process swept it first, or it is being removed
+        return removed
+
+    def _launch_one(self, _: int = 0) -> BaseException | None:
+        assert self._factory is not None
+        try:
+            sandbox = self._factory()
+        except (SandboxError, DockerException, OSError) as e:
+            with self._cond:
+                self._last_error = e
+                self._cond.notify_all()
+            return e
+        with self._cond:
+            if self._closed:
+                sandbox.kill()
+                return None
+            self._all[id(sandbox)] = sandbox
+            self._idle.append(sandbox)
+            self._started += 1
+            self._cond.notify_all()
+        return None
+
+    def _spawn_locked(self) -> None:
+        """Start one replacement in the background. Call with the lock held."""
+        self._starting += 1
+
+        def run() -> None:
+            try:
+                self._launch_one()
+            finally:
+                with self._cond:
+                    self._starting -= 1
+                    self._cond.notify_all()
+
+        threading.Thread(target=run, name="shesha-sandbox-start", daemon=True).start()
+
+    def close(self) -> None:
+        """Kill every container, in parallel. Idempotent, and fast."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            victims = list(self._all.values())
+            self._all.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+        if victims:
+            with ThreadPoolExecutor(max_workers=len(victims)) as ex:
+                list(ex.map(lambda s: s.kill(), victims))
+        if self._owns_client and self._client is not None:
+            self._client.close()
+        _live_pools.discard(self)
+
+    def __enter__(self) -> SandboxPool:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- acquire / release -------------------------------------------------------------
+
+    def acquire(self, corpus: Corpus | None = None, timeout: float | None = None) -> SandboxSession:
+        """A container holding ``corpus`` as ``context`` (none: an empty context), with a
+        fresh namespace. Use it as a context manager, or call ``close()`` on it."""
+        corpus = corpus if corpus is not None else EMPTY_CORPUS
+        sandbox, sent = self._checkout(corpus, timeout)
+        return SandboxSession(self, sandbox, corpus, sent)
+
+    def _checkout(self, corpus: Corpus, timeout: float | None) -> tuple[Sandbox, int]:
+        if not self._running:
+            self.start()
+        deadline = time.monotonic() + (self.acquire_timeout if timeout is None else timeout)
+        while True:
+            sandbox = self._take_idle(corpus.version, deadline)
+            try:
+                sandbox.ping(timeout=self.health_timeout)
+                if sandbox.loaded_version == corpus.version:
+                    sandbox.reset(timeout=self.health_timeout)
+                    return sandbox, 0
+                sent = sandbox.load(corpus)
+            except SandboxError:
+                self._discard(sandbox)  # unhealthy: replace it and try another
+                continue
+            with self._cond:
+                self._document_bytes += sent
+            return sandbox, sent
+
+    def _take_idle(self, version: str, deadline: float) -> Sandbox:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise SandboxError("this sandbox pool has been closed")
+                if self._idle:
+                    sandbox = self._pick(version)
+                    self._idle.remove(sandbox)
+                    self._busy.add(id(sandbox))
+                    return sandbox
+                if len(self._all) + self._starting < self.size:
+                    if self._starting == 0 and not self._busy and self._last_error is not None:
+                        error, self._last_error = self._last_error, None
+                        raise SandboxUnavailableError(
+                            f"No sandbox container could be started: {error}"
+                        ) from error
+                    self._spawn_locked()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SandboxBusyError(
+                        f"All {self.size} sandbox containers stayed busy for "
+                        f"{self.acquire_timeout:g} s.",
+                        hint="Raise the pool size, or run fewer queries at once.",
+                    )
+                self._cond.wait(remaining)
+
+    def _pick(self, version: str) -> Sandbox:
+        for s in self._idle:
+            if s.loaded_version == version:
+                return s
+        for s in self._idle:
+            if s.loaded_version is None:
+                return s
+        return self._idle[0]  # least recently used
+
+    def _release(self, sandbox: Sandbox) -> None:
+        with self._cond:
+            self._busy.discard(id(sandbox))
+            if self._closed or not sandbox.alive or id(sandbox) not in self._all:
+                return
+            self._idle.append(sandbox)
+            self._cond.notify_all()
+
+    def _discard(self, sandbox: Sandbox) -> None:
+        """Drop a broken container and start a replacement in the background."""
+        with self._cond:
+            self._busy.discard(id(sandbox))
+            known = self._all.pop(id(sandbox), None) is not None
+            if known:
+                self._discarded += 1
+            if known and not self._closed:
+                self._spawn_locked()
+        threading.Thread(target=sandbox.kill, name="shesha-sandbox-kill", daemon=True).start()
+
+    def stats(self) -> PoolStats:
+        with self._cond:
+            return PoolStats(
+                size=self.size,
+                idle=len(self._idle),
+                busy=len(self._busy),
+                starting=self._starting,
+                started=self._started,
+                discarded=self._discarded,
+                document_bytes_sent=self._document_bytes,
+            )
+
+
+class SandboxSession:
+    """One query's hold on a container that has its corpus loaded.
+
+    When an execution loses the container (timeout, out of memory, crash), the next
+    execution transparently gets a fresh container with the same corpus loaded.
+    """
+
+    def __init__(self, pool: SandboxPool, sandbox: Sandbox, corpus: Corpus, sent: int) -> None:
+        self._pool = pool
+        self._sandbox: Sandbox | None = sandbox
+        self.corpus = corpus
+        self.document_bytes_sent = sent
+        self.restarts = 0
+        self._closed = False
+
+    def execute(
+        self,
+        code: str,
+        *,
+        on_subcall: SubcallHandler | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        if self._closed:
+            raise SandboxError("this sandbox session has been closed")
+        if self._sandbox is None:
+            self._sandbox, sent = self._pool._checkout(self.corpus, None)
+            self.document_bytes_sent += sent
+            self.restarts += 1
+        sandbox = self._sandbox
+        try:
+            result = sandbox.execute(code, on_subcall=on_subcall, timeout=timeout)
+        except (SandboxProtocolError, SandboxError):
+            self._sandbox = None
+            self._pool._discard(sandbox)
+            raise
+        if result.sandbox_lost:
+            self._sandbox = None
+            self._pool._discard(sandbox)
+        return result
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sandbox is not None:
+            self._pool._release(self._sandbox)
+            self._sandbox = None
+
+    def __enter__(self) -> SandboxSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The project store: parsed documents on disk, written atomically."""

@@ -1,0 +1,57 @@
+"""Shared fixtures. Docker tests run for real in CI (CI=true) and fail there when
+Docker is missing; elsewhere they skip with the reason."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import docker
+from shesha.errors import SandboxUnavailableError
+from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true, so Docker tests must run, but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = connect(timeout=10)
+    except SandboxUnavailableError as e:
+        _unavailable(str(e))
+    try:
+        client.images.get(default_image())
+    except docker.errors.ImageNotFound:
+        _unavailable(f"the sandbox image {default_image()} is missing: run `make sandbox-image`")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_limits() -> SandboxLimits:
+    return SandboxLimits(memory_mb=256, pids=64, exec_timeout_s=20, max_output_chars=4000)
+
+
+@pytest.fixture(scope="module")
+def pool(docker_client: docker.DockerClient, test_limits: SandboxLimits) -> Iterator[SandboxPool]:
+    with SandboxPool(3, client=docker_client, limits=test_limits) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        if IN_CI:
+            pytest.fail(f"CI=true but {SHARED} is missing", pytrace=False)
+        pytest.skip(f"{SHARED} is absent (a user's clone): real-document tests skipped")
+    return SHARED
