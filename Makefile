@@ -46,6 +46,7 @@ all: lint typecheck test
 
 bench: setup
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/ingest.py
 
 demo: setup
 	$(BIN)/python examples/sandbox_demo.py

@@ -1,1 +1,25 @@
 """The project store: parsed documents on disk, written atomically."""
+
+from shesha.storage.inputs import DEFAULT_IGNORE
+from shesha.storage.store import (
+    AddedDocument,
+    AddProgress,
+    AddReport,
+    FailedInput,
+    Project,
+    ProjectStore,
+    StoredDocument,
+    default_home,
+)
+
+__all__ = [
+    "DEFAULT_IGNORE",
+    "AddProgress",
+    "AddReport",
+    "AddedDocument",
+    "FailedInput",
+    "Project",
+    "ProjectStore",
+    "StoredDocument",
+    "default_home",
+]

@@ -1,0 +1,25 @@
+"""What a parser returns: the text and its metadata."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DocumentMeta(BaseModel):
+    """Per-document metadata, as stored and as shown by `shesha docs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = Field(description="pdf, docx, html, text, markdown, csv, json, code")
+    pages: int | None = Field(None, description="pages, for formats that have them")
+    chars: int = Field(description="characters of extracted text")
+    sha256: str = Field(description="sha256 of the source bytes")
+    source_bytes: int = Field(description="size of the source file")
+    parser: str = Field(description="the parser (and library) that produced the text")
+    encoding: str | None = Field(None, description="the text encoding that was detected")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ParsedDocument(BaseModel):
+    text: str
+    meta: DocumentMeta

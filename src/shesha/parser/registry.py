@@ -1,0 +1,109 @@
+"""Pick a parser by extension and by sniffing the content, and run it."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+from shesha.errors import ParseError
+from shesha.parser.document import ParsedDocument
+from shesha.parser.docx import parse_docx
+from shesha.parser.encoding import looks_binary
+from shesha.parser.html import parse_html
+from shesha.parser.pdf import parse_pdf
+from shesha.parser.text import parse_text
+
+MARKDOWN = {".md", ".markdown", ".mdx", ".mkd"}
+HTML = {".html", ".htm", ".xhtml", ".shtml"}
+CSV = {".csv", ".tsv"}
+JSON = {".json", ".geojson", ".ipynb"}
+CODE = {
+    ".py", ".pyi", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala",
+    ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".go", ".rs", ".rb", ".php", ".swift",
+    ".m", ".r", ".jl", ".lua", ".pl", ".sh", ".bash", ".zsh", ".ps1", ".sql", ".yaml",
+    ".yml", ".toml", ".ini", ".cfg", ".conf", ".xml", ".css", ".scss", ".tex", ".hs",
+    ".ex", ".exs", ".erl", ".clj", ".dart", ".vue", ".svelte", ".proto", ".graphql",
+    ".dockerfile", ".makefile", ".gradle",
+}  # fmt: skip
+KNOWN_BINARY = {
+    ".doc": "Word 97-2003 (.doc)", ".xls": "Excel (.xls)", ".xlsx": "Excel (.xlsx)",
+    ".ppt": "PowerPoint (.ppt)", ".pptx": "PowerPoint (.pptx)", ".odt": "OpenDocument (.odt)",
+    ".rtf": "RTF", ".epub": "EPUB", ".zip": "a zip archive", ".gz": "a gzip archive",
+    ".png": "an image", ".jpg": "an image", ".jpeg": "an image", ".gif": "an image",
+    ".tif": "an image", ".tiff": "an image", ".webp": "an image", ".mp3": "audio",
+    ".mp4": "video", ".exe": "a program", ".so": "a shared library", ".bin": "binary data",
+}  # fmt: skip
+SUPPORTED = "PDF, DOCX, HTML, text, Markdown, CSV, JSON and source code"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def detect_format(data: bytes, name: str) -> str:  # noqa: PLR0911, PLR0912
+    """pdf, docx, html, markdown, csv, json, code or text. Raises ParseError for binaries."""
+    ext = Path(name).suffix.lower()
+    head = data[:1024].lstrip()
+    if head.startswith(b"%PDF") or ext == ".pdf":
+        return "pdf"
+    if data[:4] == b"PK\x03\x04" or ext in (".docx", ".docm", ".dotx"):
+        if ext in (".docx", ".docm", ".dotx"):
+            return "docx"
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                if "word/document.xml" in z.namelist():
+                    return "docx"
+        except zipfile.BadZipFile:
+            pass  # not a zip after all: judged below like any other bytes
+    if ext in KNOWN_BINARY:
+        raise ParseError(
+            f"{name}: {KNOWN_BINARY[ext]} is not a format shesha reads.",
+            hint=f"Convert it to one of: {SUPPORTED}.",
+        )
+    if looks_binary(data):
+        raise ParseError(
+            f"{name}: this looks like a binary file, not a document.",
+            hint=f"shesha reads {SUPPORTED}.",
+        )
+    if ext in HTML:
+        return "html"
+    if ext in MARKDOWN:
+        return "markdown"
+    if ext in CSV:
+        return "csv"
+    if ext in JSON:
+        return "json"
+    if ext in CODE:
+        return "code"
+    lowered = head[:512].lower()
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return "text"
+
+
+def parse_bytes(data: bytes, name: str, password: str | None = None) -> ParsedDocument:
+    """Parse one document's bytes; ``name`` is used for the format and in errors."""
+    if not data:
+        raise ParseError(
+            f"{name}: the file is empty (0 bytes).", hint="Check the file, or leave it out."
+        )
+    sha = sha256_bytes(data)
+    fmt = detect_format(data, name)
+    if fmt == "pdf":
+        return parse_pdf(data, name, sha, password)
+    if fmt == "docx":
+        return parse_docx(data, name, sha)
+    if fmt == "html":
+        return parse_html(data, name, sha)
+    return parse_text(data, name, sha, fmt)
+
+
+def parse_file(path: str | Path, password: str | None = None) -> ParsedDocument:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ParseError(f"{p}: cannot be read ({e.strerror or e}).", hint="Check the path.") from e
+    return parse_bytes(data, p.name, password)

@@ -1,0 +1,388 @@
+"""The project store: parsed documents on disk under one data directory.
+
+Layout, under ``$SHESHA_HOME`` (else platformdirs' user data directory)::
+
+    projects/<name>/project.json           the project's metadata
+    projects/<name>/.lock                  a file lock: one writer at a time
+    projects/<name>/docs/<key>.json        a document's record (the commit point)
+    projects/<name>/docs/<key>.<sha>.txt   its parsed text (content-addressed)
+    projects/<name>/originals/<key><ext>   the original file, when kept
+    projects/<name>/traces/                query traces
+
+A document exists when its record exists; the record names its text file, which is
+written (atomically) before the record. A crash leaves the old record or the new one,
+never half of either. Stray temporaries are swept under the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from multiprocessing.context import BaseContext
+from pathlib import Path
+
+import platformdirs
+from filelock import FileLock
+from pydantic import BaseModel, ValidationError
+
+from shesha.errors import SheshaError, StorageError
+from shesha.parser import DocumentMeta, ParsedDocument, parse_file
+from shesha.storage.atomic import atomic_write, sweep_temporaries
+from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
+from shesha.storage.names import validate_document_name, validate_project_name
+
+FORMAT_VERSION = 1
+
+
+def default_home() -> Path:
+    env = os.environ.get("SHESHA_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("shesha"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class StoredDocument(BaseModel):
+    """A document's record."""
+
+    name: str
+    key: str
+    text_file: str
+    text_sha256: str
+    added: str
+    meta: DocumentMeta
+    original: str | None = None
+
+
+class AddedDocument(BaseModel):
+    name: str
+    status: str  # "added", "replaced" or "unchanged"
+    meta: DocumentMeta
+
+
+class FailedInput(BaseModel):
+    path: str
+    error: str
+
+
+class AddReport(BaseModel):
+    project: str
+    stored: list[AddedDocument]
+    failed: list[FailedInput]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class AddProgress(BaseModel):
+    """One step of an add, for progress displays."""
+
+    done: int
+    total: int
+    name: str
+    status: str  # "added", "replaced", "unchanged" or "failed"
+
+
+ProgressCallback = Callable[[AddProgress], None]
+
+
+def _key(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _parse_job(path: str, password: str | None) -> ParsedDocument | str:
+    """Run in a worker process: a parsed document, or the error's message."""
+    try:
+        return parse_file(path, password=password)
+    except SheshaError as e:
+        return str(e)
+
+
+def _mp_context() -> BaseContext:
+    return get_context("fork") if sys.platform.startswith("linux") else get_context()
+
+
+class Project:
+    """A named set of parsed documents. It is a ``Corpus`` for the sandbox."""
+
+    def __init__(self, store: ProjectStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.path = store.projects_dir / name
+        self.docs_dir = self.path / "docs"
+        self.originals_dir = self.path / "originals"
+        self.traces_dir = self.path / "traces"
+        self._lock = FileLock(str(self.path / ".lock"))
+
+    def __repr__(self) -> str:
+        return f"Project({self.name!r})"
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _records(self) -> list[StoredDocument]:
+        records = []
+        if not self.docs_dir.is_dir():
+            return []
+        for p in self.docs_dir.glob("*.json"):
+            try:
+                records.append(StoredDocument.model_validate_json(p.read_bytes()))
+            except (OSError, ValidationError) as e:
+                raise StorageError(
+                    f"Project {self.name!r}: the record {p} is unreadable ({e}).",
+                    hint="Remove that file and add the document again.",
+                ) from e
+        return sorted(records, key=lambda r: r.name)
+
+    def documents_meta(self) -> list[StoredDocument]:
+        """Every document's record, sorted by name: the order of ``context``."""
+        return self._records()
+
+    def document(self, name: str) -> StoredDocument:
+        validate_document_name(name)
+        p = self.docs_dir / f"{_key(name)}.json"
+        if not p.exists():
+            raise StorageError(
+                f"Project {self.name!r} has no document {name!r}.",
+                hint=f"`shesha docs {self.name}` lists its documents.",
+            )
+        return StoredDocument.model_validate_json(p.read_bytes())
+
+    def text(self, name: str) -> str:
+        record = self.document(name)
+        return (self.docs_dir / record.text_file).read_text(encoding="utf-8")
+
+    def documents(self) -> list[tuple[str, str]]:
+        """(name, text) in the project's stable order (sorted by name)."""
+        with self._lock:
+            return [
+                (r.name, (self.docs_dir / r.text_file).read_text(encoding="utf-8"))
+                for r in self._records()
+            ]
+
+    @property
+    def version(self) -> str:
+        """A content hash over the documents' names and texts, in order."""
+        h = hashlib.sha256()
+        for r in self._records():
+            h.update(f"{len(r.name)}:{r.name}:{r.text_sha256}\n".encode())
+        return h.hexdigest()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _commit(
+        self, name: str, parsed: ParsedDocument, source: Path | None, keep_original: bool
+    ) -> str:
+        """Store one parsed document atomically; return added or replaced."""
+        validate_document_name(name)
+        key = _key(name)
+        data = parsed.text.encode("utf-8", "surrogatepass")
+        text_sha = hashlib.sha256(data).hexdigest()
+        text_file = f"{key}.{text_sha[:16]}.txt"
+        record_path = self.docs_dir / f"{key}.json"
+        with self._lock:
+            self.docs_dir.mkdir(parents=True, exist_ok=True)
+            old = (
+                StoredDocument.model_validate_json(record_path.read_bytes())
+                if record_path.exists()
+                else None
+            )
+            atomic_write(self.docs_dir / text_file, data)
+            original = None
+            if keep_original and source is not None:
+                self.originals_dir.mkdir(exist_ok=True)
+                original = f"{key}{source.suffix.lower()}"
+                atomic_write(self.originals_dir / original, source.read_bytes())
+            record = StoredDocument(
+                name=name,
+                key=key,
+                text_file=text_file,
+                text_sha256=text_sha,
+                added=_now(),
+                meta=parsed.meta,
+                original=original,
+            )
+            atomic_write(record_path, record.model_dump_json(indent=1).encode())
+            if old is not None and old.text_file != text_file:
+                (self.docs_dir / old.text_file).unlink(missing_ok=True)
+            if old is not None and old.original and old.original != original:
+                (self.originals_dir / old.original).unlink(missing_ok=True)
+        return "replaced" if old is not None else "added"
+
+    def add(
+        self,
+        inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        password: str | None = None,
+        ignore: Sequence[str] = DEFAULT_IGNORE,
+        keep_originals: bool = False,
+        on_progress: ProgressCallback | None = None,
+        workers: int | None = None,
+    ) -> AddReport:
+        """Add files, directories (recursively) and globs. Parsing runs in parallel;
+        unchanged files cost only their hash; one bad file never stops the batch."""
+        if isinstance(inputs, str | os.PathLike):
+            inputs = [inputs]
+        candidates, problems = expand(inputs, ignore)
+        failed = [FailedInput(path=p.path, error=p.error) for p in problems]
+        stored: list[AddedDocument] = []
+        total = len(candidates)
+        done = 0
+
+        def report(name: str, status: str) -> None:
+            nonlocal done
+            done += 1
+            if on_progress is not None:
+                on_progress(AddProgress(done=done, total=total, name=name, status=status))
+
+        known = {r.name: r for r in self._records()}
+        todo: list[Candidate] = []
+        for c in candidates:
+            try:
+                sha = _file_sha256(c.path)
+            except OSError as e:
+                failed.append(FailedInput(path=str(c.path), error=f"cannot be read: {e}"))
+                report(c.name, "failed")
+                continue
+            old = known.get(c.name)
+            if old is not None and old.meta.sha256 == sha:
+                stored.append(AddedDocument(name=c.name, status="unchanged", meta=old.meta))
+                report(c.name, "unchanged")
+            else:
+                todo.append(c)
+
+        for c, outcome in self._parse_all(todo, password, workers):
+            if isinstance(outcome, str):
+                failed.append(FailedInput(path=str(c.path), error=outcome))
+                report(c.name, "failed")
+                continue
+            status = self._commit(c.name, outcome, c.path, keep_originals)
+            stored.append(AddedDocument(name=c.name, status=status, meta=outcome.meta))
+            report(c.name, status)
+        stored.sort(key=lambda d: d.name)
+        return AddReport(project=self.name, stored=stored, failed=failed)
+
+    @staticmethod
+    def _parse_all(
+        todo: list[Candidate], password: str | None, workers: int | None
+    ) -> Iterator[tuple[Candidate, ParsedDocument | str]]:
+        n = min(workers or min(os.cpu_count() or 1, 8), len(todo))
+        if n <= 1:
+            for c in todo:
+                yield c, _parse_job(str(c.path), password)
+            return
+        # fork: workers start at once and never re-import the caller's __main__ (spawn and
+        # forkserver do, which breaks scripts without a __main__ guard). Workers only parse.
+        with ProcessPoolExecutor(n, mp_context=_mp_context()) as ex:
+            futures = {ex.submit(_parse_job, str(c.path), password): c for c in todo}
+            for fut in as_completed(futures):
+                try:
+                    yield futures[fut], fut.result()
+                except BrokenProcessPool as e:  # a parser crashed its worker process
+                    yield futures[fut], f"the parser crashed on this file ({e})"
+
+    def remove(self, name: str) -> None:
+        record = self.document(name)
+        with self._lock:
+            (self.docs_dir / f"{record.key}.json").unlink(missing_ok=True)
+            (self.docs_dir / record.text_file).unlink(missing_ok=True)
+            if record.original:
+                (self.originals_dir / record.original).unlink(missing_ok=True)
+
+    def sweep(self) -> int:
+        """Remove what a killed writer left behind: temporaries and unreferenced texts."""
+        with self._lock:
+            removed = sweep_temporaries(self.docs_dir) + sweep_temporaries(self.path)
+            if self.docs_dir.is_dir():
+                live = {r.text_file for r in self._records()}
+                for p in self.docs_dir.glob("*.txt"):
+                    if p.name not in live:
+                        p.unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
+
+class ProjectStore:
+    """All projects under one data directory."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.projects_dir = self.home / "projects"
+
+    def _project_path(self, name: str) -> Path:
+        validate_project_name(name)
+        path = self.projects_dir / name
+        if path.resolve().parent != self.projects_dir.resolve():
+            raise StorageError(f"Invalid project name {name!r}: it leaves the data directory.")
+        return path
+
+    def exists(self, name: str) -> bool:
+        return (self._project_path(name) / "project.json").is_file()
+
+    def create(self, name: str) -> Project:
+        path = self._project_path(name)
+        try:
+            self.projects_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"Cannot create the data directory {self.projects_dir}: {e.strerror or e}.",
+                hint="Set SHESHA_HOME to a writable directory.",
+            ) from e
+        if (path / "project.json").exists():
+            raise StorageError(f"Project {name!r} already exists.")
+        path.mkdir(exist_ok=True)
+        (path / "docs").mkdir(exist_ok=True)
+        (path / "traces").mkdir(exist_ok=True)
+        meta = {"name": name, "created": _now(), "format": FORMAT_VERSION}
+        atomic_write(path / "project.json", json.dumps(meta, ensure_ascii=False).encode())
+        return Project(self, name)
+
+    def get(self, name: str) -> Project:
+        if not self.exists(name):
+            raise StorageError(
+                f"No project named {name!r} in {self.projects_dir}.",
+                hint="`shesha projects list` shows the projects; `shesha add` makes one.",
+            )
+        project = Project(self, name)
+        project.sweep()
+        return project
+
+    def get_or_create(self, name: str) -> Project:
+        return self.get(name) if self.exists(name) else self.create(name)
+
+    def list(self) -> list[str]:
+        if not self.projects_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.projects_dir.iterdir()
+            if not p.name.startswith(".") and (p / "project.json").is_file()
+        )
+
+    def delete(self, name: str) -> None:
+        path = self._project_path(name)
+        if not (path / "project.json").is_file():
+            raise StorageError(f"No project named {name!r} to delete.")
+        # Rename first, so the project vanishes at once and whole; then remove the files.
+        trash = self.projects_dir / f".deleting-{uuid.uuid4().hex}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
