@@ -385,4 +385,3 @@ class ProjectStore:
         trash = self.projects_dir / f".deleting-{uuid.uuid4().hex}"
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
-
