@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import docker
-from shesha.errors import SandboxImageError
+from shesha.errors import SandboxImageError, SandboxProtocolError
 from shesha.sandbox import (
     DockerSandbox,
     InMemoryCorpus,
@@ -233,6 +233,26 @@ def test_200mb_of_output_is_cut_without_the_host_growing(pool: SandboxPool) -> N
     assert len(printed.stdout) < pool.limits.max_output_chars + 500
     assert raw.status == "ok", raw.output
     assert after - before < 50, f"host peak RSS grew by {after - before:.0f} MB"
+
+
+def test_a_forged_frame_on_the_protocol_fd_discards_the_container(pool: SandboxPool) -> None:
+    forge = (
+        "import os\n"
+        "for fd in range(3, 12):\n"
+        "    try:\n"
+        "        os.write(fd, b'\\x00\\x00\\x00\\x05\\x00\\x00\\x00\\x00garba')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print('done')"
+    )
+    discarded = pool.stats().discarded
+    with pool.acquire(DOCS) as s:
+        with pytest.raises(SandboxProtocolError, match="not JSON"):
+            s.execute(forge)
+        after = s.execute("print(len(context))")
+        assert after.stdout == "2\n"
+        assert s.restarts == 1
+    assert pool.stats().discarded == discarded + 1
 
 
 def test_three_queries_at_once_use_three_containers(pool: SandboxPool) -> None:
