@@ -54,7 +54,7 @@ class _Text:
         self.current = []
 
 
-def _walk(node: Tag, out: _Text, depth: int = 0) -> None:
+def _walk(node: Tag, out: _Text) -> None:
     for child in node.children:
         if isinstance(child, Comment):
             continue
@@ -72,12 +72,12 @@ def _walk(node: Tag, out: _Text, depth: int = 0) -> None:
         if name in HEADINGS:
             out.newline()
             out.inline("#" * HEADINGS[name] + " ")
-            _walk(child, out, depth + 1)
+            _walk(child, out)
             out.newline()
         elif name == "li":
             out.newline()
             out.inline("- ")
-            _walk(child, out, depth + 1)
+            _walk(child, out)
             out.newline()
         elif name == "tr":
             out.newline()
@@ -89,10 +89,10 @@ def _walk(node: Tag, out: _Text, depth: int = 0) -> None:
             out.newline()
         elif name in BLOCK:
             out.newline()
-            _walk(child, out, depth + 1)
+            _walk(child, out)
             out.newline()
         else:
-            _walk(child, out, depth + 1)
+            _walk(child, out)
 
 
 def html_to_text(markup: str) -> str:

@@ -18,7 +18,6 @@ import docker
 from shesha.errors import (
     SandboxBusyError,
     SandboxError,
-    SandboxProtocolError,
     SandboxUnavailableError,
 )
 from shesha.sandbox.container import (
@@ -371,7 +370,7 @@ class SandboxSession:
         sandbox = self._sandbox
         try:
             result = sandbox.execute(code, on_subcall=on_subcall, timeout=timeout)
-        except (SandboxProtocolError, SandboxError):
+        except SandboxError:  # a protocol error too: the container is gone either way
             self._sandbox = None
             self._pool._discard(sandbox)
             raise
