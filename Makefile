@@ -47,6 +47,7 @@ all: lint typecheck test
 bench: setup
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/engine.py
 
 demo: setup
 	$(BIN)/python examples/sandbox_demo.py

@@ -1,0 +1,163 @@
+"""The LLM client: LiteLLM's async completion, with retries, timeouts, usage and cost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from shesha.errors import (
+    LLMAuthenticationError,
+    LLMConnectionError,
+    LLMError,
+    LLMRateLimitError,
+)
+from shesha.llm._litellm import litellm
+
+_errors = litellm.exceptions
+Message = dict[str, str]
+
+
+class Price(BaseModel):
+    """A user's price for a model that LiteLLM does not know, in USD per million tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    """None when the model has no known price: unknown, not zero."""
+    duration_s: float
+
+
+class ChatModel(Protocol):
+    """What the engine needs of an LLM: one chat completion, for a given model."""
+
+    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion: ...
+
+
+class LLMSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(120.0, gt=0, description="per call")
+    num_retries: int = Field(3, ge=0, description="on rate limits and transient errors")
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    prices: dict[str, Price] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict, description="passed to LiteLLM")
+
+
+_PERMANENT_HINT = "Check the model name (any LiteLLM model string, e.g. openai/gpt-4o-mini)."
+
+
+def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
+    where = f" at {api_base}" if api_base else ""
+    text = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    if isinstance(error, _errors.AuthenticationError | _errors.PermissionDeniedError):
+        return LLMAuthenticationError(
+            f"The provider refused the credentials for {model}{where}: {text}",
+            hint="Set the provider's API key (e.g. OPENAI_API_KEY) or pass api_key.",
+        )
+    if isinstance(error, _errors.RateLimitError):
+        return LLMRateLimitError(
+            f"{model} kept rate-limiting after every retry: {text}",
+            hint="Wait and try again, lower concurrency, or raise num_retries.",
+        )
+    if isinstance(
+        error,
+        _errors.APIConnectionError
+        | _errors.Timeout
+        | _errors.InternalServerError
+        | _errors.ServiceUnavailableError
+        | _errors.BadGatewayError,
+    ):
+        return LLMConnectionError(
+            f"Could not get an answer from {model}{where}: {text}",
+            hint="Check that the endpoint is up and reachable (api_base), or try again.",
+        )
+    if isinstance(error, _errors.NotFoundError | _errors.BadRequestError):
+        return LLMError(f"{model}{where} refused the request: {text}", hint=_PERMANENT_HINT)
+    return LLMError(f"The call to {model}{where} failed: {type(error).__name__}: {text}")
+
+
+class LLMClient:
+    """Any LiteLLM model string; ``api_base`` / ``api_key`` for custom endpoints.
+
+    Retries (with LiteLLM's backoff) cover rate limits and transient errors; permanent
+    errors (bad key, unknown model) fail at once. Every call reports tokens and its cost
+    from LiteLLM's cost data, or from ``settings.prices``, or None when unknown.
+    """
+
+    def __init__(self, settings: LLMSettings | None = None) -> None:
+        self.settings = settings or LLMSettings()
+
+    def _cost(self, model: str, response: Any, prompt: int, completion: int) -> float | None:
+        price = self.settings.prices.get(model)
+        if price is not None:
+            return (prompt * price.input_per_mtok + completion * price.output_per_mtok) / 1e6
+        try:
+            return float(litellm.completion_cost(completion_response=response, model=model))
+        except (
+            _errors.ModelNotMappedError,
+            openai.OpenAIError,
+            ValueError,
+            KeyError,
+            TypeError,
+        ):
+            return None  # no price known for this model: unknown, not zero
+
+    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": list(messages),
+            "timeout": s.timeout_s,
+            "num_retries": s.num_retries,
+            **s.extra,
+        }
+        if s.api_base:
+            kwargs["api_base"] = s.api_base
+        if s.api_key is not None:
+            kwargs["api_key"] = s.api_key.get_secret_value()
+        if s.temperature is not None:
+            kwargs["temperature"] = s.temperature
+        if s.max_output_tokens is not None:
+            kwargs["max_tokens"] = s.max_output_tokens
+        started = time.perf_counter()
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except openai.OpenAIError as e:  # every LiteLLM provider error derives from it
+            raise _translate(e, model, s.api_base) from e
+        duration = time.perf_counter() - started
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        usage = getattr(response, "usage", None)
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(
+            text=text,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=self._cost(model, response, prompt, completion),
+            duration_s=duration,
+        )
+
+    def complete_sync(self, messages: Sequence[Message], *, model: str) -> Completion:
+        """The same call, for code that is not async."""
+        return asyncio.run(self.complete(messages, model=model))

@@ -1,0 +1,466 @@
+"""The RLM loop: the root model writes code, the sandbox runs it, the host relays
+sub-calls in parallel, and every step goes to the trace.
+
+A question travels one way: engine -> (LLM client, sandbox) -> trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shesha import __version__
+from shesha.errors import LLMError, SandboxError, SheshaError
+from shesha.llm.client import ChatModel, Completion, Message
+from shesha.rlm.extract import bare_final, code_blocks
+from shesha.rlm.prompting import PromptSet
+from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage
+from shesha.rlm.trace import EventCallback, TraceEvent, TraceRecorder, prompt_key
+from shesha.sandbox.corpus import Corpus
+from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
+
+MAX_LISTED_DOCS = 100
+
+
+class ExecSession(Protocol):
+    """One query's hold on a sandbox (``SandboxSession`` in production)."""
+
+    def execute(
+        self, code: str, *, on_subcall: SubcallHandler | None = None, timeout: float | None = None
+    ) -> ExecResult: ...
+
+    def close(self) -> None: ...
+
+
+class SandboxProvider(Protocol):
+    """Hands out sandboxes holding a corpus (``SandboxPool`` in production)."""
+
+    def acquire(
+        self, corpus: Corpus | None = None, timeout: float | None = None
+    ) -> ExecSession: ...
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    sub_model: str | None = Field(None, description="for llm_query; default: the root model")
+    limits: QueryLimits = Field(default_factory=QueryLimits)
+    prompts_dir: str | None = None
+    max_output_chars: int = Field(20_000, description="printed output the sandbox keeps")
+    subcall_chars: int = Field(100_000, description="chunk size the prompt suggests")
+    keep_full_outputs: int = Field(2, ge=0, description="recent steps whose output stays whole")
+    old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
+
+    @property
+    def effective_sub_model(self) -> str:
+        return self.sub_model or self.model
+
+
+class _LimitReached(Exception):
+    def __init__(self, status: QueryStatus, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.limit, self.message = status, limit, message
+
+
+@dataclass
+class _Turn:
+    reply: str
+    outputs: list[tuple[str, str]]  # (attributes, text) per block; or a nudge
+    nudge: str | None = None
+
+
+@dataclass
+class _Run:
+    """The state of one query. Mutated on the event loop's thread only."""
+
+    question: str
+    config: EngineConfig
+    nonce: str
+    started: float
+    recorder: TraceRecorder
+    on_event: EventCallback | None
+    usage: Usage = field(default_factory=Usage)
+    subcalls: int = 0
+    iteration: int = 0
+    limit_hit: _LimitReached | None = None
+    cost_warned: bool = False
+
+    def emit(self, type_: str, duration_ms: float | None = None, **data: Any) -> None:
+        event = TraceEvent(type=type_, iteration=self.iteration, duration_ms=duration_ms, data=data)
+        self.recorder.event(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def check(self, upcoming_subcalls: int = 0) -> None:
+        """Raise _LimitReached when the next LLM call(s) would pass a limit."""
+        lim = self.config.limits
+        if self.limit_hit is not None:
+            raise self.limit_hit
+        hit = None
+        if lim.max_wall_s is not None and time.monotonic() - self.started >= lim.max_wall_s:
+            hit = _LimitReached("timeout", "max_wall_s", f"the query ran {lim.max_wall_s:g} s")
+        elif lim.max_tokens is not None and self.usage.total_tokens >= lim.max_tokens:
+            hit = _LimitReached(
+                "budget_exceeded", "max_tokens", f"{self.usage.total_tokens:,} tokens used"
+            )
+        elif lim.max_cost_usd is not None and self.usage.known_cost_usd >= lim.max_cost_usd:
+            hit = _LimitReached(
+                "budget_exceeded", "max_cost_usd", f"${self.usage.known_cost_usd:.4f} spent"
+            )
+        elif (
+            upcoming_subcalls
+            and lim.max_subcalls is not None
+            and self.subcalls + upcoming_subcalls > lim.max_subcalls
+        ):
+            hit = _LimitReached(
+                "budget_exceeded",
+                "max_subcalls",
+                f"{self.subcalls} sub-calls made, {upcoming_subcalls} more asked for, "
+                f"limit {lim.max_subcalls}",
+            )
+        if hit is not None:
+            self.limit_hit = hit
+            raise hit
+
+    def account(self, bucket: str, c: Completion) -> None:
+        target = self.usage.root if bucket == "root" else self.usage.sub
+        target.add(c.prompt_tokens, c.completion_tokens, c.cost_usd)
+        if c.cost_usd is not None:
+            self.usage.known_cost_usd += c.cost_usd
+        elif self.config.limits.max_cost_usd is not None and not self.cost_warned:
+            self.cost_warned = True
+            self.emit(
+                "warning",
+                message=f"no price is known for {c.model}: max_cost_usd cannot count its calls",
+            )
+
+
+def _wrap(nonce: str, tag: str, text: str, attrs: str = "") -> str:
+    return f'<{tag} id="{nonce}"{attrs}>\n{text}\n</{tag} id="{nonce}">'
+
+
+class RLMEngine:
+    """Runs queries: ``await engine.run(question, corpus)``."""
+
+    def __init__(
+        self,
+        llm: ChatModel,
+        sandboxes: SandboxProvider,
+        config: EngineConfig,
+        *,
+        sub_llm: ChatModel | None = None,
+    ) -> None:
+        self.llm = llm
+        self.sub_llm = sub_llm or llm
+        self.sandboxes = sandboxes
+        self.config = config
+        self.prompts = PromptSet.load(config.prompts_dir)
+
+    # -- public -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        question: str,
+        corpus: Corpus,
+        *,
+        trace_dir: str | Path | None = None,
+        project: str | None = None,
+        on_event: EventCallback | None = None,
+        config: EngineConfig | None = None,
+    ) -> QueryResult:
+        cfg = config or self.config
+        trace_path = None
+        if trace_dir is not None:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            trace_path = Path(trace_dir) / f"{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
+        recorder = TraceRecorder(trace_path)
+        run = _Run(
+            question=question,
+            config=cfg,
+            nonce=secrets.token_hex(16),
+            started=time.monotonic(),
+            recorder=recorder,
+            on_event=on_event,
+        )
+        try:
+            result = await self._run(run, corpus, project, trace_path)
+        finally:
+            recorder.close()
+        return result
+
+    async def stream(
+        self, question: str, corpus: Corpus, **kwargs: Any
+    ) -> AsyncIterator[TraceEvent | QueryResult]:
+        """The same events as ``on_event``, as an async iterator; the result comes last."""
+        queue: asyncio.Queue[TraceEvent | None] = asyncio.Queue()
+        task = asyncio.create_task(self.run(question, corpus, on_event=queue.put_nowait, **kwargs))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        while (event := await queue.get()) is not None:
+            yield event
+        yield await task
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def _run(
+        self, run: _Run, corpus: Corpus, project: str | None, trace_path: Path | None
+    ) -> QueryResult:
+        cfg = run.config
+        docs = corpus.documents()
+        run.recorder.header(
+            question=run.question,
+            model=cfg.model,
+            sub_model=cfg.effective_sub_model,
+            prompts=self.prompts.source,
+            prompt_hash=self.prompts.hash,
+            project=project,
+            project_version=corpus.version,
+            documents=[name for name, _ in docs],
+            config=cfg.model_dump(mode="json"),
+            shesha_version=__version__,
+        )
+        answer: str | None = None
+        status: QueryStatus = "success"
+        error: str | None = None
+        limit: str | None = None
+        session: ExecSession | None = None
+        try:
+            session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
+            messages = self._opening(run, docs)
+            answer, status = await self._loop(run, session, messages)
+        except _LimitReached as hit:
+            status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
+            run.emit("limit", limit=hit.limit, message=hit.message)
+        except (LLMError, SandboxError, SheshaError) as e:
+            status, error = "error", str(e)
+            run.emit("error", error=error, kind=type(e).__name__)
+        finally:
+            if session is not None:
+                await asyncio.to_thread(session.close)
+        if answer is None and run.limit_hit is not None and status == "success":
+            status, limit = run.limit_hit.status, run.limit_hit.limit
+        result = QueryResult(
+            answer=answer,
+            status=status,
+            error=error,
+            limit=limit,
+            iterations=run.iteration,
+            usage=run.usage,
+            subcalls=run.subcalls,
+            duration_s=round(time.monotonic() - run.started, 4),
+            trace_path=str(trace_path) if trace_path else None,
+        )
+        run.iteration = result.iterations
+        run.emit("summary", **result.model_dump(mode="json", exclude={"trace_path"}))
+        return result
+
+    def _opening(self, run: _Run, docs: Sequence[tuple[str, str]]) -> list[Message]:
+        listed = [
+            f"  [{i}] {name} ({len(text):,} chars)"
+            for i, (name, text) in enumerate(docs[:MAX_LISTED_DOCS])
+        ]
+        if len(docs) > MAX_LISTED_DOCS:
+            listed.append(f"  ... and {len(docs) - MAX_LISTED_DOCS:,} more (see doc_names)")
+        system = self.prompts.render(
+            "system",
+            doc_count=len(docs),
+            total_chars=f"{sum(len(t) for _, t in docs):,}",
+            doc_list="\n".join(listed) or "  (no documents)",
+            subcall_chars=f"{run.config.subcall_chars:,}",
+            max_output_chars=f"{run.config.max_output_chars:,}",
+        )
+        user = self.prompts.render("user", question=run.question)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def _history(self, run: _Run, opening: list[Message], turns: list[_Turn]) -> list[Message]:
+        """Old REPL outputs are shortened so long runs fit the model's window."""
+        messages = list(opening)
+        keep_from = len(turns) - run.config.keep_full_outputs
+        note = self.prompts.render("output_note", nonce=run.nonce)
+        for i, turn in enumerate(turns):
+            messages.append({"role": "assistant", "content": turn.reply})
+            if turn.nudge is not None:
+                messages.append({"role": "user", "content": turn.nudge})
+                continue
+            parts = [note]
+            for attrs, full in turn.outputs:
+                text = full
+                if i < keep_from and len(full) > run.config.old_output_chars:
+                    cut = len(full) - run.config.old_output_chars
+                    text = (
+                        full[: run.config.old_output_chars]
+                        + f"\n... [{cut:,} characters of this older output shortened; "
+                        "variables still hold full results]"
+                    )
+                parts.append(_wrap(run.nonce, "repl_output", text, attrs))
+            messages.append({"role": "user", "content": "\n\n".join(parts)})
+        return messages
+
+    async def _root_call(self, run: _Run, messages: list[Message]) -> str:
+        run.check()
+        run.emit("llm_request", model=run.config.model, messages=messages)
+        started = time.perf_counter()
+        c = await self.llm.complete(messages, model=run.config.model)
+        run.account("root", c)
+        run.emit(
+            "llm_response",
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            text=c.text,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost_usd=c.cost_usd,
+        )
+        return c.text
+
+    async def _loop(
+        self, run: _Run, session: ExecSession, opening: list[Message]
+    ) -> tuple[str | None, QueryStatus]:
+        cfg = run.config
+        turns: list[_Turn] = []
+        loop = asyncio.get_running_loop()
+
+        def on_subcall(items: Sequence[SubcallItem]) -> list[str]:
+            # Called from the sandbox's thread: run the batch on the event loop.
+            future = asyncio.run_coroutine_threadsafe(self._subcalls(run, items), loop)
+            return future.result()
+
+        while run.iteration < cfg.limits.max_iterations:
+            run.iteration += 1
+            reply = await self._root_call(run, self._history(run, opening, turns))
+            blocks = code_blocks(reply)
+            if not blocks:
+                final = bare_final(reply)
+                if final is not None and final.kind == "value":
+                    run.emit("final", answer=final.text, source="reply")
+                    return final.text, "success"
+                if final is not None:  # FINAL_VAR(name) in the reply: look it up in the sandbox
+                    blocks = [f"FINAL_VAR({final.text!r})"]
+                else:
+                    nudge = self.prompts.render("nudge")
+                    run.emit("nudge", message=nudge)
+                    turns.append(_Turn(reply, [], nudge=nudge))
+                    continue
+            outputs: list[tuple[str, str]] = []
+            for index, code in enumerate(blocks, start=1):
+                result = await self._execute(run, session, code, index, on_subcall)
+                attrs = f' block="{index}" status="{result.status}"'
+                outputs.append((attrs, result.output.rstrip("\n") or "(no output)"))
+                if result.final is not None:
+                    run.emit("final", answer=result.final, source="code", block=index)
+                    return result.final, "success"
+                if run.limit_hit is not None:
+                    raise run.limit_hit
+                if result.status != "ok" and index < len(blocks):
+                    rest = f"{index + 1}-{len(blocks)}"
+                    outputs.append(("", f"(blocks {rest} were not run: block {index} failed)"))
+                    break
+            turns.append(_Turn(reply, outputs))
+        # Out of steps: one last call to answer from what has been found.
+        messages = self._history(run, opening, turns)
+        messages.append(
+            {
+                "role": "user",
+                "content": self.prompts.render("final", max_iterations=cfg.limits.max_iterations),
+            }
+        )
+        reply = await self._root_call(run, messages)
+        final = bare_final(reply)
+        answer = final.text if final is not None and final.kind == "value" else reply.strip()
+        run.emit("final", answer=answer, source="max_iterations")
+        return answer, "max_iterations"
+
+    async def _execute(
+        self,
+        run: _Run,
+        session: ExecSession,
+        code: str,
+        index: int,
+        on_subcall: SubcallHandler,
+    ) -> ExecResult:
+        run.emit("code", block=index, code=code)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(
+                session.execute,
+                code,
+                on_subcall=on_subcall,
+                timeout=run.config.limits.exec_timeout_s,
+            )
+        except SandboxError as e:  # the container misbehaved; the session restarts it
+            result = ExecResult(status="crashed", error=f"SandboxError: {e}")
+        run.emit(
+            "exec_result",
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            block=index,
+            status=result.status,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            error=result.error,
+            final=result.final,
+            cpu_s=result.cpu_s,
+            peak_memory_mb=result.peak_memory_mb,
+            subcalls=result.subcalls,
+        )
+        return result
+
+    # -- sub-calls ----------------------------------------------------------------------
+
+    async def _subcalls(self, run: _Run, items: Sequence[SubcallItem]) -> list[str]:
+        try:
+            run.check(upcoming_subcalls=len(items))
+        except _LimitReached as hit:
+            run.emit("limit", limit=hit.limit, message=hit.message, during="subcalls")
+            return [f"[llm_query refused: limit reached: {hit.message}]"] * len(items)
+        run.subcalls += len(items)
+        semaphore = asyncio.Semaphore(run.config.limits.subcall_concurrency)
+
+        async def one(item: SubcallItem) -> str:
+            async with semaphore:
+                return await self._subcall(run, item)
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def _subcall(self, run: _Run, item: SubcallItem) -> str:
+        model = run.config.effective_sub_model
+        user = item.instruction
+        if item.content:
+            user += "\n\n" + _wrap(run.nonce, "content", item.content)
+        messages: list[Message] = [
+            {"role": "system", "content": self.prompts.render("subcall_system")},
+            {"role": "user", "content": user},
+        ]
+        key = prompt_key(messages)
+        run.emit(
+            "subcall_request",
+            model=model,
+            key=key,
+            instruction=item.instruction,
+            content_chars=len(item.content),
+            content_preview=item.content[:500],
+        )
+        started = time.perf_counter()
+        try:
+            c = await self.sub_llm.complete(messages, model=model)
+        except LLMError as e:
+            run.emit("subcall_response", key=key, error=str(e))
+            return f"[llm_query error: {str(e).splitlines()[0]}]"
+        run.account("sub", c)
+        run.emit(
+            "subcall_response",
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            key=key,
+            text=c.text,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost_usd=c.cost_usd,
+        )
+        return c.text

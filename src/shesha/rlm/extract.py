@@ -1,0 +1,45 @@
+"""Reading the root model's reply: code blocks, and a bare FINAL outside code."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\r?\n(.*?)```", re.S)
+_BARE_FINAL = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\((.*)\)[ \t]*$", re.M | re.S)
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def code_blocks(reply: str) -> list[str]:
+    """Fenced ```repl and ```python blocks, in order."""
+    return [m.group(1).strip("\n") for m in CODE_BLOCK.finditer(reply) if m.group(1).strip()]
+
+
+@dataclass(frozen=True)
+class BareFinal:
+    kind: str  # "value" for FINAL(...), "var" for FINAL_VAR(...)
+    text: str
+
+
+def bare_final(reply: str) -> BareFinal | None:
+    """A FINAL(...) or FINAL_VAR(...) written on its own line, outside code.
+
+    Only meaningful when the reply has no code block: a FINAL next to code that has not
+    run yet is ignored by the engine.
+    """
+    outside = CODE_BLOCK.sub("", reply)
+    matches = list(_BARE_FINAL.finditer(outside))
+    if not matches:
+        return None
+    m = matches[0]
+    kind, inner = m.group(1), m.group(2).strip()
+    # The answer runs to the last ')' of the reply, so it may span lines.
+    if kind == "FINAL_VAR":
+        name = inner.strip("'\" ")
+        return BareFinal("var", name) if _IDENTIFIER.fullmatch(name) else None
+    try:
+        value = ast.literal_eval(inner)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return BareFinal("value", inner)  # plain words: FINAL(The answer is 42)
+    return BareFinal("value", str(value))

@@ -1,0 +1,1 @@
+"""The engine's prompt templates (package data). See shesha.rlm.prompting."""

@@ -1,0 +1,75 @@
+"""What a query returns, and the limits it runs under."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+QueryStatus = Literal["success", "max_iterations", "budget_exceeded", "timeout", "error"]
+
+
+class QueryLimits(BaseModel):
+    """Per-query limits. ``None`` means no limit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_iterations: int = Field(20, ge=1, description="root-model steps")
+    max_subcalls: int | None = Field(1000, ge=0, description="llm_query calls in all")
+    max_tokens: int | None = Field(None, ge=1, description="root and sub tokens, added up")
+    max_cost_usd: float | None = Field(None, gt=0, description="root and sub cost, added up")
+    max_wall_s: float | None = Field(None, gt=0, description="wall time for the whole query")
+    exec_timeout_s: float | None = Field(
+        None, gt=0, description="per execution (default: the sandbox's)"
+    )
+    subcall_concurrency: int = Field(16, ge=1, description="llm_query_batched calls at once")
+
+
+class UsageBucket(BaseModel):
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    """None when any call's price was unknown."""
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, prompt: int, completion: int, cost: float | None) -> None:
+        self.calls += 1
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        if cost is None or self.cost_usd is None:
+            self.cost_usd = None
+        else:
+            self.cost_usd += cost
+
+
+class Usage(BaseModel):
+    root: UsageBucket = Field(default_factory=UsageBucket)
+    sub: UsageBucket = Field(default_factory=UsageBucket)
+    known_cost_usd: float = 0.0
+    """The cost of the calls whose price is known (what max_cost_usd is checked against)."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.root.tokens + self.sub.tokens
+
+    @property
+    def total_cost_usd(self) -> float | None:
+        if self.root.cost_usd is None or self.sub.cost_usd is None:
+            return None
+        return self.root.cost_usd + self.sub.cost_usd
+
+
+class QueryResult(BaseModel):
+    answer: str | None
+    status: QueryStatus
+    error: str | None = None
+    limit: str | None = Field(None, description="which limit stopped the query, if one did")
+    iterations: int
+    usage: Usage
+    subcalls: int
+    duration_s: float
+    trace_path: str | None = None

@@ -1,0 +1,206 @@
+"""A scripted, OpenAI-compatible LLM server on 127.0.0.1, for testing pipelines.
+
+shesha reaches it through LiteLLM exactly as it would a provider (``openai/<name>`` with
+``api_base=server.api_base``), so tests exercise the real client, retries and errors.
+
+    with ScriptedLLMServer(["```repl\\nprint(len(context))\\n```", "FINAL(3)"]) as server:
+        ...  # model="openai/scripted", api_base=server.api_base, api_key="test"
+
+A script is a list of replies, used in order (the last repeats when it runs out), or a
+callable ``(messages, model) -> reply``. A reply is a string, or one of:
+
+- ``Fail(status, message)``: answer with that HTTP status (429, 500, 401...);
+- ``Slow(seconds, text)``: wait, then answer ``text``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Fail:
+    status: int
+    message: str = "scripted failure"
+
+
+@dataclass(frozen=True)
+class Slow:
+    seconds: float
+    text: str
+
+
+Reply = str | Fail | Slow
+Script = Sequence[Reply] | Callable[[list[dict[str, Any]], str], Reply]
+
+
+@dataclass
+class RecordedRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    body: dict[str, Any] = field(repr=False)
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog (5) drops connections when a batch of sub-calls arrives at once,
+    # and the client then waits a full second to retry.
+    request_queue_size = 256
+    daemon_threads = True
+
+
+def count_tokens(text: str) -> int:
+    """A stable stand-in for a tokenizer: about four characters a token."""
+    return max(1, (len(text) + 3) // 4)
+
+
+class ScriptedLLMServer:
+    """Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) from a script."""
+
+    def __init__(
+        self,
+        script: Script,
+        *,
+        latency_s: float = 0.0,
+        report_usage: bool = True,
+        fail_first: Sequence[int] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the scripted server listens on loopback only")
+        self._script = script
+        self.latency_s = latency_s
+        self.report_usage = report_usage
+        self._fail_first = list(fail_first)
+        self._lock = threading.Lock()
+        self._next = 0
+        self.requests: list[RecordedRequest] = []
+        self._httpd = _Server((host, 0), self._handler())
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ScriptedLLMServer:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="scripted-llm", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> ScriptedLLMServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _reply_for(self, messages: list[dict[str, Any]], model: str) -> Reply:
+        with self._lock:
+            if self._fail_first:
+                return Fail(self._fail_first.pop(0))
+            if callable(self._script):
+                script = self._script
+            else:
+                replies = list(self._script)
+                if not replies:
+                    return Fail(500, "the script is empty")
+                reply = replies[min(self._next, len(replies) - 1)]
+                self._next += 1
+                return reply
+        return script(messages, model)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: tests read ``server.requests`` instead."""
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "scripted"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    self._send(400, {"error": {"message": "invalid JSON"}})
+                    return
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                messages = body.get("messages") or []
+                model = str(body.get("model", ""))
+                server.requests.append(RecordedRequest(model, messages, body))
+                if server.latency_s:
+                    time.sleep(server.latency_s)
+                reply = server._reply_for(messages, model)
+                if isinstance(reply, Fail):
+                    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(
+                        reply.status, "server_error"
+                    )
+                    self._send(reply.status, {"error": {"message": reply.message, "type": kind}})
+                    return
+                if isinstance(reply, Slow):
+                    time.sleep(reply.seconds)
+                    reply = reply.text
+                prompt = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+                completion = count_tokens(reply)
+                payload: dict[str, Any] = {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
+                if server.report_usage:
+                    payload["usage"] = {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    }
+                self._send(200, payload)
+
+        return Handler

@@ -1,0 +1,89 @@
+"""The LLM client against the scripted server, through LiteLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from shesha.errors import LLMAuthenticationError, LLMConnectionError, LLMRateLimitError
+from shesha.llm import LLMClient, LLMSettings, Price
+from shesha.testing import Fail, ScriptedLLMServer, Slow
+
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def client(server: ScriptedLLMServer, **kw: object) -> LLMClient:
+    kw.setdefault("num_retries", 0)
+    return LLMClient(LLMSettings(api_base=server.api_base, api_key="k", **kw))
+
+
+def test_completion_reports_text_and_tokens() -> None:
+    with ScriptedLLMServer(["hi back"]) as server:
+        c = client(server).complete_sync(HI, model="openai/scripted")
+    assert c.text == "hi back"
+    assert (c.prompt_tokens, c.completion_tokens) == (3, 2)
+    assert c.cost_usd is None  # no price known: unknown, not zero
+    assert server.requests[0].model == "scripted"
+
+
+def test_user_prices_give_a_cost() -> None:
+    with ScriptedLLMServer(["hi back"]) as server:
+        prices = {"openai/scripted": Price(input_per_mtok=2.0, output_per_mtok=10.0)}
+        c = client(server, prices=prices).complete_sync(HI, model="openai/scripted")
+    assert c.cost_usd == pytest.approx((3 * 2.0 + 2 * 10.0) / 1e6)
+
+
+def test_rate_limits_and_server_errors_are_retried() -> None:
+    with ScriptedLLMServer(["finally"], fail_first=[429, 500]) as server:
+        c = client(server, num_retries=3).complete_sync(HI, model="openai/scripted")
+    assert c.text == "finally"
+    assert len(server.requests) == 3
+
+
+def test_rate_limits_past_every_retry_raise_a_rate_limit_error() -> None:
+    with ScriptedLLMServer([Fail(429)]) as server, pytest.raises(LLMRateLimitError):
+        client(server, num_retries=1).complete_sync(HI, model="openai/scripted")
+
+
+def test_a_bad_key_fails_at_once_without_retries() -> None:
+    with ScriptedLLMServer([Fail(401, "invalid api key")]) as server:
+        with pytest.raises(LLMAuthenticationError, match="refused the credentials"):
+            client(server, num_retries=3).complete_sync(HI, model="openai/scripted")
+        assert len(server.requests) == 1
+
+
+def test_an_unreachable_endpoint_is_a_clear_connection_error() -> None:
+    with ScriptedLLMServer(["x"]) as server:
+        base = server.api_base
+    started = time.monotonic()
+    settings = LLMSettings(api_base=base, api_key="k", num_retries=0, timeout_s=5)
+    with pytest.raises(LLMConnectionError, match="Could not get an answer"):
+        LLMClient(settings).complete_sync(HI, model="openai/scripted")
+    assert time.monotonic() - started < 10
+
+
+def test_a_slow_answer_times_out() -> None:
+    with ScriptedLLMServer([Slow(3, "late")]) as server, pytest.raises(LLMConnectionError):
+        client(server, timeout_s=0.5).complete_sync(HI, model="openai/scripted")
+
+
+def test_calls_run_concurrently() -> None:
+    with ScriptedLLMServer(["ok"], latency_s=0.3) as server:
+        llm = client(server)
+
+        async def many() -> list[str]:
+            results = await asyncio.gather(
+                *(llm.complete(HI, model="openai/scripted") for _ in range(8))
+            )
+            return [r.text for r in results]
+
+        started = time.monotonic()
+        assert asyncio.run(many()) == ["ok"] * 8
+        assert time.monotonic() - started < 1.5
+
+
+def test_the_scripted_server_listens_on_loopback_only() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        ScriptedLLMServer(["x"], host="0.0.0.0")
