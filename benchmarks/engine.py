@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
 from typing import Any
+
+from report import emit
 
 from shesha.llm import LLMClient, LLMSettings
 from shesha.rlm import EngineConfig, QueryLimits, RLMEngine, TraceEvent
@@ -134,25 +135,13 @@ def bench(iterations: int) -> dict[str, Any]:
     }
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [f"{'metric':<28} {'value':>10}   target", "-" * 52]
-    for key, value in results.items():
-        mark = ""
-        if key in TARGETS:
-            op, bound = TARGETS[key]
-            ok = value <= bound if op == "<=" else value >= bound
-            mark = f"{op} {bound:g}  {'PASS' if ok else 'FAIL'}"
-        lines.append(f"{key:<28} {value!s:>10}   {mark}")
-    return "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="shesha engine benchmark")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--iterations", type=int, default=30, help="iterations to time")
     args = parser.parse_args()
     results = bench(args.iterations)
-    print(json.dumps(results) if args.json else table(results))
+    emit(results, TARGETS, args.json)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pdfplumber
+from report import emit
 
 from shesha.storage import ProjectStore
 
@@ -103,18 +104,6 @@ def bench(plumber_pages: int) -> dict[str, Any]:
     }
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [f"{'metric':<26} {'value':>12}   target", "-" * 52]
-    for key, value in results.items():
-        mark = ""
-        if key in TARGETS:
-            op, bound = TARGETS[key]
-            ok = value >= bound if op == ">=" else value <= bound
-            mark = f"{op} {bound:g}  {'PASS' if ok else 'FAIL'}"
-        lines.append(f"{key:<26} {value!s:>12}   {mark}")
-    return "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="shesha ingest benchmark (FinanceBench PDFs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -129,7 +118,7 @@ def main() -> int:
         print(f"{SHARED} is missing: this benchmark needs ../shared", file=sys.stderr)
         return 2
     results = bench(args.pdfplumber_pages)
-    print(json.dumps(results) if args.json else table(results))
+    emit(results, TARGETS, args.json)
     return 0
 
 

@@ -9,7 +9,6 @@ Needs a Docker daemon and the sandbox image (`make sandbox-image`).
 from __future__ import annotations
 
 import argparse
-import json
 import select
 import socket
 import statistics
@@ -18,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from report import emit
 
 import docker
 from shesha.sandbox import (
@@ -186,26 +187,13 @@ def bench(rounds: int) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in results.items()}
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [f"{'metric':<26} {'value':>12}   target", "-" * 52]
-    for key, value in results.items():
-        target = TARGETS.get(key)
-        mark = ""
-        if target is not None:
-            op, bound = target
-            ok = value <= bound if op == "<=" else value >= bound
-            mark = f"{op} {bound:g}  {'PASS' if ok else 'FAIL'}"
-        lines.append(f"{key:<26} {value!s:>12}   {mark}")
-    return "\n".join(lines)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--rounds", type=int, default=1000, help="round trips to time")
     args = parser.parse_args()
     results = bench(args.rounds)
-    print(json.dumps(results) if args.json else table(results))
+    emit(results, TARGETS, args.json)
     return 0
 
 
