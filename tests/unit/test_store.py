@@ -49,6 +49,7 @@ def test_add_a_directory_recursively_honouring_the_ignore_list(
     assert [d.name for d in report.stored] == ["a.md", "b.txt", "sub/c.pdf"]
     assert [r.name for r in p.documents_meta()] == ["a.md", "b.txt", "sub/c.pdf"]
     assert p.documents()[1] == ("b.txt", "bravo text\n")
+    assert p.sizes() == [(name, len(text)) for name, text in p.documents()]
     assert p.documents_meta()[2].meta.pages == 1
 
 

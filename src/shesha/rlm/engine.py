@@ -215,7 +215,7 @@ class RLMEngine:
         self, run: _Run, corpus: Corpus, project: str | None, trace_path: Path | None
     ) -> QueryResult:
         cfg = run.config
-        docs = corpus.documents()
+        docs = corpus.sizes()
         run.recorder.header(
             question=run.question,
             model=cfg.model,
@@ -263,17 +263,17 @@ class RLMEngine:
         run.emit("summary", **result.model_dump(mode="json", exclude={"trace_path"}))
         return result
 
-    def _opening(self, run: _Run, docs: Sequence[tuple[str, str]]) -> list[Message]:
+    def _opening(self, run: _Run, docs: Sequence[tuple[str, int]]) -> list[Message]:
         listed = [
-            f"  [{i}] {name} ({len(text):,} chars)"
-            for i, (name, text) in enumerate(docs[:MAX_LISTED_DOCS])
+            f"  [{i}] {name} ({chars:,} chars)"
+            for i, (name, chars) in enumerate(docs[:MAX_LISTED_DOCS])
         ]
         if len(docs) > MAX_LISTED_DOCS:
             listed.append(f"  ... and {len(docs) - MAX_LISTED_DOCS:,} more (see doc_names)")
         system = self.prompts.render(
             "system",
             doc_count=len(docs),
-            total_chars=f"{sum(len(t) for _, t in docs):,}",
+            total_chars=f"{sum(chars for _, chars in docs):,}",
             doc_list="\n".join(listed) or "  (no documents)",
             subcall_chars=f"{run.config.subcall_chars:,}",
             max_output_chars=f"{run.config.max_output_chars:,}",

@@ -23,6 +23,10 @@ class Corpus(Protocol):
         """(name, text) pairs, in the project's stable order."""
         ...
 
+    def sizes(self) -> Sequence[tuple[str, int]]:
+        """(name, characters) pairs in the same order, without reading the texts."""
+        ...
+
 
 def content_version(documents: Sequence[tuple[str, str]]) -> str:
     """The sha256 over names and texts, in order, unambiguously delimited."""
@@ -48,3 +52,6 @@ class InMemoryCorpus:
 
     def documents(self) -> Sequence[tuple[str, str]]:
         return self.docs
+
+    def sizes(self) -> Sequence[tuple[str, int]]:
+        return [(name, len(text)) for name, text in self.docs]

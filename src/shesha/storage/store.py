@@ -178,6 +178,10 @@ class Project:
                 for r in self._records()
             ]
 
+    def sizes(self) -> list[tuple[str, int]]:
+        """(name, characters) in the same order, from the records alone."""
+        return [(r.name, r.meta.chars) for r in self._records()]
+
     @property
     def version(self) -> str:
         """A content hash over the documents' names and texts, in order."""
