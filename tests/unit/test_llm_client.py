@@ -87,3 +87,10 @@ def test_calls_run_concurrently() -> None:
 def test_the_scripted_server_listens_on_loopback_only() -> None:
     with pytest.raises(ValueError, match="loopback"):
         ScriptedLLMServer(["x"], host="0.0.0.0")
+
+
+def test_a_local_openai_compatible_server_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with ScriptedLLMServer(["no key needed"]) as server:
+        llm = LLMClient(LLMSettings(api_base=server.api_base, num_retries=0))
+        assert llm.complete_sync(HI, model="openai/local").text == "no key needed"

@@ -1,5 +1,18 @@
-"""The LLM client over LiteLLM."""
+"""The LLM client over LiteLLM.
 
-from shesha.llm.client import ChatModel, Completion, LLMClient, LLMSettings, Message, Price
+``LLMClient`` is loaded on first use: importing LiteLLM takes seconds, and commands
+that never call a model (``shesha projects``, ``shesha docs``) should not pay for it.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from shesha.llm.types import ChatModel, Completion, LLMSettings, Message, Price
 
 __all__ = ["ChatModel", "Completion", "LLMClient", "LLMSettings", "Message", "Price"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("LLMClient", "missing_credentials"):
+        return getattr(import_module("shesha.llm.client"), name)
+    raise AttributeError(f"module 'shesha.llm' has no attribute {name!r}")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from shesha.errors import (
     LLMAuthenticationError,
@@ -18,51 +17,18 @@ from shesha.errors import (
     LLMRateLimitError,
 )
 from shesha.llm._litellm import litellm
+from shesha.llm.types import Completion, LLMSettings, Message
 
 _errors = litellm.exceptions
-Message = dict[str, str]
-
-
-class Price(BaseModel):
-    """A user's price for a model that LiteLLM does not know, in USD per million tokens."""
-
-    model_config = ConfigDict(frozen=True)
-
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float | None
-    """None when the model has no known price: unknown, not zero."""
-    duration_s: float
-
-
-class ChatModel(Protocol):
-    """What the engine needs of an LLM: one chat completion, for a given model."""
-
-    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion: ...
-
-
-class LLMSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    api_base: str | None = None
-    api_key: SecretStr | None = None
-    timeout_s: float = Field(120.0, gt=0, description="per call")
-    num_retries: int = Field(3, ge=0, description="on rate limits and transient errors")
-    temperature: float | None = None
-    max_output_tokens: int | None = None
-    prices: dict[str, Price] = Field(default_factory=dict)
-    extra: dict[str, Any] = Field(default_factory=dict, description="passed to LiteLLM")
 
 
 _PERMANENT_HINT = "Check the model name (any LiteLLM model string, e.g. openai/gpt-4o-mini)."
+
+
+def missing_credentials(model: str) -> list[str]:
+    """The environment variables a provider needs that are not set (LiteLLM's check)."""
+    env = litellm.validate_environment(model)
+    return [str(k) for k in env.get("missing_keys") or []]
 
 
 def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
@@ -134,6 +100,10 @@ class LLMClient:
             kwargs["api_base"] = s.api_base
         if s.api_key is not None:
             kwargs["api_key"] = s.api_key.get_secret_value()
+        elif s.api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+            # A local OpenAI-compatible server (vLLM, llama.cpp) needs no key, but the
+            # OpenAI client insists on one.
+            kwargs["api_key"] = "not-needed"
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         if s.max_output_tokens is not None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shesha import __version__
 from shesha.errors import LLMError, SandboxError, SheshaError
-from shesha.llm.client import ChatModel, Completion, Message
+from shesha.llm.types import ChatModel, Completion, Message
 from shesha.rlm.extract import bare_final, code_blocks
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage

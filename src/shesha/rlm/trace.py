@@ -14,7 +14,7 @@ from typing import IO, Any
 from pydantic import BaseModel, Field
 
 from shesha.errors import SheshaError
-from shesha.llm.client import Completion, Message
+from shesha.llm.types import Completion, Message
 
 NONCE = re.compile(r'id="[0-9a-f]{32}"')
 
