@@ -1,29 +1,81 @@
-"""The `shesha` command line."""
+"""The `shesha` command line (typer + rich). Answers go to stdout, progress to stderr.
+
+Exit codes: 0 answered (or done); 1 error; 2 usage; 3 a budget or iteration limit was
+reached (the answer so far, if any, is still printed).
+"""
 
 from __future__ import annotations
+
+import sys
+import traceback
 
 import typer
 
 from shesha import __version__
+from shesha.cli import ask, doctor, manage
+from shesha.cli.common import EXIT_ERROR, err_console, state
+from shesha.errors import SheshaError
+
+HELP = """Ask questions of large document sets with a Recursive Language Model.
+
+The model explores your documents by writing Python in a network-isolated Docker
+sandbox, and calls sub-models on the pieces that need reading.
+
+Exit codes: 0 answered, 1 error, 2 usage, 3 a budget or iteration limit was reached.
+"""
 
 app = typer.Typer(
     name="shesha",
-    help="Ask questions of large document sets with a Recursive Language Model.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
-@app.command()
-def version() -> None:
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    state.verbose = state.verbose or verbose
+
+
+app.command("ask")(ask.ask)
+app.command("add")(manage.add)
+app.command("docs")(manage.docs)
+app.command("traces")(manage.traces)
+app.command("trace")(manage.trace)
+app.command("init")(manage.init)
+app.command("doctor")(doctor.doctor)
+app.add_typer(manage.projects_app, name="projects")
+
+
+@app.command("version")
+def version_command() -> None:
     """Print shesha's version."""
     typer.echo(__version__)
 
 
-@app.callback()
-def _root() -> None:
-    """Ask questions of large document sets with a Recursive Language Model."""
-
-
 def main() -> None:
-    app()
+    """Typer handles usage errors (exit 2) and exit codes; shesha's own errors are shown
+    here as one line and a hint (with --verbose, the traceback too), exit 1."""
+    try:
+        app()
+    except SheshaError as e:
+        if state.verbose:
+            traceback.print_exc()
+        message, _, hint = str(e).partition("\nHint: ")
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+        if hint:
+            err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        sys.exit(EXIT_ERROR)

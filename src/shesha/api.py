@@ -1,0 +1,218 @@
+"""The Python API: ``Shesha().project("x").query("...")``, and its async twin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+
+from shesha import llm
+from shesha.config import Settings, load_settings
+from shesha.errors import ConfigError
+from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine
+from shesha.rlm.trace import EventCallback
+from shesha.sandbox import SandboxLimits, SandboxPool
+from shesha.storage import AddReport, ProjectStore, StoredDocument
+from shesha.storage import Project as StoredProject
+from shesha.storage.store import ProgressCallback
+
+QUERY_OVERRIDES = frozenset(
+    {
+        "model",
+        "sub_model",
+        "api_base",
+        "api_key",
+        "llm_timeout_s",
+        "num_retries",
+        "temperature",
+        "prompts_dir",
+        "exec_timeout_s",
+        "max_iterations",
+        "max_subcalls",
+        "max_tokens",
+        "max_cost_usd",
+        "max_wall_s",
+    }
+)
+NO_MODEL_HINT = (
+    'Pass model= (or --model), set SHESHA_MODEL, or add model = "..." to shesha.toml. '
+    "Any LiteLLM model string works, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder:7b."
+)
+
+
+def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    unknown = set(overrides) - QUERY_OVERRIDES
+    if unknown:
+        raise ConfigError(
+            f"Unknown query option(s): {', '.join(sorted(unknown))}.",
+            hint=f"A query takes: {', '.join(sorted(QUERY_OVERRIDES))}.",
+        )
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if not values:
+        return settings
+    try:
+        return Settings.model_validate({**settings.model_dump(), **values})
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        raise ConfigError(
+            f"Invalid query option {key} = {values.get(key)!r}: {first['msg']}."
+        ) from e
+
+
+class Project:
+    """A named set of documents, ready for questions. Get one from ``Shesha.project``."""
+
+    def __init__(self, shesha: Shesha, stored: StoredProject) -> None:
+        self._shesha = shesha
+        self.stored = stored
+
+    @property
+    def name(self) -> str:
+        return self.stored.name
+
+    def __repr__(self) -> str:
+        return f"Project({self.name!r})"
+
+    def add(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        password: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        keep_originals: bool = False,
+    ) -> AddReport:
+        """Add files, directories and globs; see ``AddReport`` for what was stored."""
+        return self.stored.add(
+            paths, password=password, on_progress=on_progress, keep_originals=keep_originals
+        )
+
+    def documents(self) -> list[StoredDocument]:
+        return self.stored.documents_meta()
+
+    def text(self, name: str) -> str:
+        """A document's parsed text, exactly as the model sees it in ``context``."""
+        return self.stored.text(name)
+
+    def remove(self, name: str) -> None:
+        self.stored.remove(name)
+
+    def query(
+        self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
+    ) -> QueryResult:
+        """Ask a question. Overrides: model, sub_model, api_base, api_key, and every limit
+        (max_iterations, max_subcalls, max_tokens, max_cost_usd, max_wall_s, ...)."""
+        return asyncio.run(self.aquery(question, on_event=on_event, **overrides))
+
+    async def aquery(
+        self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
+    ) -> QueryResult:
+        settings = _with_overrides(self._shesha.settings, overrides)
+        if not settings.model:
+            raise ConfigError("No model is configured.", hint=NO_MODEL_HINT)
+        client = llm.LLMClient(
+            llm.LLMSettings(
+                api_base=settings.api_base,
+                api_key=settings.api_key,
+                timeout_s=settings.llm_timeout_s,
+                num_retries=settings.num_retries,
+                temperature=settings.temperature,
+            )
+        )
+        config = EngineConfig(
+            model=settings.model,
+            sub_model=settings.sub_model,
+            prompts_dir=settings.prompts_dir,
+            limits=QueryLimits(
+                max_iterations=settings.max_iterations,
+                max_subcalls=settings.max_subcalls,
+                max_tokens=settings.max_tokens,
+                max_cost_usd=settings.max_cost_usd,
+                max_wall_s=settings.max_wall_s,
+                exec_timeout_s=settings.exec_timeout_s,
+            ),
+        )
+        pool = await asyncio.to_thread(self._shesha.pool)
+        engine = RLMEngine(client, pool, config)
+        return await engine.run(
+            question,
+            self.stored,
+            trace_dir=self.stored.traces_dir,
+            project=self.name,
+            on_event=on_event,
+        )
+
+
+class Shesha:
+    """Projects, and the sandbox pool they share. Settings: defaults < shesha.toml <
+    SHESHA_* environment < the keyword arguments given here."""
+
+    def __init__(
+        self, *, config_file: str | os.PathLike[str] | None = None, **settings: Any
+    ) -> None:
+        self.settings = load_settings(settings, config_file=config_file)
+        self.store = ProjectStore(self.settings.home)
+        self._pool: SandboxPool | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def project(self, name: str) -> Project:
+        """The project called ``name``, made if it does not exist yet."""
+        return Project(self, self.store.get_or_create(name))
+
+    def get_project(self, name: str) -> Project:
+        """The project called ``name``; a StorageError if there is none."""
+        return Project(self, self.store.get(name))
+
+    def projects(self) -> list[str]:
+        return self.store.list()
+
+    def delete_project(self, name: str) -> None:
+        self.store.delete(name)
+
+    @property
+    def pool_started(self) -> bool:
+        """Whether the sandbox pool is running (it starts on the first query)."""
+        return self._pool is not None
+
+    def pool(self) -> SandboxPool:
+        """The shared sandbox pool, started on first use."""
+        with self._pool_lock:
+            if self._closed:
+                raise ConfigError("This Shesha has been closed.")
+            if self._pool is None:
+                s = self.settings
+                pool = SandboxPool(
+                    s.pool_size,
+                    image=s.image,
+                    limits=SandboxLimits(
+                        memory_mb=s.memory_mb, cpus=s.cpus, exec_timeout_s=s.exec_timeout_s
+                    ),
+                )
+                pool.start()
+                self._pool = pool
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the sandbox pool. Idempotent."""
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> Shesha:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

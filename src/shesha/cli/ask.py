@@ -1,0 +1,206 @@
+"""`shesha ask`: one question, about a stored project or about files given on the spot."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.status import Status
+
+from shesha.api import Shesha
+from shesha.cli.common import (
+    CONFIG_OPTION_HELP,
+    EXIT_ERROR,
+    EXIT_LIMIT,
+    EXIT_OK,
+    err_console,
+    print_json,
+    state,
+)
+from shesha.cli.manage import add_with_progress
+from shesha.rlm import QueryResult, TraceEvent
+
+LIMIT_STATUSES = {"max_iterations", "budget_exceeded", "timeout"}
+
+
+def project_name_for(paths: list[str]) -> str:
+    """A stable project name for a set of paths: readable, and unique to those paths."""
+    resolved = sorted(str(Path(p).expanduser().resolve()) for p in paths)
+    digest = hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:8]
+    stem = "-".join(re.sub(r"[^\w.-]+", "_", Path(p).name or "root") for p in paths)
+    return f"ask-{stem[:40]}-{digest}"
+
+
+class Progress:
+    """Live progress on stderr: step, code preview, sub-calls, tokens, cost."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.live = err_console.is_terminal and not quiet
+        self.status: Status | None = None
+        self.step = 0
+        self.subcalls = 0
+        self.tokens = 0
+        self.cost = 0.0
+        self.cost_known = True
+        self.activity = "thinking"
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self.status = err_console.status(self._text())
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def _text(self) -> str:
+        cost = f"${self.cost:.4f}" if self.cost_known else "cost unknown"
+        return (
+            f"step {self.step} · {self.activity} · {self.subcalls} sub-calls · "
+            f"{self.tokens:,} tokens · {cost}"
+        )
+
+    def _log(self, line: str) -> None:
+        if self.status is not None:
+            self.status.update(self._text())
+        elif not self.quiet:
+            err_console.print(line, highlight=False, markup=False)
+
+    def on_event(self, e: TraceEvent) -> None:
+        self.step = e.iteration
+        d = e.data
+        if e.type in ("llm_response", "subcall_response") and "prompt_tokens" in d:
+            self.tokens += int(d["prompt_tokens"]) + int(d["completion_tokens"])
+            if d.get("cost_usd") is None:
+                self.cost_known = False
+            else:
+                self.cost += float(d["cost_usd"])
+        if e.type == "llm_request":
+            self.activity = "thinking"
+            self._log(f"step {e.iteration}: asking the model")
+        elif e.type == "code":
+            first = next((ln for ln in str(d["code"]).splitlines() if ln.strip()), "")
+            self.activity = f"running: {first[:60]}"
+            self._log(f"step {e.iteration}: running code: {first[:100]}")
+        elif e.type == "subcall_request":
+            self.subcalls += 1
+            if self.status is not None:
+                self.status.update(self._text())
+        elif e.type in ("limit", "error", "warning"):
+            msg = str(d.get("message") or d.get("error")).splitlines()[0]
+            self._log(f"step {e.iteration}: {e.type}: {msg}")
+
+
+def result_json(result: QueryResult, project: str) -> dict[str, Any]:
+    u = result.usage
+    return {
+        "answer": result.answer,
+        "status": result.status,
+        "iterations": result.iterations,
+        "subcalls": result.subcalls,
+        "usage": {
+            "root": u.root.model_dump(),
+            "sub": u.sub.model_dump(),
+            "total_tokens": u.total_tokens,
+        },
+        "cost_usd": u.total_cost_usd,
+        "duration_s": result.duration_s,
+        "trace_path": result.trace_path,
+        "project": project,
+        "error": result.error,
+        "limit": result.limit,
+    }
+
+
+def _check_paths(paths: list[str]) -> None:
+    for p in paths:
+        if not Path(p).expanduser().exists() and not glob.has_magic(p):
+            raise typer.BadParameter(f"{p}: no such file or directory", param_hint="PATHS")
+
+
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    paths: list[str] = typer.Argument(
+        None, help="Files, directories or globs to ask about (stored as a project)."
+    ),
+    project: str | None = typer.Option(
+        None, "--project", "-p", help="Ask this stored project (with PATHS: add them to it)."
+    ),
+    model: str | None = typer.Option(None, help="Root model: any LiteLLM model string."),
+    sub_model: str | None = typer.Option(None, help="Model for llm_query (default: --model)."),
+    api_base: str | None = typer.Option(None, help="Custom endpoint, e.g. a local server."),
+    api_key: str | None = typer.Option(
+        None, help="API key (better: the provider's variable).", envvar=None
+    ),
+    max_iterations: int | None = typer.Option(None, help="Root-model steps (default 20)."),
+    max_subcalls: int | None = typer.Option(None, help="llm_query calls in all."),
+    max_cost: float | None = typer.Option(None, help="USD, root and sub-calls together."),
+    max_tokens: int | None = typer.Option(None, help="Tokens, root and sub-calls together."),
+    timeout: float | None = typer.Option(None, help="Seconds for the whole query."),
+    password: str | None = typer.Option(None, help="Password for encrypted PDFs in PATHS."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
+) -> None:
+    """Ask a question about documents. The answer goes to stdout, progress to stderr."""
+    state.verbose = state.verbose or verbose
+    paths = paths or []
+    if not paths and not project:
+        raise typer.BadParameter("give PATHS to ask about, or --project NAME", param_hint="PATHS")
+    _check_paths(paths)
+    settings: dict[str, Any] = {
+        "model": model,
+        "sub_model": sub_model,
+        "api_base": api_base,
+        "api_key": api_key,
+        "max_iterations": max_iterations,
+        "max_subcalls": max_subcalls,
+        "max_cost_usd": max_cost,
+        "max_tokens": max_tokens,
+        "max_wall_s": timeout,
+    }
+    with Shesha(config_file=config, **settings) as sh:
+        name = project or project_name_for(paths)
+        if paths:
+            p = sh.project(name)
+            report = add_with_progress(p, paths, password=password, quiet=json_out)
+            for bad in report.failed:
+                err_console.print(f"skipped {bad.path}: {bad.error.splitlines()[0]}", markup=False)
+            if not p.documents():
+                err_console.print("error: none of the paths gave a document to ask about")
+                raise typer.Exit(EXIT_ERROR)
+        else:
+            p = sh.get_project(name)
+        with Progress(quiet=json_out and not err_console.is_terminal) as progress:
+            result = p.query(question, on_event=progress.on_event)
+    if json_out:
+        print_json(result_json(result, name))
+    else:
+        if result.answer is not None:
+            print(result.answer)
+        cost = result.usage.total_cost_usd
+        err_console.print(
+            f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls · "
+            f"{result.usage.total_tokens:,} tokens · "
+            f"{f'${cost:.4f}' if cost is not None else 'cost unknown'} · "
+            f"{result.duration_s:.1f} s · trace: {result.trace_path}[/]",
+            highlight=False,
+        )
+        if result.status == "error":
+            message, _, hint = (result.error or "").partition("\nHint: ")
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+            if hint:
+                err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        elif result.status in LIMIT_STATUSES:
+            err_console.print(
+                f"[yellow]stopped:[/] {result.error or result.status}", highlight=False
+            )
+    if result.status == "error":
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(EXIT_LIMIT if result.status in LIMIT_STATUSES else EXIT_OK)

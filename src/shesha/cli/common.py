@@ -1,0 +1,43 @@
+"""What the CLI commands share: consoles, exit codes, settings, JSON output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from shesha.storage import StoredDocument
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT = 0, 1, 2, 3
+
+out_console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class _State:
+    verbose: bool = False
+
+
+state = _State()
+
+
+def print_json(payload: Any) -> None:
+    """Exactly one JSON object on stdout."""
+    print(json.dumps(payload, ensure_ascii=False, default=str))
+
+
+def document_json(doc: StoredDocument) -> dict[str, Any]:
+    m = doc.meta
+    return {
+        "name": doc.name,
+        "format": m.format,
+        "pages": m.pages,
+        "chars": m.chars,
+        "warnings": list(m.warnings),
+    }
+
+
+CONFIG_OPTION_HELP = "A shesha.toml to read (default: ./shesha.toml, then the user config dir)."

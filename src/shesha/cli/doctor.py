@@ -1,0 +1,152 @@
+"""`shesha doctor`: check each thing shesha needs, and say how to fix what fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from docker.errors import DockerException, ImageNotFound
+
+import docker
+from shesha import llm
+from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json
+from shesha.config import Settings, config_file_path, load_settings
+from shesha.errors import SheshaError
+from shesha.sandbox import connect, default_image, runner_hash
+from shesha.sandbox.docker_client import DOCKER_HINT, daemon_address
+from shesha.sandbox.image import REBUILD_HINT
+from shesha.storage import ProjectStore
+
+MIN_FREE_GB = 1.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _docker() -> tuple[Check, docker.DockerClient | None]:
+    try:
+        client = connect(timeout=10)
+    except SheshaError as e:
+        return Check("docker daemon", False, str(e).split("\n")[0], DOCKER_HINT), None
+    version = client.version().get("Version", "?")
+    return Check("docker daemon", True, f"Docker {version} at {daemon_address()}"), client
+
+
+def _image(client: docker.DockerClient | None, settings: Settings) -> Check:
+    tag = settings.image or default_image()
+    if client is None:
+        return Check("sandbox image", False, f"{tag}: not checked (no Docker daemon)")
+    try:
+        image = client.images.get(tag)
+    except ImageNotFound:
+        return Check("sandbox image", False, f"{tag} is not built", REBUILD_HINT)
+    except DockerException as e:
+        return Check("sandbox image", False, f"{tag}: {e}")
+    labelled = (image.labels or {}).get("io.shesha.runner-hash", "")
+    if labelled and labelled != runner_hash():
+        return Check(
+            "sandbox image",
+            False,
+            f"{tag} carries runner {labelled[:12]}, this shesha needs {runner_hash()[:12]}",
+            REBUILD_HINT,
+        )
+    return Check("sandbox image", True, f"{tag} (runner {runner_hash()[:12]})")
+
+
+def _model(settings: Settings) -> Check:
+    if not settings.model:
+        return Check(
+            "model",
+            False,
+            "no model configured",
+            "Set model in shesha.toml (`shesha init`), SHESHA_MODEL, or pass --model.",
+        )
+    if settings.api_key is not None:
+        return Check("model", True, f"{settings.model} (api_key set in shesha's settings)")
+    if settings.api_base:
+        return Check("model", True, f"{settings.model} at {settings.api_base}")
+    missing = llm.missing_credentials(settings.model)
+    if missing:
+        return Check(
+            "model",
+            False,
+            f"{settings.model}: missing {', '.join(missing)}",
+            f"export {missing[0]}=... (or set api_key / api_base in shesha.toml)",
+        )
+    return Check("model", True, f"{settings.model} (credentials found in the environment)")
+
+
+def _cost_map() -> Check:
+    value = os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    ok = value.lower() == "true"
+    return Check(
+        "litellm cost map",
+        ok,
+        "local (nothing is fetched at import)" if ok else f"LITELLM_LOCAL_MODEL_COST_MAP={value}",
+        "" if ok else "unset it, or set LITELLM_LOCAL_MODEL_COST_MAP=True",
+    )
+
+
+def _data_dir(settings: Settings) -> tuple[Check, Check]:
+    home = ProjectStore(settings.home).home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home):
+            pass
+        writable = Check("data directory", True, f"{home} (writable)")
+    except OSError as e:
+        writable = Check(
+            "data directory",
+            False,
+            f"{home}: {e.strerror or e}",
+            "Set SHESHA_HOME (or home in shesha.toml) to a writable directory.",
+        )
+    probe = home if home.exists() else Path(home.anchor or "/")
+    free_gb = shutil.disk_usage(probe).free / 2**30
+    disk = Check(
+        "free disk",
+        free_gb >= MIN_FREE_GB,
+        f"{free_gb:.1f} GB free at {probe}",
+        "" if free_gb >= MIN_FREE_GB else "Free some space, or move SHESHA_HOME.",
+    )
+    return writable, disk
+
+
+def doctor(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
+) -> None:
+    """Check Docker, the sandbox image, the model setup, the data directory and disk."""
+    checks: list[Check] = []
+    try:
+        settings = load_settings(config_file=config)
+        source = config_file_path(config)
+        checks.append(Check("configuration", True, str(source or "defaults + environment")))
+    except SheshaError as e:
+        message, _, hint = str(e).partition("\nHint: ")
+        checks.append(Check("configuration", False, message, hint))
+        settings = Settings()
+    docker_check, client = _docker()
+    checks += [docker_check, _image(client, settings), _model(settings), _cost_map()]
+    checks += list(_data_dir(settings))
+    if client is not None:
+        client.close()
+    if json_out:
+        print_json({"ok": all(c.ok for c in checks), "checks": [c.__dict__ for c in checks]})
+    else:
+        for c in checks:
+            mark = "[green]pass[/]" if c.ok else "[red]FAIL[/]"
+            out_console.print(f"{mark}  {c.name:<17} {c.detail}", highlight=False)
+            if not c.ok and c.fix:
+                out_console.print(f"      {'':<17} fix: {c.fix}", highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(EXIT_ERROR)

@@ -1,0 +1,333 @@
+"""`shesha add`, `projects`, `docs`, `traces`, `trace` and `init`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from shesha.api import Project, Shesha
+from shesha.cli.common import (
+    CONFIG_OPTION_HELP,
+    EXIT_ERROR,
+    document_json,
+    err_console,
+    out_console,
+    print_json,
+)
+from shesha.config import CONFIG_FILE, INIT_TEMPLATE
+from shesha.errors import StorageError
+from shesha.rlm.trace import read_trace
+from shesha.storage import AddProgress, AddReport
+
+ConfigOpt = typer.Option(None, "--config", help=CONFIG_OPTION_HELP)
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
+
+def add_with_progress(
+    project: Project, paths: Sequence[str], *, password: str | None, quiet: bool = False
+) -> AddReport:
+    """Add with a progress bar on stderr (when it is a terminal)."""
+    if quiet or not err_console.is_terminal:
+        return project.add(list(paths), password=password)
+    with Progress(
+        TextColumn("adding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def step(p: AddProgress) -> None:
+            bar.update(task, total=p.total, completed=p.done, description=p.name[-50:])
+
+        return project.add(list(paths), password=password, on_progress=step)
+
+
+def add(
+    project: str = typer.Argument(..., help="The project (made if it does not exist)."),
+    paths: list[str] = typer.Argument(..., help="Files, directories (recursive) and globs."),
+    password: str | None = typer.Option(None, help="Password for encrypted PDFs."),
+    keep_originals: bool = typer.Option(False, help="Also store a copy of each original."),
+    json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Parse and store documents in a project. Exit code 1 if any file failed (the good
+    ones are stored all the same)."""
+    with Shesha(config_file=config) as sh:
+        p = sh.project(project)
+        report = add_with_progress(p, paths, password=password, quiet=json_out)
+        docs = {d.name: d for d in p.documents()}
+    if json_out:
+        print_json(
+            {
+                "project": project,
+                "stored": [document_json(docs[d.name]) for d in report.stored if d.name in docs],
+                "failed": [{"path": f.path, "error": f.error} for f in report.failed],
+            }
+        )
+    else:
+        counts: dict[str, int] = {}
+        for d in report.stored:
+            counts[d.status] = counts.get(d.status, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored"
+        err_console.print(f"{project}: {summary}; {len(report.failed)} failed", markup=False)
+        for d in report.stored:
+            for w in d.meta.warnings:
+                err_console.print(f"  warning: {d.name}: {w}", markup=False)
+        for f in report.failed:
+            message = f.error.splitlines()[0]
+            if not message.startswith(Path(f.path).name):
+                message = f"{f.path}: {message}"
+            err_console.print(f"  failed: {message}", markup=False)
+            hint = f.error.partition("\nHint: ")[2]
+            if hint:
+                err_console.print(f"          hint: {hint}", markup=False)
+    if report.failed:
+        raise typer.Exit(EXIT_ERROR)
+
+
+projects_app = typer.Typer(help="List, show or delete projects.", no_args_is_help=False)
+
+
+@projects_app.callback(invoke_without_command=True)
+def _projects_default(
+    ctx: typer.Context, json_out: bool = JsonOpt, config: Path | None = ConfigOpt
+) -> None:
+    """List projects (the default), or show / delete one."""
+    if ctx.invoked_subcommand is None:
+        projects_list(json_out=json_out, config=config)
+
+
+def _summary(sh: Shesha, name: str) -> dict[str, Any]:
+    p = sh.get_project(name)
+    docs = p.documents()
+    traces = sorted(p.stored.traces_dir.glob("*.jsonl"))
+    return {
+        "name": name,
+        "documents": len(docs),
+        "chars": sum(d.meta.chars for d in docs),
+        "version": p.stored.version,
+        "traces": len(traces),
+        "path": str(p.stored.path),
+    }
+
+
+@projects_app.command("list")
+def projects_list(json_out: bool = JsonOpt, config: Path | None = ConfigOpt) -> None:
+    """List projects."""
+    with Shesha(config_file=config) as sh:
+        rows = [_summary(sh, name) for name in sh.projects()]
+        home = sh.store.home
+    if json_out:
+        print_json({"projects": rows})
+        return
+    if not rows:
+        err_console.print(f"No projects yet in {home}. Make one with `shesha add NAME PATHS...`.")
+        return
+    table = Table("project", "documents", "characters", "traces")
+    for r in rows:
+        table.add_row(r["name"], str(r["documents"]), f"{r['chars']:,}", str(r["traces"]))
+    out_console.print(table)
+
+
+@projects_app.command("show")
+def projects_show(
+    name: str = typer.Argument(...), json_out: bool = JsonOpt, config: Path | None = ConfigOpt
+) -> None:
+    """Show a project: its documents, size, version and traces."""
+    with Shesha(config_file=config) as sh:
+        info = _summary(sh, name)
+        docs = [document_json(d) for d in sh.get_project(name).documents()]
+    if json_out:
+        print_json({**info, "docs": docs})
+        return
+    for key in ("name", "documents", "chars", "version", "traces", "path"):
+        out_console.print(f"{key:>10}: {info[key]}", markup=False)
+    _docs_table(docs)
+
+
+@projects_app.command("delete")
+def projects_delete(
+    name: str = typer.Argument(...),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Delete a project, its documents and its traces."""
+    with Shesha(config_file=config) as sh:
+        if not sh.store.exists(name):
+            raise StorageError(f"No project named {name!r} to delete.")
+        if not yes and not typer.confirm(f"Delete project {name!r} and its traces?"):
+            raise typer.Abort()
+        sh.delete_project(name)
+    err_console.print(f"Deleted {name}.", markup=False)
+
+
+def _docs_table(docs: list[dict[str, Any]]) -> None:
+    table = Table("document", "format", "pages", "characters", "warnings")
+    for d in docs:
+        table.add_row(
+            d["name"],
+            d["format"],
+            str(d["pages"] or ""),
+            f"{d['chars']:,}",
+            "; ".join(d["warnings"]),
+        )
+    out_console.print(table)
+
+
+def docs(
+    project: str = typer.Argument(...),
+    show: str | None = typer.Option(
+        None, "--show", help="Print this document's text exactly as the model sees it."
+    ),
+    json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+) -> None:
+    """List a project's documents, or print one's parsed text."""
+    with Shesha(config_file=config) as sh:
+        p = sh.get_project(project)
+        if show is not None:
+            text = p.text(show)
+            if json_out:
+                print_json({"project": project, "name": show, "text": text})
+            else:
+                typer.echo(text, nl=False)
+            return
+        rows = [document_json(d) for d in p.documents()]
+    if json_out:
+        print_json({"project": project, "docs": rows})
+    else:
+        _docs_table(rows)
+
+
+def _trace_summary(path: Path) -> dict[str, Any]:
+    records = read_trace(path)
+    header = records[0] if records and records[0].get("type") == "header" else {}
+    summary: dict[str, Any] = next(
+        (r["data"] for r in reversed(records) if r.get("type") == "summary"), {}
+    )
+    return {
+        "path": str(path),
+        "question": header.get("question"),
+        "model": header.get("model"),
+        "status": summary.get("status", "incomplete"),
+        "iterations": summary.get("iterations"),
+        "duration_s": summary.get("duration_s"),
+        "answer": summary.get("answer"),
+    }
+
+
+def traces(
+    project: str = typer.Argument(...),
+    last: int = typer.Option(10, "--last", "-n", help="How many, newest first."),
+    json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+) -> None:
+    """List a project's query traces, newest first."""
+    with Shesha(config_file=config) as sh:
+        folder = sh.get_project(project).stored.traces_dir
+    paths = sorted(folder.glob("*.jsonl"), key=lambda f: f.name, reverse=True)[:last]
+    rows = [_trace_summary(f) for f in paths]
+    if json_out:
+        print_json({"project": project, "traces": rows})
+        return
+    if not rows:
+        err_console.print(f"No traces yet for {project}.")
+        return
+    table = Table("trace", "status", "steps", "seconds", "question")
+    for r in rows:
+        table.add_row(
+            Path(r["path"]).name,
+            str(r["status"]),
+            str(r["iterations"] or ""),
+            str(r["duration_s"] or ""),
+            str(r["question"] or "")[:60],
+        )
+    out_console.print(table)
+    err_console.print(f"Show one with `shesha trace {folder}/<trace>`.", markup=False)
+
+
+def _ms(value: Any) -> str:
+    return f"{value / 1000:.2f} s" if isinstance(value, int | float) else ""
+
+
+def trace(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Pretty-print a trace: question, each step's code and output, sub-calls, answer."""
+    records = read_trace(path)
+    if not records or records[0].get("type") != "header":
+        raise StorageError(f"{path} is not a shesha trace (no header).")
+    h = records[0]
+    c = out_console
+    c.rule("[bold]shesha trace")
+    c.print(f"[bold]question:[/] {h.get('question')}", highlight=False)
+    c.print(
+        f"[dim]model {h.get('model')} · sub-model {h.get('sub_model')} · project "
+        f"{h.get('project')} · {len(h.get('documents') or [])} documents · "
+        f"shesha {h.get('shesha_version')} · prompts {h.get('prompt_hash')}[/]",
+        highlight=False,
+    )
+    subcalls = 0
+    for r in records[1:]:
+        kind, d, it = r.get("type"), r.get("data", {}), r.get("iteration")
+        if kind == "llm_response":
+            c.rule(f"step {it}")
+            cost = d.get("cost_usd")
+            c.print(
+                f"[dim]model: {d.get('prompt_tokens')} + {d.get('completion_tokens')} tokens · "
+                f"{f'${cost:.5f}' if cost is not None else 'cost unknown'} · "
+                f"{_ms(r.get('duration_ms'))}[/]",
+                highlight=False,
+            )
+        elif kind == "code":
+            c.print(f"[cyan]code (block {d.get('block')}):[/]", highlight=False)
+            c.print(str(d.get("code")), markup=False, highlight=False)
+        elif kind == "exec_result":
+            out = "".join(str(d.get(k) or "") for k in ("stdout", "stderr", "error")).rstrip()
+            c.print(
+                f"[green]output[/] [dim]({d.get('status')}, {_ms(r.get('duration_ms'))}, "
+                f"cpu {d.get('cpu_s')} s, {d.get('subcalls')} sub-calls):[/]",
+                highlight=False,
+            )
+            c.print(out[:3000] or "(no output)", markup=False, highlight=False)
+        elif kind == "subcall_response":
+            subcalls += 1
+        elif kind == "nudge":
+            c.print("[yellow]no code in the reply: nudged[/]")
+        elif kind in ("limit", "error", "warning"):
+            c.print(f"[red]{kind}:[/] {d.get('message') or d.get('error')}", highlight=False)
+        elif kind == "final":
+            c.rule("answer")
+            c.print(str(d.get("answer")), markup=False, highlight=False)
+        elif kind == "summary":
+            usage = d.get("usage", {})
+            root, sub = usage.get("root", {}), usage.get("sub", {})
+            c.rule()
+            c.print(
+                f"{d.get('status')} · {d.get('iterations')} steps · {subcalls} sub-calls · "
+                f"root {root.get('prompt_tokens', 0) + root.get('completion_tokens', 0):,} "
+                f"tokens · sub {sub.get('prompt_tokens', 0) + sub.get('completion_tokens', 0):,}"
+                f" tokens · {d.get('duration_s')} s",
+                highlight=False,
+            )
+
+
+def init(
+    path: Path = typer.Option(Path(CONFIG_FILE), help="Where to write it."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented shesha.toml."""
+    if path.exists() and not force:
+        err_console.print(f"{path} already exists (use --force to overwrite).", markup=False)
+        raise typer.Exit(EXIT_ERROR)
+    path.write_text(INIT_TEMPLATE, encoding="utf-8")
+    err_console.print(f"Wrote {path}. Uncomment what you need.", markup=False)
+
+
+__all__ = ["add", "add_with_progress", "docs", "init", "projects_app", "trace", "traces"]

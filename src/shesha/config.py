@@ -1,0 +1,173 @@
+"""Settings, layered: defaults < shesha.toml < SHESHA_* environment < arguments.
+
+An invalid setting is reported with its name, the source it came from, and what is
+allowed. Provider variables (OPENAI_API_KEY and the rest) are read by LiteLLM as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from shesha.errors import ConfigError
+
+CONFIG_FILE = "shesha.toml"
+ENV_PREFIX = "SHESHA_"
+
+
+class Settings(BaseModel):
+    """Everything shesha can be told. Every field is a key in shesha.toml and a
+    ``SHESHA_<NAME>`` environment variable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # models
+    model: str | None = Field(None, description="the root model: any LiteLLM model string")
+    sub_model: str | None = Field(None, description="the model for llm_query (default: model)")
+    api_base: str | None = Field(None, description="a custom endpoint (Ollama, vLLM, a proxy)")
+    api_key: SecretStr | None = Field(None, description="else the provider's own variable")
+    llm_timeout_s: float = Field(120.0, gt=0, description="per LLM call")
+    num_retries: int = Field(3, ge=0, description="on rate limits and transient errors")
+    temperature: float | None = Field(None, ge=0, le=2)
+    prompts_dir: str | None = Field(None, description="a directory of prompt overrides")
+    # storage
+    home: str | None = Field(None, description="the data directory (default: per-user)")
+    # sandbox
+    pool_size: int = Field(3, ge=1, le=64, description="warm containers")
+    image: str | None = Field(None, description="the sandbox image (default: the matching one)")
+    memory_mb: int = Field(1024, ge=64, description="per container")
+    cpus: float = Field(1.0, gt=0, le=64, description="per container")
+    exec_timeout_s: float = Field(60.0, gt=0, description="per code execution")
+    # query limits
+    max_iterations: int = Field(20, ge=1)
+    max_subcalls: int | None = Field(1000, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_wall_s: float | None = Field(None, gt=0)
+
+
+def _describe(field: str) -> str:
+    info = Settings.model_fields[field]
+    annotation = info.annotation
+    allowed = getattr(annotation, "__name__", None) or str(annotation)
+    allowed = allowed.replace("typing.", "").replace("NoneType", "None")
+    bounds = [
+        f"{k} {getattr(m, k)}"
+        for m in info.metadata
+        for k in ("gt", "ge", "lt", "le")
+        if getattr(m, k, None) is not None
+    ]
+    return allowed + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file in use: explicit, else ./shesha.toml, else the user's config dir."""
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"The config file {p} does not exist.")
+        return p
+    for candidate in (
+        Path.cwd() / CONFIG_FILE,
+        Path(platformdirs.user_config_dir("shesha")) / CONFIG_FILE,
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _file_layer(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Cannot read the config file {path}: {e}") from e
+    if isinstance(data.get("shesha"), dict):  # a [shesha] table is accepted too
+        data = data["shesha"]
+    return data
+
+
+def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].lower()
+            if name in Settings.model_fields:
+                values[name] = None if value == "" else value
+    return values
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the layers, remembering where each value came from, and validate."""
+    path = config_file_path(config_file)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if path is not None:
+        layers.append((f"the config file {path}", _file_layer(path)))
+    layers.append(("the environment", _env_layer(os.environ if env is None else env)))
+    layers.append(("the arguments", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    merged: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for name, values in layers:
+        for key, value in values.items():
+            if key not in Settings.model_fields:
+                known = ", ".join(sorted(Settings.model_fields))
+                raise ConfigError(
+                    f"Unknown setting {key!r} in {name}.", hint=f"Known settings: {known}."
+                )
+            merged[key] = value
+            source[key] = name
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        where = source.get(key, "the defaults")
+        env_name = ENV_PREFIX + key.upper()
+        raise ConfigError(
+            f"Invalid setting {key} = {merged.get(key)!r} (from {where}): {first['msg']}.",
+            hint=f"{key} takes {_describe(key)}; set it in shesha.toml, {env_name}, or an argument."
+            if key in Settings.model_fields
+            else None,
+        ) from e
+
+
+INIT_TEMPLATE = """\
+# shesha.toml: shesha's settings. Precedence: defaults < this file < SHESHA_* environment
+# variables < command-line / constructor arguments. Delete what you do not need.
+
+# The root model writes code; any LiteLLM model string.
+# model = "openai/gpt-4o-mini"          # needs OPENAI_API_KEY
+# model = "anthropic/claude-3-5-haiku-latest"   # needs ANTHROPIC_API_KEY
+# model = "ollama/qwen2.5-coder:7b"     # a local Ollama
+# The model for llm_query() sub-calls (default: the same as model). A cheaper one is fine.
+# sub_model = "openai/gpt-4o-mini"
+# An OpenAI-compatible endpoint (vLLM, llama.cpp, a proxy), with model = "openai/<name>".
+# api_base = "http://127.0.0.1:8000/v1"
+# api_key = "..."                       # better: the provider's own environment variable
+
+# Where projects and traces live (default: the per-user data directory).
+# home = "~/.local/share/shesha"
+
+# The sandbox: warm containers, and limits for each.
+# pool_size = 3
+# memory_mb = 1024
+# cpus = 1.0
+# exec_timeout_s = 60
+
+# Per-query limits.
+# max_iterations = 20
+# max_subcalls = 1000
+# max_tokens = 2000000
+# max_cost_usd = 1.00
+# max_wall_s = 600
+"""

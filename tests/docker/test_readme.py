@@ -1,0 +1,142 @@
+"""Every `shesha` command shown in the README runs, against the scripted model server.
+
+Model names are swapped for the scripted server's; everything else runs as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.fixtures import make_pdf
+
+from shesha.testing import Reply, ScriptedLLMServer
+
+pytestmark = pytest.mark.docker
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+SHESHA = str(Path(sys.executable).with_name("shesha"))
+MODEL_FLAGS = {"--model", "--sub-model"}
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    return [
+        line.strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip().startswith("shesha ")
+    ]
+
+
+def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
+    if str(messages[0]["content"]).startswith("You follow one instruction"):
+        return "yes"
+    if not any(m["role"] == "assistant" for m in messages):
+        return (
+            "```repl\nhits = [n for n, t in zip(doc_names, context) if 'renew' in t]\n"
+            "print(hits)\n```"
+        )
+    return "```repl\nFINAL(', '.join(hits))\n```"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer(scripted) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("readme")
+    (root / "contracts").mkdir()
+    (root / "contracts" / "lease.pdf").write_bytes(make_pdf(["This lease will renew every year."]))
+    (root / "contracts" / "supply.md").write_text("Supply contract: ends in 2027.")
+    (root / "notes").mkdir()
+    (root / "notes" / "call.md").write_text("Call notes: the licence auto-renews.")
+    (root / "docs").mkdir()
+    (root / "docs" / "a.txt").write_text("A contract that renews.")
+    return root
+
+
+def adapt(command: str, api_base: str) -> list[str]:
+    args = shlex.split(command, comments=True)[1:]
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in MODEL_FLAGS:
+            out += [args[i], "openai/scripted"]
+            i += 2
+        elif args[i] == "--api-base":
+            out += ["--api-base", api_base]
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    if out[0] == "ask":
+        if "--api-base" not in out:
+            out += ["--api-base", api_base]
+        out += ["--api-key", "test"]
+    return out
+
+
+def test_the_readme_shows_the_commands_users_need() -> None:
+    verbs = {shlex.split(c)[1] for c in readme_commands()}
+    assert {"ask", "add", "docs", "traces", "doctor"} <= verbs
+
+
+def test_every_readme_command_runs(server: ScriptedLLMServer, workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
+    env.update(
+        {
+            "SHESHA_HOME": str(workdir / "home"),
+            "SHESHA_POOL_SIZE": "1",
+            "SHESHA_MODEL": "openai/scripted",
+            "SHESHA_API_BASE": server.api_base,
+        }
+    )
+    for command in readme_commands():
+        args = adapt(command, server.api_base)
+        r = subprocess.run(
+            [SHESHA, *args],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert r.returncode == 0, f"{command}\n-> {args}\n{r.stdout}\n{r.stderr}"
+        if "--json" in args:
+            json.loads(r.stdout)
+        if args[0] == "ask" and "--json" not in args:
+            assert "lease.pdf" in r.stdout or "a.txt" in r.stdout, (command, r.stdout)
+
+
+def test_the_readme_python_example_runs(
+    server: ScriptedLLMServer, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = README.read_text()
+    block = re.search(r"```python\n(from shesha import Shesha\n.*?)```", text, re.S)
+    assert block is not None
+    code = block.group(1).replace(
+        'Shesha(model="openai/gpt-4o-mini")',
+        f'Shesha(model="openai/scripted", api_base="{server.api_base}", api_key="t", '
+        f'home="{workdir / "pyhome"}", pool_size=1)',
+    )
+    monkeypatch.chdir(workdir)
+    printed: list[str] = []
+    exec(
+        compile(code, "README.md", "exec"),
+        {"print": lambda *a: printed.append(" ".join(map(str, a)))},
+    )
+    assert printed
+    assert printed[0].startswith("a.txt, call.md success")

@@ -1,0 +1,92 @@
+"""Settings: defaults < shesha.toml < SHESHA_* environment < arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shesha.config import load_settings
+from shesha.errors import ConfigError
+
+
+@pytest.fixture
+def toml(tmp_path: Path) -> Path:
+    path = tmp_path / "shesha.toml"
+    path.write_text(
+        'model = "from-file"\nsub_model = "file-sub"\npool_size = 2\nmax_iterations = 7\n'
+    )
+    return path
+
+
+def test_defaults() -> None:
+    s = load_settings(env={})
+    assert (s.model, s.pool_size, s.max_iterations, s.max_cost_usd) == (None, 3, 20, None)
+
+
+def test_each_layer_overrides_the_one_below(toml: Path) -> None:
+    s = load_settings(
+        {"model": "from-args"},
+        config_file=toml,
+        env={"SHESHA_MODEL": "from-env", "SHESHA_SUB_MODEL": "env-sub", "SHESHA_POOL_SIZE": "5"},
+    )
+    assert s.model == "from-args"
+    assert s.sub_model == "env-sub"
+    assert s.pool_size == 5
+    assert s.max_iterations == 7
+
+
+def test_none_arguments_do_not_override(toml: Path) -> None:
+    assert load_settings({"model": None}, config_file=toml, env={}).model == "from-file"
+
+
+def test_the_config_file_is_found_in_the_current_directory(
+    toml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(toml.parent)
+    assert load_settings(env={}).model == "from-file"
+
+
+def test_a_shesha_table_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[shesha]\nmodel = "tabled"\n')
+    assert load_settings(config_file=path, env={}).model == "tabled"
+
+
+def test_an_invalid_value_names_the_setting_its_source_and_what_is_allowed(toml: Path) -> None:
+    toml.write_text("pool_size = 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=toml, env={})
+    text = str(err.value)
+    assert "pool_size = 0" in text
+    assert str(toml) in text
+    assert "ge 1" in text
+
+
+def test_an_invalid_environment_value_names_the_environment() -> None:
+    with pytest.raises(ConfigError, match="max_cost_usd = 'lots' \\(from the environment\\)"):
+        load_settings(env={"SHESHA_MAX_COST_USD": "lots"})
+
+
+def test_an_unknown_key_in_the_file_is_refused(toml: Path) -> None:
+    toml.write_text('modle = "typo"\n')
+    with pytest.raises(ConfigError, match="Unknown setting 'modle'"):
+        load_settings(config_file=toml, env={})
+
+
+def test_a_broken_toml_file_is_a_clear_error(toml: Path) -> None:
+    toml.write_text("model = \n")
+    with pytest.raises(ConfigError, match="Cannot read the config file"):
+        load_settings(config_file=toml, env={})
+
+
+def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_file=tmp_path / "nope.toml", env={})
+
+
+def test_the_api_key_is_secret() -> None:
+    s = load_settings({"api_key": "sk-very-secret"}, env={})
+    assert "sk-very-secret" not in repr(s)
+    assert s.api_key is not None
+    assert s.api_key.get_secret_value() == "sk-very-secret"
