@@ -13,7 +13,7 @@ import typer
 
 from shesha import __version__
 from shesha.cli import ask, doctor, manage
-from shesha.cli.common import EXIT_ERROR, err_console, state
+from shesha.cli.common import EXIT_ERROR, print_error, state
 from shesha.errors import SheshaError
 
 HELP = """Ask questions of large document sets with a Recursive Language Model.
@@ -74,8 +74,5 @@ def main() -> None:
     except SheshaError as e:
         if state.verbose:
             traceback.print_exc()
-        message, _, hint = str(e).partition("\nHint: ")
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-        if hint:
-            err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        print_error(str(e))
         sys.exit(EXIT_ERROR)

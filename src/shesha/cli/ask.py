@@ -18,6 +18,7 @@ from shesha.cli.common import (
     EXIT_LIMIT,
     EXIT_OK,
     err_console,
+    print_error,
     print_json,
     state,
 )
@@ -193,10 +194,7 @@ def ask(
             highlight=False,
         )
         if result.status == "error":
-            message, _, hint = (result.error or "").partition("\nHint: ")
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-            if hint:
-                err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+            print_error(result.error or "the query failed")
         elif result.status in LIMIT_STATUSES:
             err_console.print(
                 f"[yellow]stopped:[/] {result.error or result.status}", highlight=False

@@ -24,6 +24,20 @@ class _State:
 state = _State()
 
 
+def split_hint(text: str) -> tuple[str, str]:
+    """A SheshaError's text is its message, then an optional "Hint: ..." line."""
+    message, _, hint = text.partition("\nHint: ")
+    return message, hint
+
+
+def print_error(text: str) -> None:
+    """One clear line on stderr, and the hint on the next."""
+    message, hint = split_hint(text)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    if hint:
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+
+
 def print_json(payload: Any) -> None:
     """Exactly one JSON object on stdout."""
     print(json.dumps(payload, ensure_ascii=False, default=str))

@@ -13,7 +13,7 @@ from docker.errors import DockerException, ImageNotFound
 
 import docker
 from shesha import llm
-from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json
+from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json, split_hint
 from shesha.config import Settings, config_file_path, load_settings
 from shesha.errors import SheshaError
 from shesha.sandbox import connect, default_image, runner_hash
@@ -132,7 +132,7 @@ def doctor(
         source = config_file_path(config)
         checks.append(Check("configuration", True, str(source or "defaults + environment")))
     except SheshaError as e:
-        message, _, hint = str(e).partition("\nHint: ")
+        message, hint = split_hint(str(e))
         checks.append(Check("configuration", False, message, hint))
         settings = Settings()
     docker_check, client = _docker()

@@ -18,6 +18,7 @@ from shesha.cli.common import (
     err_console,
     out_console,
     print_json,
+    split_hint,
 )
 from shesha.config import CONFIG_FILE, INIT_TEMPLATE
 from shesha.errors import StorageError
@@ -86,7 +87,7 @@ def add(
             if not message.startswith(Path(f.path).name):
                 message = f"{f.path}: {message}"
             err_console.print(f"  failed: {message}", markup=False)
-            hint = f.error.partition("\nHint: ")[2]
+            hint = split_hint(f.error)[1]
             if hint:
                 err_console.print(f"          hint: {hint}", markup=False)
     if report.failed:
