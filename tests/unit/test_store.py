@@ -153,11 +153,12 @@ def test_keep_originals(store: ProjectStore, files: Path) -> None:
 
 INGEST = """
 import sys
+from pathlib import Path
 from shesha.storage import ProjectStore
 p = ProjectStore(sys.argv[1]).get_or_create("p")
-for round in range(1000):
+for round in range(int(sys.argv[3])):
     p.add([sys.argv[2]], workers=1)
-    for f in __import__("pathlib").Path(sys.argv[2]).iterdir():
+    for f in Path(sys.argv[2]).iterdir():
         f.write_text(f.read_text() + "x")
 """
 
@@ -174,20 +175,31 @@ def _check_consistent(home: Path) -> int:
     return len(docs)
 
 
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
 def test_a_process_killed_mid_ingest_leaves_the_store_whole(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     for i in range(20):
         (src / f"f{i:02d}.txt").write_text(f"document {i} " * 2000)
     home = tmp_path / "home"
-    for delay in (0.3, 0.45, 0.6, 0.8, 1.0):
-        proc = subprocess.Popen([sys.executable, "-c", INGEST, str(home), str(src)])
+    first_record = home / "projects" / "p" / "docs"
+    for delay in (0.0, 0.05, 0.15, 0.3, 0.6):
+        proc = subprocess.Popen([sys.executable, "-c", INGEST, str(home), str(src), "1000"])
+        _wait_for(first_record)  # the writer is running, however loaded the machine is
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        if (home / "projects" / "p" / "project.json").exists():
-            _check_consistent(home)
-    assert _check_consistent(home) > 0
+        _check_consistent(home)
+    # And a writer that is not killed stores every document.
+    done = subprocess.run([sys.executable, "-c", INGEST, str(home), str(src), "1"], check=True)
+    assert done.returncode == 0
+    assert _check_consistent(home) == 20
 
 
 ADDER = """
