@@ -188,7 +188,7 @@ def test_a_process_killed_mid_ingest_leaves_the_store_whole(tmp_path: Path) -> N
     for i in range(20):
         (src / f"f{i:02d}.txt").write_text(f"document {i} " * 2000)
     home = tmp_path / "home"
-    first_record = home / "projects" / "p" / "docs"
+    first_record = home / "projects" / "p" / "project.json"
     for delay in (0.0, 0.05, 0.15, 0.3, 0.6):
         proc = subprocess.Popen([sys.executable, "-c", INGEST, str(home), str(src), "1000"])
         _wait_for(first_record)  # the writer is running, however loaded the machine is

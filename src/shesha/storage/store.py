@@ -352,11 +352,20 @@ class ProjectStore:
             ) from e
         if (path / "project.json").exists():
             raise StorageError(f"Project {name!r} already exists.")
-        path.mkdir(exist_ok=True)
-        (path / "docs").mkdir(exist_ok=True)
-        (path / "traces").mkdir(exist_ok=True)
+        # Build it aside and rename it into place: a killed create leaves no half project.
+        staging = self.projects_dir / f".creating-{uuid.uuid4().hex}"
+        staging.mkdir()
+        (staging / "docs").mkdir()
+        (staging / "traces").mkdir()
         meta = {"name": name, "created": _now(), "format": FORMAT_VERSION}
-        atomic_write(path / "project.json", json.dumps(meta, ensure_ascii=False).encode())
+        atomic_write(staging / "project.json", json.dumps(meta, ensure_ascii=False).encode())
+        try:
+            os.rename(staging, path)
+        except OSError as e:  # another process made it first (or a stale empty directory)
+            shutil.rmtree(staging, ignore_errors=True)
+            if (path / "project.json").exists():
+                return Project(self, name)
+            raise StorageError(f"Cannot create project {name!r} at {path}: {e}") from e
         return Project(self, name)
 
     def get(self, name: str) -> Project:
