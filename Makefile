@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup venv docker sandbox-image lint format typecheck test test-unit all bench demo clean
+.PHONY: setup venv docker sandbox-image local-model lint format typecheck test test-unit all bench demo clean
 
 setup: venv sandbox-image
 
@@ -25,6 +25,12 @@ docker:
 sandbox-image: docker
 	@bash sandbox_image/build.sh
 
+# The local CPU model: the llama.cpp server (built once, 4-7 min) and the pinned weights.
+local-model: venv
+	@bash scripts/install-local-server.sh $(BIN)/python
+	@bash scripts/fetch-local-model.sh qwen2.5-coder-1.5b $(BIN)/python
+	@bash scripts/fetch-local-model.sh smollm2-135m $(BIN)/python
+
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
@@ -36,7 +42,7 @@ format: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: setup
+test: setup local-model
 	$(BIN)/pytest
 
 test-unit: venv
@@ -49,8 +55,10 @@ bench: setup
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/engine.py
 
-demo: setup
-	$(BIN)/python examples/sandbox_demo.py
+DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
+demo: setup local-model
+	@echo "Asking the local model (first answer may take a minute on a CPU)..." >&2
+	$(BIN)/shesha ask "$(DEMO_QUESTION)" examples/data/war-and-peace.txt --model local
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

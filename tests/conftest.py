@@ -11,7 +11,11 @@ import pytest
 
 import docker
 from shesha.errors import SandboxUnavailableError
+from shesha.local.fetch import is_verified
+from shesha.local.registry import BUILTIN, ModelRegistry, default_models_dir
+from shesha.local.server import server_installed
 from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
+from shesha.storage import default_home
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -55,3 +59,15 @@ def shared_dir() -> Path:
             pytest.fail(f"CI=true but {SHARED} is missing", pytrace=False)
         pytest.skip(f"{SHARED} is absent (a user's clone): real-document tests skipped")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def local_models() -> ModelRegistry:
+    """The real local models (make local-model): required in CI, skipped elsewhere."""
+    if not server_installed():
+        _unavailable("llama-cpp-python is not installed: run `make local-model`")
+    registry = ModelRegistry(default_models_dir(default_home()))
+    for model in BUILTIN.values():
+        if not is_verified(registry.dir / model.filename, model.sha256):
+            _unavailable(f"{model.name} is not fetched into {registry.dir}: run `make local-model`")
+    return registry

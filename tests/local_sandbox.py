@@ -48,11 +48,17 @@ class LocalSession:
         return self.chan.recv(time.monotonic() + 30).header
 
     def execute(
-        self, code: str, *, on_subcall: SubcallHandler | None = None, timeout: float | None = None
+        self,
+        code: str,
+        *,
+        on_subcall: SubcallHandler | None = None,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
     ) -> ExecResult:
         self.codes.append(code)
         self._id += 1
-        self.chan.send({"kind": "exec", "id": self._id, "code": code, "max_output": 20_000})
+        limit = max_output_chars or 20_000
+        self.chan.send({"kind": "exec", "id": self._id, "code": code, "max_output": limit})
         deadline = time.monotonic() + (timeout or 30)
         subcalls = 0
         while True:

@@ -6,6 +6,8 @@ import asyncio
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -14,6 +16,8 @@ from pydantic import ValidationError
 from shesha import llm
 from shesha.config import Settings, load_settings
 from shesha.errors import ConfigError
+from shesha.local.registry import ModelRegistry, default_models_dir
+from shesha.local.server import LocalModelServer
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import SandboxLimits, SandboxPool
@@ -63,6 +67,29 @@ def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         raise ConfigError(
             f"Invalid query option {key} = {values.get(key)!r}: {first['msg']}."
         ) from e
+
+
+LOCAL_PROFILE: dict[str, Any] = {
+    # A small model with an 8K window: short prompts, short outputs, greedy decoding.
+    "prompt_style": "compact",
+    "max_output_chars": 3000,
+    "old_output_chars": 400,
+    "keep_full_outputs": 1,
+    "subcall_chars": 12_000,
+    "max_subcall_chars": 16_000,
+}
+
+
+def is_local(model: str | None) -> bool:
+    return model is not None and (model == "local" or model.startswith("local/"))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    model: str
+    api_base: str | None
+    prices: dict[str, llm.Price]
+    local: bool
 
 
 class Project:
@@ -115,18 +142,16 @@ class Project:
         settings = _with_overrides(self._shesha.settings, overrides)
         if not settings.model:
             raise ConfigError("No model is configured.", hint=NO_MODEL_HINT)
-        client = llm.LLMClient(
-            llm.LLMSettings(
-                api_base=settings.api_base,
-                api_key=settings.api_key,
-                timeout_s=settings.llm_timeout_s,
-                num_retries=settings.num_retries,
-                temperature=settings.temperature,
-            )
-        )
+        root = await asyncio.to_thread(self._shesha.endpoint, settings.model, settings)
+        sub = root
+        if settings.sub_model and settings.sub_model != settings.model:
+            sub = await asyncio.to_thread(self._shesha.endpoint, settings.sub_model, settings)
+        client = self._shesha.client(root, settings)
+        sub_client = client if sub.api_base == root.api_base else self._shesha.client(sub, settings)
         config = EngineConfig(
-            model=settings.model,
-            sub_model=settings.sub_model,
+            model=root.model,
+            sub_model=sub.model,
+            **(LOCAL_PROFILE if root.local else {}),
             prompts_dir=settings.prompts_dir,
             limits=QueryLimits(
                 max_iterations=settings.max_iterations,
@@ -138,7 +163,7 @@ class Project:
             ),
         )
         pool = await asyncio.to_thread(self._shesha.pool)
-        engine = RLMEngine(client, pool, config)
+        engine = RLMEngine(client, pool, config, sub_llm=sub_client)
         return await engine.run(
             question,
             self.stored,
@@ -159,7 +184,55 @@ class Shesha:
         self.store = ProjectStore(self.settings.home)
         self._pool: SandboxPool | None = None
         self._pool_lock = threading.Lock()
+        self._local: dict[str, LocalModelServer] = {}
         self._closed = False
+
+    # -- models -----------------------------------------------------------------------
+
+    def models(self) -> ModelRegistry:
+        """Local models: the built-in ones and any registered with ``add``."""
+        s = self.settings
+        models_dir = Path(s.models_dir).expanduser() if s.models_dir else None
+        return ModelRegistry(models_dir or default_models_dir(self.store.home))
+
+    def endpoint(self, spec: str, settings: Settings | None = None) -> Endpoint:
+        """Where a model string is served. ``local`` / ``local/<name or path>`` start (or
+        reuse) a llama.cpp server on loopback; its calls cost nothing, and that is known."""
+        s = settings or self.settings
+        if not is_local(spec):
+            return Endpoint(spec, s.api_base, {}, local=False)
+        entry = self.models().resolve(spec)
+        with self._pool_lock:
+            if self._closed:
+                raise ConfigError("This Shesha has been closed.")
+            server = self._local.get(entry.path)
+            if server is None:
+                server = LocalModelServer(
+                    entry,
+                    log_dir=self.store.home / "logs",
+                    n_ctx=s.local_ctx,
+                    threads=s.local_threads,
+                )
+                self._local[entry.path] = server
+        api_base = server.ensure()
+        model = f"openai/{server.alias}"
+        return Endpoint(
+            model, api_base, {model: llm.Price(input_per_mtok=0, output_per_mtok=0)}, True
+        )
+
+    def client(self, endpoint: Endpoint, settings: Settings | None = None) -> llm.ChatModel:
+        s = settings or self.settings
+        client: llm.ChatModel = llm.LLMClient(
+            llm.LLMSettings(
+                api_base=endpoint.api_base,
+                api_key=None if endpoint.local else s.api_key,
+                timeout_s=max(s.llm_timeout_s, 300.0) if endpoint.local else s.llm_timeout_s,
+                num_retries=min(s.num_retries, 1) if endpoint.local else s.num_retries,
+                temperature=0.0 if endpoint.local and s.temperature is None else s.temperature,
+                prices=endpoint.prices,
+            )
+        )
+        return client
 
     def project(self, name: str) -> Project:
         """The project called ``name``, made if it does not exist yet."""
@@ -199,12 +272,15 @@ class Shesha:
             return self._pool
 
     def close(self) -> None:
-        """Stop the sandbox pool. Idempotent."""
+        """Stop the sandbox pool and any local model servers. Idempotent."""
         with self._pool_lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            servers, self._local = list(self._local.values()), {}
         if pool is not None:
             pool.close()
+        for server in servers:
+            server.stop()
 
     def __enter__(self) -> Shesha:
         return self

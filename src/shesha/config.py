@@ -38,6 +38,10 @@ class Settings(BaseModel):
     prompts_dir: str | None = Field(None, description="a directory of prompt overrides")
     # storage
     home: str | None = Field(None, description="the data directory (default: per-user)")
+    # local models (--model local)
+    models_dir: str | None = Field(None, description="GGUF models (default: <home>/models)")
+    local_ctx: int = Field(8192, ge=2048, description="context window of the local server")
+    local_threads: int | None = Field(None, ge=1, description="CPU threads for the local server")
     # sandbox
     pool_size: int = Field(3, ge=1, le=64, description="warm containers")
     image: str | None = Field(None, description="the sandbox image (default: the matching one)")
@@ -149,6 +153,7 @@ INIT_TEMPLATE = """\
 # model = "openai/gpt-4o-mini"          # needs OPENAI_API_KEY
 # model = "anthropic/claude-3-5-haiku-latest"   # needs ANTHROPIC_API_KEY
 # model = "ollama/qwen2.5-coder:7b"     # a local Ollama
+# model = "local"                       # shesha's own CPU model (make local-model)
 # The model for llm_query() sub-calls (default: the same as model). A cheaper one is fine.
 # sub_model = "openai/gpt-4o-mini"
 # An OpenAI-compatible endpoint (vLLM, llama.cpp, a proxy), with model = "openai/<name>".

@@ -397,3 +397,30 @@ def test_the_sandbox_session_is_always_returned(harness_factory: Any) -> None:
     h = harness_factory(by_role([Fail(401)]))
     h.run()
     assert all(s.closed for s in h.sandboxes.sessions)
+
+
+def test_output_is_cut_to_the_configured_size(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print('x' * 5000)"), "FINAL(done)"]))
+    h.run(max_output_chars=1000)
+    feedback = h.root_requests()[1][-1]["content"]
+    assert "characters omitted" in feedback
+    assert feedback.count("x") < 1200
+
+
+def test_the_compact_prompt_is_short_and_keeps_the_contract(harness_factory: Any) -> None:
+    h = harness_factory(by_role(["FINAL(x)"]))
+    h.run(prompt_style="compact")
+    system = h.root_requests()[0][0]["content"]
+    assert len(system) < 1500
+    assert "[0] a.txt (40 chars)" in system
+    assert "FINAL" in system
+    assert "Never guess" in system
+
+
+def test_oversized_sub_call_content_is_refused_with_advice(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("r = llm_query('Read', 'x' * 5000)\nFINAL(r)")]))
+    r = h.run(max_subcall_chars=1000)
+    assert r.answer is not None
+    assert "the sub-model reads at most 1,000" in r.answer
+    assert "Split it into chunks" in r.answer
+    assert r.usage.sub.calls == 0  # nothing was sent to the model

@@ -12,7 +12,7 @@ import traceback
 import typer
 
 from shesha import __version__
-from shesha.cli import ask, doctor, manage
+from shesha.cli import ask, doctor, manage, models
 from shesha.cli.common import EXIT_ERROR, print_error, state
 from shesha.errors import SheshaError
 
@@ -58,6 +58,7 @@ app.command("trace")(manage.trace)
 app.command("init")(manage.init)
 app.command("doctor")(doctor.doctor)
 app.add_typer(manage.projects_app, name="projects")
+app.add_typer(models.models_app, name="models")
 
 
 @app.command("version")

@@ -22,7 +22,7 @@ from shesha import __version__
 from shesha.errors import LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.rlm.extract import bare_final, code_blocks
-from shesha.rlm.prompting import PromptSet
+from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage
 from shesha.rlm.trace import EventCallback, TraceEvent, TraceRecorder, prompt_key
 from shesha.sandbox.corpus import Corpus
@@ -35,7 +35,12 @@ class ExecSession(Protocol):
     """One query's hold on a sandbox (``SandboxSession`` in production)."""
 
     def execute(
-        self, code: str, *, on_subcall: SubcallHandler | None = None, timeout: float | None = None
+        self,
+        code: str,
+        *,
+        on_subcall: SubcallHandler | None = None,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
     ) -> ExecResult: ...
 
     def close(self) -> None: ...
@@ -56,8 +61,12 @@ class EngineConfig(BaseModel):
     sub_model: str | None = Field(None, description="for llm_query; default: the root model")
     limits: QueryLimits = Field(default_factory=QueryLimits)
     prompts_dir: str | None = None
-    max_output_chars: int = Field(20_000, description="printed output the sandbox keeps")
+    prompt_style: PromptStyle = Field("full", description="compact: for small local models")
+    max_output_chars: int = Field(20_000, ge=200, description="printed output kept per step")
     subcall_chars: int = Field(100_000, description="chunk size the prompt suggests")
+    max_subcall_chars: int | None = Field(
+        None, description="larger llm_query content is refused with advice to chunk it"
+    )
     keep_full_outputs: int = Field(2, ge=0, description="recent steps whose output stays whole")
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
 
@@ -164,7 +173,7 @@ class RLMEngine:
         self.sub_llm = sub_llm or llm
         self.sandboxes = sandboxes
         self.config = config
-        self.prompts = PromptSet.load(config.prompts_dir)
+        self.prompts = PromptSet.load(config.prompts_dir, config.prompt_style)
 
     # -- public -----------------------------------------------------------------------
 
@@ -394,6 +403,7 @@ class RLMEngine:
                 code,
                 on_subcall=on_subcall,
                 timeout=run.config.limits.exec_timeout_s,
+                max_output_chars=run.config.max_output_chars,
             )
         except SandboxError as e:  # the container misbehaved; the session restarts it
             result = ExecResult(status="crashed", error=f"SandboxError: {e}")
@@ -439,6 +449,16 @@ class RLMEngine:
             {"role": "user", "content": user},
         ]
         key = prompt_key(messages)
+        limit = run.config.max_subcall_chars
+        if limit is not None and len(item.content) + len(item.instruction) > limit:
+            message = (
+                f"[llm_query error: the content is {len(item.content):,} characters; the "
+                f"sub-model reads at most {limit:,}. Split it into chunks, e.g. "
+                f"[text[i:i + {limit // 2}] for i in range(0, len(text), {limit // 2})], "
+                "or find the relevant part with code first.]"
+            )
+            run.emit("subcall_response", key=key, error=message)
+            return message
         run.emit(
             "subcall_request",
             model=model,

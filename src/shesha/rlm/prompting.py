@@ -12,10 +12,12 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from shesha.errors import ConfigError
 
 PROMPT_VERSION = "1"
+PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {
     "system": frozenset(
@@ -35,11 +37,18 @@ class PromptSet:
     source: str
 
     @classmethod
-    def load(cls, directory: str | Path | None = None) -> PromptSet:
-        """The packaged prompts, with any ``<name>.md`` in ``directory`` replacing its own."""
+    def load(cls, directory: str | Path | None = None, style: PromptStyle = "full") -> PromptSet:
+        """The packaged prompts (``style="compact"``: the short ones for small local
+        models), with any ``<name>.md`` in ``directory`` replacing its own."""
         package = resources.files("shesha.rlm.prompts")
         templates = {name: (package / f"{name}.md").read_text("utf-8") for name in EXPECTED}
         source = f"shesha v{PROMPT_VERSION}"
+        if style == "compact":
+            compact = package / "compact"
+            for name in EXPECTED:
+                if (compact / f"{name}.md").is_file():
+                    templates[name] = (compact / f"{name}.md").read_text("utf-8")
+            source += " compact"
         if directory is not None:
             d = Path(directory).expanduser()
             if not d.is_dir():

@@ -360,6 +360,7 @@ class SandboxSession:
         *,
         on_subcall: SubcallHandler | None = None,
         timeout: float | None = None,
+        max_output_chars: int | None = None,
     ) -> ExecResult:
         if self._closed:
             raise SandboxError("this sandbox session has been closed")
@@ -369,7 +370,9 @@ class SandboxSession:
             self.restarts += 1
         sandbox = self._sandbox
         try:
-            result = sandbox.execute(code, on_subcall=on_subcall, timeout=timeout)
+            result = sandbox.execute(
+                code, on_subcall=on_subcall, timeout=timeout, max_output_chars=max_output_chars
+            )
         except SandboxError:  # a protocol error too: the container is gone either way
             self._sandbox = None
             self._pool._discard(sandbox)

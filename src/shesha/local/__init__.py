@@ -1,0 +1,1 @@
+"""Local models on the CPU: a registry, a fetcher and a llama.cpp server manager."""

