@@ -28,9 +28,8 @@ def server(local_models: ModelRegistry, tmp_path: Path) -> Iterator[LocalModelSe
 
 def ask(api_base: str) -> str:
     llm = LLMClient(LLMSettings(api_base=api_base, temperature=0, max_output_tokens=8))
-    return llm.complete_sync(
-        [{"role": "user", "content": "Say hi."}], model="openai/smollm2-135m"
-    ).text
+    reply = llm.complete_sync([{"role": "user", "content": "Say hi."}], model="openai/smollm2-135m")
+    return str(reply.text)
 
 
 def test_start_answer_and_reuse(server: LocalModelServer) -> None:
