@@ -129,3 +129,17 @@ def test_a_model_file_with_the_wrong_sha256_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="does not match its sha256"):
         server.ensure()
+
+
+def test_without_the_local_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(GGUF)
+    no_llama = tmp_path / "python-without-llama"
+    no_llama.write_text("#!/bin/sh\nexit 1\n")
+    no_llama.chmod(0o755)
+    server = LocalModelServer(
+        RegisteredModel(name="m", path=str(gguf)), log_dir=tmp_path, python=str(no_llama)
+    )
+    with pytest.raises(ConfigError, match="not installed") as err:
+        server.ensure()
+    assert "shesha[local]" in str(err.value)

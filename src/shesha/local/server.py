@@ -38,8 +38,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_installed() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None
+def server_installed(python: str = sys.executable) -> bool:
+    """Whether ``python`` can run the llama.cpp server (the ``local`` extra)."""
+    if python == sys.executable:
+        return importlib.util.find_spec("llama_cpp") is not None
+    probe = subprocess.run(
+        [python, "-c", "import llama_cpp.server"], capture_output=True, check=False, timeout=60
+    )
+    return probe.returncode == 0
 
 
 def default_threads() -> int:
@@ -132,7 +138,7 @@ class LocalModelServer:
                 self._proc.wait()
                 self._proc = None
             path = self._check_model()
-            if not server_installed():
+            if not server_installed(self._python):
                 raise ConfigError("The local model server (llama-cpp-python) is not installed.",
                                   hint=INSTALL_HINT)  # fmt: skip
             last_error = ""
