@@ -207,3 +207,10 @@ def test_usage_errors_exit_2(workdir: Path) -> None:
     assert run(["ask"], workdir).returncode == 2
     assert run(["ask", "q"], workdir).returncode == 2
     assert run(["frobnicate"], workdir).returncode == 2
+
+
+def test_doctor_checks_a_local_model(workdir: Path) -> None:
+    r = run(["doctor", "--json"], workdir, env={"SHESHA_MODEL": "local/nope"})
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["model"]["ok"] is False
+    assert "No local model named 'nope'" in checks["model"]["detail"]

@@ -13,9 +13,12 @@ from docker.errors import DockerException, ImageNotFound
 
 import docker
 from shesha import llm
+from shesha.api import Shesha, is_local
 from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json, split_hint
 from shesha.config import Settings, config_file_path, load_settings
 from shesha.errors import SheshaError
+from shesha.local.fetch import is_verified
+from shesha.local.server import INSTALL_HINT, server_installed
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.docker_client import DOCKER_HINT, daemon_address
 from shesha.sandbox.image import REBUILD_HINT
@@ -70,6 +73,8 @@ def _model(settings: Settings) -> Check:
             "no model configured",
             "Set model in shesha.toml (`shesha init`), SHESHA_MODEL, or pass --model.",
         )
+    if is_local(settings.model):
+        return _local_model(settings)
     if settings.api_key is not None:
         return Check("model", True, f"{settings.model} (api_key set in shesha's settings)")
     if settings.api_base:
@@ -83,6 +88,25 @@ def _model(settings: Settings) -> Check:
             f"export {missing[0]}=... (or set api_key / api_base in shesha.toml)",
         )
     return Check("model", True, f"{settings.model} (credentials found in the environment)")
+
+
+def _local_model(settings: Settings) -> Check:
+    assert settings.model is not None
+    sh = Shesha(**{**settings.model_dump(), "api_key": None})
+    try:
+        entry = sh.models().resolve(settings.model)
+    except SheshaError as e:
+        return Check("model", False, str(e).split("\n")[0], "`shesha models list`")
+    path = Path(entry.path)
+    if not path.is_file():
+        return Check("model", False, f"{settings.model}: {path} is missing", "shesha models fetch")
+    if entry.sha256 and not is_verified(path, entry.sha256):
+        return Check(
+            "model", False, f"{path} does not match its sha256", "delete it and fetch again"
+        )
+    if not server_installed():
+        return Check("model", False, "the local model server is not installed", INSTALL_HINT)
+    return Check("model", True, f"{settings.model}: {path.name} (local, verified)")
 
 
 def _cost_map() -> Check:
