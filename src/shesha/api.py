@@ -20,7 +20,7 @@ from shesha.local.registry import ModelRegistry, default_models_dir
 from shesha.local.server import LocalModelServer
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine
 from shesha.rlm.trace import EventCallback
-from shesha.sandbox import SandboxLimits, SandboxPool
+from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.storage import AddReport, ProjectStore, StoredDocument
 from shesha.storage import Project as StoredProject
 from shesha.storage.store import ProgressCallback
@@ -139,37 +139,13 @@ class Project:
     async def aquery(
         self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
     ) -> QueryResult:
-        settings = _with_overrides(self._shesha.settings, overrides)
-        if not settings.model:
-            raise ConfigError("No model is configured.", hint=NO_MODEL_HINT)
-        root = await asyncio.to_thread(self._shesha.endpoint, settings.model, settings)
-        sub = root
-        if settings.sub_model and settings.sub_model != settings.model:
-            sub = await asyncio.to_thread(self._shesha.endpoint, settings.sub_model, settings)
-        client = self._shesha.client(root, settings)
-        sub_client = client if sub.api_base == root.api_base else self._shesha.client(sub, settings)
-        config = EngineConfig(
-            model=root.model,
-            sub_model=sub.model,
-            **(LOCAL_PROFILE if root.local else {}),
-            prompts_dir=settings.prompts_dir,
-            limits=QueryLimits(
-                max_iterations=settings.max_iterations,
-                max_subcalls=settings.max_subcalls,
-                max_tokens=settings.max_tokens,
-                max_cost_usd=settings.max_cost_usd,
-                max_wall_s=settings.max_wall_s,
-                exec_timeout_s=settings.exec_timeout_s,
-            ),
-        )
-        pool = await asyncio.to_thread(self._shesha.pool)
-        engine = RLMEngine(client, pool, config, sub_llm=sub_client)
-        return await engine.run(
+        return await self._shesha.aquery_corpus(
             question,
             self.stored,
             trace_dir=self.stored.traces_dir,
             project=self.name,
             on_event=on_event,
+            **overrides,
         )
 
 
@@ -252,6 +228,46 @@ class Shesha:
     def pool_started(self) -> bool:
         """Whether the sandbox pool is running (it starts on the first query)."""
         return self._pool is not None
+
+    async def aquery_corpus(
+        self,
+        question: str,
+        corpus: Corpus,
+        *,
+        trace_dir: str | Path | None = None,
+        project: str | None = None,
+        on_event: EventCallback | None = None,
+        **overrides: Any,
+    ) -> QueryResult:
+        """Ask any corpus (a stored project, or documents in memory)."""
+        settings = _with_overrides(self.settings, overrides)
+        if not settings.model:
+            raise ConfigError("No model is configured.", hint=NO_MODEL_HINT)
+        root = await asyncio.to_thread(self.endpoint, settings.model, settings)
+        sub = root
+        if settings.sub_model and settings.sub_model != settings.model:
+            sub = await asyncio.to_thread(self.endpoint, settings.sub_model, settings)
+        client = self.client(root, settings)
+        sub_client = client if sub.api_base == root.api_base else self.client(sub, settings)
+        config = EngineConfig(
+            model=root.model,
+            sub_model=sub.model,
+            **(LOCAL_PROFILE if root.local else {}),
+            prompts_dir=settings.prompts_dir,
+            limits=QueryLimits(
+                max_iterations=settings.max_iterations,
+                max_subcalls=settings.max_subcalls,
+                max_tokens=settings.max_tokens,
+                max_cost_usd=settings.max_cost_usd,
+                max_wall_s=settings.max_wall_s,
+                exec_timeout_s=settings.exec_timeout_s,
+            ),
+        )
+        pool = await asyncio.to_thread(self.pool)
+        engine = RLMEngine(client, pool, config, sub_llm=sub_client)
+        return await engine.run(
+            question, corpus, trace_dir=trace_dir, project=project, on_event=on_event
+        )
 
     def pool(self) -> SandboxPool:
         """The shared sandbox pool, started on first use."""
