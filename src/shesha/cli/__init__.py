@@ -12,7 +12,7 @@ import traceback
 import typer
 
 from shesha import __version__
-from shesha.cli import ask, doctor, manage, models
+from shesha.cli import ask, doctor, evals, manage, models
 from shesha.cli.common import EXIT_ERROR, print_error, state
 from shesha.errors import SheshaError
 
@@ -59,6 +59,7 @@ app.command("init")(manage.init)
 app.command("doctor")(doctor.doctor)
 app.add_typer(manage.projects_app, name="projects")
 app.add_typer(models.models_app, name="models")
+app.add_typer(evals.eval_app, name="eval")
 
 
 @app.command("version")

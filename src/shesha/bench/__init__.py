@@ -1,0 +1,1 @@
+"""Research harness: seeded task generators, scoring, and an eval runner."""

@@ -1,0 +1,103 @@
+"""`shesha eval generate` and `shesha eval run`: reproducible research runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from shesha.api import Shesha
+from shesha.bench import generate
+from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise
+from shesha.bench.tasks import parse_lengths, read_task_set, write_task_set
+from shesha.cli.common import CONFIG_OPTION_HELP, err_console, out_console
+
+eval_app = typer.Typer(help="Generate task sets and run evaluations (S-NIAH, OOLONG).")
+
+
+@eval_app.command("generate")
+def eval_generate(
+    kind: str = typer.Argument(..., help="sniah, oolong or oolong-pairs."),
+    seed: int = typer.Option(0, help="The same seed gives the same bytes."),
+    n: int = typer.Option(10, help="Tasks per length."),
+    lengths: str = typer.Option("8k,32k", help="Context lengths in tokens: 8k,32k,1m."),
+    out: Path = typer.Option(..., help="Where to write the task set."),
+    haystack: Path | None = typer.Option(
+        None, help="sniah: a folder of .txt files to hide needles in (default: filler text)."
+    ),
+) -> None:
+    """Write a seeded, deterministic task set."""
+    sizes = parse_lengths(lengths)
+    if kind == "sniah":
+        spec, tasks = generate.sniah(seed, n, sizes, haystack)
+    elif kind == "oolong":
+        spec, tasks = generate.oolong(seed, n, sizes)
+    elif kind == "oolong-pairs":
+        spec, tasks = generate.oolong_pairs(seed, n, sizes)
+    else:
+        raise typer.BadParameter("use sniah, oolong or oolong-pairs", param_hint="KIND")
+    write_task_set(out, spec, tasks)
+    err_console.print(f"Wrote {len(tasks)} {kind} tasks to {out}", markup=False)
+
+
+@eval_app.command("run")
+def eval_run(
+    task_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A task set."),
+    model: str | None = typer.Option(None, help="Root model (e.g. local, openai/...)."),
+    sub_model: str | None = typer.Option(None, help="Sub-model for llm_query."),
+    api_base: str | None = typer.Option(None),
+    api_key: str | None = typer.Option(None),
+    method: str = typer.Option("rlm", help="rlm, or direct (the whole context in one prompt)."),
+    limit: int | None = typer.Option(None, help="Run only the first N tasks."),
+    out: Path | None = typer.Option(None, help="Results directory (default: TASK_DIR/runs/...)."),
+    resume: bool = typer.Option(False, help="Skip tasks already in results.jsonl."),
+    window_tokens: int | None = typer.Option(None, help="direct: the model's window."),
+    max_iterations: int | None = typer.Option(None),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
+) -> None:
+    """Run every task; write results.jsonl, summary.json and traces; print a table."""
+    if method not in ("rlm", "direct"):
+        raise typer.BadParameter("use rlm or direct", param_hint="--method")
+    _, tasks = read_task_set(task_dir)
+    settings = {
+        "model": model,
+        "sub_model": sub_model,
+        "api_base": api_base,
+        "api_key": api_key,
+        "max_iterations": max_iterations,
+    }
+    with Shesha(config_file=config, **settings) as sh:
+        name = (sh.settings.model or "model").replace("/", "_")
+        out_dir = out or task_dir / "runs" / f"{method}-{name}"
+        total = min(limit or len(tasks), len(tasks))
+        with Progress(
+            TextColumn(f"{method}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), console=err_console, transient=True,
+        ) as bar:  # fmt: skip
+            job = bar.add_task("", total=total)
+
+            def step(row: ResultRow) -> None:
+                bar.update(job, advance=1, description=f"{row.task_id}: {row.score:.2f}")
+
+            chosen: Method = "direct" if method == "direct" else "rlm"
+            runner = EvalRunner(
+                sh, task_dir, out_dir, method=chosen, window_tokens=window_tokens, on_row=step
+            )
+            bar.update(job, completed=0)
+            rows = asyncio.run(runner.run(limit=limit, resume=resume))
+    table = Table("length", "tasks", "mean score", "mean cost", "mean tokens", "p50 s", "p95 s")
+    for g in summarise(rows):
+        cost = "unknown" if g["mean_cost_usd"] is None else f"${g['mean_cost_usd']:.4f}"
+        table.add_row(
+            f"{g['length_tokens']:,}", str(g["tasks"]), f"{g['mean_score']:.3f}", cost,
+            f"{g['mean_tokens']:,}", str(g["p50_latency_s"]), str(g["p95_latency_s"]),
+        )  # fmt: skip
+    out_console.print(table)
+    err_console.print(
+        f"results: {out_dir / 'results.jsonl'} · summary: {out_dir / 'summary.json'} · "
+        f"fingerprint {runner.fingerprint}",
+        markup=False,
+    )

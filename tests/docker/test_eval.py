@@ -1,0 +1,162 @@
+"""The eval runner end to end: a scripted oracle model over HTTP, real Docker sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shesha import Shesha
+from shesha.bench import generate
+from shesha.bench.runner import EvalRunner
+from shesha.bench.tasks import EvalTask, write_task_set
+from shesha.testing import Reply, ScriptedLLMServer
+
+pytestmark = pytest.mark.docker
+
+
+def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> Any:
+    """Answers each task from its gold. Questions repeat across tasks, so a task is found by
+    its question and its document's size (RLM: from the system prompt; direct: the text)."""
+
+    def find(messages: list[dict[str, Any]]) -> EvalTask | None:
+        system, user = str(messages[0]["content"]), str(messages[1]["content"])
+        for t in tasks:
+            name, text = t.documents[0]
+            if t.question not in user:
+                continue
+            if f"{name} ({len(text):,} chars)" in system or text[:200] in user:
+                return t
+        return None
+
+    def script(messages: list[dict[str, Any]], model: str) -> Reply:
+        task = find(messages)
+        if task is None:
+            return "FINAL(unknown)"
+        if str(messages[0]["content"]).startswith("Answer the question using"):
+            return answer(task)  # the direct baseline: the answer itself
+        return f"```repl\nFINAL({answer(task)!r})\n```"
+
+    return script
+
+
+@pytest.fixture
+def task_set(tmp_path: Path) -> tuple[Path, list[EvalTask]]:
+    spec, tasks = generate.oolong(4, 2, [1024, 2048])
+    write_task_set(tmp_path / "tasks", spec, tasks)
+    return tmp_path / "tasks", tasks
+
+
+@pytest.fixture
+def server_for(tmp_path: Path) -> Iterator[Callable[[Any], ScriptedLLMServer]]:
+    servers: list[ScriptedLLMServer] = []
+
+    def make(script: Any) -> ScriptedLLMServer:
+        s = ScriptedLLMServer(script).start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def shesha_for(server: ScriptedLLMServer, tmp_path: Path) -> Shesha:
+    return Shesha(home=str(tmp_path / "home"), model="openai/oracle", api_base=server.api_base,
+                  api_key="t", pool_size=1)  # fmt: skip
+
+
+def test_an_oracle_scores_one_and_the_summary_says_so(
+    task_set: tuple[Path, list[EvalTask]], server_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    server = server_for(oracle(tasks, lambda t: t.gold))
+    with shesha_for(server, tmp_path) as sh:
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run())
+    assert [r.score for r in rows] == [1.0] * 4
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["mean_score"] == 1.0
+    assert [g["length_tokens"] for g in summary["by_length"]] == [1024, 2048]
+    fp = summary["fingerprint_data"]
+    assert fp["model"] == "openai/oracle"
+    assert fp["task_set"]["seed"] == 4
+    assert len(fp["prompt_hash"]) == 16
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    assert all(Path(json.loads(line)["trace_path"]).is_file() for line in lines)
+
+
+def test_scores_follow_the_rules_for_imperfect_answers(
+    task_set: tuple[Path, list[EvalTask]], server_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+
+    def off_by_one(t: EvalTask) -> str:
+        return str(int(t.gold) + 1) if t.scoring == "numeric" else "wrong"
+
+    server = server_for(oracle(tasks, off_by_one))
+    with shesha_for(server, tmp_path) as sh:
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run())
+    for row, task in zip(rows, tasks, strict=True):
+        assert row.score == (0.75 if task.scoring == "numeric" else 0.0)
+
+
+def test_resume_skips_finished_tasks(
+    task_set: tuple[Path, list[EvalTask]], server_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    server = server_for(oracle(tasks, lambda t: t.gold))
+    with shesha_for(server, tmp_path) as sh:
+        first = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run(limit=2))
+        asked = len(server.requests)
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run(resume=True))
+    assert len(first) == 2
+    assert len(rows) == 4
+    assert len(server.requests) - asked == 2  # only the two unfinished tasks ran
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_the_direct_baseline_is_truncated_to_its_window_and_says_so(
+    task_set: tuple[Path, list[EvalTask]], server_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    server = server_for(oracle(tasks, lambda t: t.gold))
+    with shesha_for(server, tmp_path) as sh:
+        runner = EvalRunner(sh, folder, tmp_path / "direct", method="direct", window_tokens=2000)
+        rows = asyncio.run(runner.run())
+    by_length = {r.length_tokens: r for r in rows}
+    assert by_length[1024].truncated == 0.0
+    assert by_length[2048].truncated > 0.2
+    assert all(r.method == "direct" for r in rows)
+
+
+def test_the_cli_generates_and_runs(server_for: Any, tmp_path: Path) -> None:
+    shesha = str(Path(sys.executable).with_name("shesha"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
+    env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
+    gen = subprocess.run(
+        [shesha, "eval", "generate", "sniah", "--seed", "1", "--n", "2", "--lengths", "1k",
+         "--out", str(tmp_path / "sn")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    tasks = [
+        EvalTask.model_validate_json(line)
+        for line in (tmp_path / "sn" / "tasks.jsonl").read_text().splitlines()
+    ]
+    server = server_for(oracle(tasks, lambda t: t.gold))
+    run = subprocess.run(
+        [shesha, "eval", "run", str(tmp_path / "sn"), "--model", "openai/oracle", "--api-base",
+         server.api_base, "--api-key", "t", "--out", str(tmp_path / "res")],
+        env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "1.000" in run.stdout
+    assert (tmp_path / "res" / "summary.json").is_file()
