@@ -424,3 +424,25 @@ def test_oversized_sub_call_content_is_refused_with_advice(harness_factory: Any)
     assert "the sub-model reads at most 1,000" in r.answer
     assert "Split it into chunks" in r.answer
     assert r.usage.sub.calls == 0  # nothing was sent to the model
+
+
+def test_a_typed_final_after_unseen_code_in_the_same_reply_is_ignored(
+    harness_factory: Any,
+) -> None:
+    made_up = repl("n = len(context)\nprint(n)") + "\nREPL output: 256\n" + repl("FINAL(256)")
+    h = harness_factory(by_role([made_up, repl("FINAL(n)")]))
+    r = h.run()
+    assert r.answer == "2"
+    assert r.iterations == 2
+    assert "was ignored" in h.root_requests()[1][-1]["content"]
+
+
+def test_a_computed_final_in_a_later_block_still_counts(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("n = len(context)") + "\n" + repl("FINAL(n)")]))
+    assert h.run().answer == "2"
+
+
+def test_the_last_answer_call_reads_final_inside_code_too(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(1)"), repl("FINAL('from code')")]))
+    r = h.run(limits=QueryLimits(max_iterations=1))
+    assert (r.status, r.answer) == ("max_iterations", "from code")

@@ -241,3 +241,9 @@ def test_unknown_message_kind_is_refused_with_an_error_frame(runner: RunnerClien
     reply = runner.recv()
     assert reply["kind"] == "error"
     assert "teleport" in reply["error"]
+
+
+def test_final_of_none_is_refused_as_an_unfound_answer(runner: RunnerClient) -> None:
+    out = runner.exec("result = None\nFINAL_VAR('result')")
+    assert out["final"] is None
+    assert "no answer has been found yet" in out["error"]

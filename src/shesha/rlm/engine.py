@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shesha import __version__
 from shesha.errors import LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
-from shesha.rlm.extract import bare_final, code_blocks
+from shesha.rlm.extract import bare_final, code_blocks, is_literal_final
 from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage
 from shesha.rlm.trace import EventCallback, TraceEvent, TraceRecorder, prompt_key
@@ -29,6 +29,10 @@ from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
 
 MAX_LISTED_DOCS = 100
+IGNORED_FINAL = (
+    "(a FINAL with a typed-in value, written after code in the same reply, was ignored: "
+    "read the output above first)"
+)
 
 
 class ExecSession(Protocol):
@@ -360,6 +364,11 @@ class RLMEngine:
                     continue
             outputs: list[tuple[str, str]] = []
             for index, code in enumerate(blocks, start=1):
+                if index > 1 and is_literal_final(code):
+                    # Typed after code whose output the model has not seen: made up.
+                    run.emit("ignored_final", block=index, code=code)
+                    outputs.append(("", IGNORED_FINAL))
+                    continue
                 result = await self._execute(run, session, code, index, on_subcall)
                 attrs = f' block="{index}" status="{result.status}"'
                 outputs.append((attrs, result.output.rstrip("\n") or "(no output)"))
@@ -382,8 +391,11 @@ class RLMEngine:
             }
         )
         reply = await self._root_call(run, messages)
-        final = bare_final(reply)
-        answer = final.text if final is not None and final.kind == "value" else reply.strip()
+        # Nothing runs after this call, so a FINAL inside a code block counts too.
+        final = bare_final(reply) or bare_final("\n".join(code_blocks(reply)))
+        answer: str | None = reply.strip() or None
+        if final is not None and final.kind == "value":
+            answer = None if final.text == "None" else final.text
         run.emit("final", answer=answer, source="max_iterations")
         return answer, "max_iterations"
 

@@ -11,6 +11,23 @@ _BARE_FINAL = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\((.*)\)[ \t]*$", re.M | re.S
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
+def is_literal_final(code: str) -> bool:
+    """A block that only calls FINAL on a constant: an answer typed, not computed."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return False
+    call = tree.body[0].value
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "FINAL"
+        and all(isinstance(a, ast.Constant) for a in call.args)
+    )
+
+
 def code_blocks(reply: str) -> list[str]:
     """Fenced ```repl and ```python blocks, in order."""
     return [m.group(1).strip("\n") for m in CODE_BLOCK.finditer(reply) if m.group(1).strip()]

@@ -177,6 +177,11 @@ class Runner:
     # -- the functions code in the sandbox sees ------------------------------------------
 
     def _final(self, value: Any) -> None:
+        if value is None:
+            raise ValueError(
+                "FINAL(None): no answer has been found yet. Read the output and errors "
+                "above, fix the code, and print what it finds before calling FINAL"
+            )
         self.final = value if isinstance(value, str) else str(value)
 
     def _final_var(self, name: Any) -> None:
