@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,3 +82,42 @@ def test_stop_ends_the_process(server: LocalModelServer) -> None:
     server.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from shesha.local.registry import ModelRegistry
+from shesha.local.server import LocalModelServer
+s = LocalModelServer(ModelRegistry(Path(sys.argv[1])).resolve("local/smollm2-135m"),
+                     log_dir=Path(sys.argv[2]), n_ctx=2048, threads=1)
+s.ensure()
+print(s.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_server_ends_when_its_owner_is_killed(
+    local_models: ModelRegistry, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # A killed `shesha eval run` must not leave a model server holding the CPU.
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(local_models.dir), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    server_pid = int(owner.stdout.readline())
+    os.kill(server_pid, 0)  # it runs
+    owner.send_signal(sig)
+    owner.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(server_pid, signal.SIGKILL)
+    pytest.fail("the model server outlived its owner")

@@ -67,6 +67,27 @@ def test_sniah_places_one_needle_at_the_given_depth_and_length(tmp_path: Path) -
         assert "startups" in text
 
 
+def test_sniah_tasks_of_one_length_share_one_haystack(tmp_path: Path) -> None:
+    # As in RULER: one haystack per length, so tasks differ only by needle and depth (and a
+    # local server can reuse the shared prefix of consecutive direct prompts).
+    hay = tmp_path / "hay"
+    hay.mkdir()
+    (hay / "essay.txt").write_text("".join(f"Sentence number {i} is here. " for i in range(5000)))
+    _, tasks = generate.sniah(3, 4, [1024, 2048], hay)
+
+    def without_needle(task: EvalTask) -> str:
+        text = task.documents[0][1]
+        needle = f" The special magic number for {task.meta['key']} is: {task.gold}. "
+        assert needle in text
+        return text.replace(needle, "", 1)
+
+    short = {without_needle(t) for t in tasks if t.length_tokens == 1024}
+    long = {without_needle(t) for t in tasks if t.length_tokens == 2048}
+    assert len(short) == 1
+    assert len(long) == 1
+    assert short.pop()[:200] != long.pop()[:200]
+
+
 def test_sniah_falls_back_to_filler_text() -> None:
     spec, tasks = generate.sniah(1, 1, [1024], None)
     assert spec.haystack == "generated filler"

@@ -434,7 +434,51 @@ def test_a_typed_final_after_unseen_code_in_the_same_reply_is_ignored(
     r = h.run()
     assert r.answer == "2"
     assert r.iterations == 2
-    assert "was ignored" in h.root_requests()[1][-1]["content"]
+    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    assert "ignored_final" in events
+
+
+def test_the_history_keeps_only_the_code_that_ran_not_imagined_output(
+    harness_factory: Any,
+) -> None:
+    # Small models write made-up output and a FINAL after their code; seeing that again
+    # in the history, next to the real output, makes them copy it.
+    made_up = repl("print(len(context))") + "\nREPL output: 256\n" + repl("FINAL(256)") + "\nDone."
+    h = harness_factory(by_role([made_up, repl("FINAL(len(context))")]))
+    h.run()
+    history = h.root_requests()[1]
+    assert history[-2] == {"role": "assistant", "content": repl("print(len(context))")}
+    assert "256" not in json.dumps(history)
+    assert 'status="ok">\n2\n</repl_output' in history[-1]["content"]
+
+
+def test_blocks_after_a_failed_block_leave_the_history(harness_factory: Any) -> None:
+    reply = repl("1 / 0") + "\n" + repl("print('unrun-marker')")
+    h = harness_factory(by_role([reply, "FINAL(done)"]))
+    h.run()
+    history = h.root_requests()[1]
+    assert history[-2]["content"] == repl("1 / 0")
+    assert "unrun-marker" not in json.dumps(history)
+    assert "ZeroDivisionError" in history[-1]["content"]
+
+
+def test_a_bare_answer_after_output_gets_a_nudge_that_spells_out_final(
+    harness_factory: Any,
+) -> None:
+    h = harness_factory(by_role([repl("print(context[0][-5:-1])"), "4711", "FINAL(4711)"]))
+    r = h.run()
+    assert r.answer == "4711"
+    nudge = h.root_requests()[2][-1]["content"]
+    assert "FINAL(4711)" in nudge
+
+
+def test_a_long_reply_without_code_gets_the_plain_nudge(harness_factory: Any) -> None:
+    prose = "Let me think about this.\nThe documents seem to be about numbers."
+    h = harness_factory(by_role([repl("print(1)"), prose, "FINAL(x)"]))
+    h.run()
+    nudge = h.root_requests()[2][-1]["content"]
+    assert "FINAL(Let me" not in nudge
+    assert "no ```repl code block" in nudge
 
 
 def test_a_computed_final_in_a_later_block_still_counts(harness_factory: Any) -> None:

@@ -92,13 +92,15 @@ def sniah(
     base, source = load_haystack(haystack_dir)
     tasks = []
     for length in lengths:
+        # One haystack per length, as in RULER: tasks differ only by needle and depth.
+        hay = _haystack(base, _rng(seed, "sniah-haystack", length), length * CHARS_PER_TOKEN)
         for i in range(n):
             rng = _rng(seed, "sniah", length, i)
             key = f"{rng.choice(KEY_WORDS)}-{rng.choice(KEY_WORDS)}"
             value = str(rng.randint(1_000_000, 9_999_999))
             needle = f" The special magic number for {key} is: {value}. "
             depth = (i + 0.5) / n
-            text = _haystack(base, rng, length * CHARS_PER_TOKEN - len(needle))
+            text = hay
             at = int(len(text) * depth)
             boundary = text.find(". ", at)
             at = boundary + 1 if 0 <= boundary < at + 500 else at

@@ -55,6 +55,20 @@ def default_threads() -> int:
 _live: weakref.WeakSet[LocalModelServer] = weakref.WeakSet()
 
 
+# Runs llama_cpp.server, and ends it when the process that started it is gone, even by
+# SIGKILL, where no atexit hook runs: a server left behind would hold the CPU.
+_RUN_WHILE_OWNER_LIVES = """\
+import os, runpy, sys, threading, time
+owner = int(sys.argv.pop(1))
+def watch():
+    while os.getppid() == owner:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 def _stop_all() -> None:
     for server in list(_live):
         server.stop()
@@ -158,7 +172,7 @@ class LocalModelServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # else generation slows to a crawl
         cmd = [
-            self._python, "-m", "llama_cpp.server", "--model", str(path),
+            self._python, "-c", _RUN_WHILE_OWNER_LIVES, str(os.getpid()), "--model", str(path),
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.threads), "--model_alias", self.alias,
         ]  # fmt: skip

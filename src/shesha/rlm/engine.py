@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from shesha import __version__
 from shesha.errors import LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
-from shesha.rlm.extract import bare_final, code_blocks, is_literal_final
+from shesha.rlm.extract import (
+    bare_final,
+    code_blocks,
+    is_literal_final,
+    short_answer,
+    through_block,
+)
 from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage
 from shesha.rlm.trace import EventCallback, TraceEvent, TraceRecorder, prompt_key
@@ -29,10 +35,6 @@ from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
 
 MAX_LISTED_DOCS = 100
-IGNORED_FINAL = (
-    "(a FINAL with a typed-in value, written after code in the same reply, was ignored: "
-    "read the output above first)"
-)
 
 
 class ExecSession(Protocol):
@@ -358,18 +360,24 @@ class RLMEngine:
                 if final is not None:  # FINAL_VAR(name) in the reply: look it up in the sandbox
                     blocks = [f"FINAL_VAR({final.text!r})"]
                 else:
-                    nudge = self.prompts.render("nudge")
+                    guess = short_answer(reply) if any(t.outputs for t in turns) else None
+                    nudge = (
+                        self.prompts.render("answer_nudge", answer=guess)
+                        if guess is not None
+                        else self.prompts.render("nudge")
+                    )
                     run.emit("nudge", message=nudge)
                     turns.append(_Turn(reply, [], nudge=nudge))
                     continue
             outputs: list[tuple[str, str]] = []
+            ran = 0
             for index, code in enumerate(blocks, start=1):
                 if index > 1 and is_literal_final(code):
                     # Typed after code whose output the model has not seen: made up.
                     run.emit("ignored_final", block=index, code=code)
-                    outputs.append(("", IGNORED_FINAL))
-                    continue
+                    break
                 result = await self._execute(run, session, code, index, on_subcall)
+                ran = index
                 attrs = f' block="{index}" status="{result.status}"'
                 outputs.append((attrs, result.output.rstrip("\n") or "(no output)"))
                 if result.final is not None:
@@ -377,11 +385,13 @@ class RLMEngine:
                     return result.final, "success"
                 if run.limit_hit is not None:
                     raise run.limit_hit
-                if result.status != "ok" and index < len(blocks):
-                    rest = f"{index + 1}-{len(blocks)}"
-                    outputs.append(("", f"(blocks {rest} were not run: block {index} failed)"))
-                    break
-            turns.append(_Turn(reply, outputs))
+                if result.status != "ok":
+                    break  # later blocks counted on this one
+            if ran < len(blocks):
+                run.emit("skipped_blocks", ran=ran, written=len(blocks))
+            # The history shows only what ran: text after it (made-up output, a typed
+            # FINAL, blocks never run) would mislead the model next to the real output.
+            turns.append(_Turn(through_block(reply, ran), outputs))
         # Out of steps: one last call to answer from what has been found.
         messages = self._history(run, opening, turns)
         messages.append(

@@ -33,6 +33,28 @@ def code_blocks(reply: str) -> list[str]:
     return [m.group(1).strip("\n") for m in CODE_BLOCK.finditer(reply) if m.group(1).strip()]
 
 
+def through_block(reply: str, count: int) -> str:
+    """The reply up to the end of its ``count``-th code block (as ``code_blocks`` counts).
+
+    What follows was never run: made-up output, a typed FINAL, blocks after a failure.
+    """
+    seen = 0
+    for m in CODE_BLOCK.finditer(reply):
+        if m.group(1).strip():
+            seen += 1
+            if seen == count:
+                return reply[: m.end()]
+    return reply
+
+
+def short_answer(reply: str, max_chars: int = 100) -> str | None:
+    """A reply that is just an answer (one short line, no code): what FINAL should hold."""
+    text = reply.strip().strip("`").strip()
+    if not text or "\n" in text or len(text) > max_chars or "```" in reply:
+        return None
+    return text
+
+
 @dataclass(frozen=True)
 class BareFinal:
     kind: str  # "value" for FINAL(...), "var" for FINAL_VAR(...)

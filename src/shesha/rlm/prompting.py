@@ -16,7 +16,7 @@ from typing import Literal
 
 from shesha.errors import ConfigError
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {
@@ -25,6 +25,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     ),
     "user": frozenset({"question"}),
     "nudge": frozenset(),
+    "answer_nudge": frozenset({"answer"}),
     "final": frozenset({"max_iterations"}),
     "subcall_system": frozenset(),
     "output_note": frozenset({"nonce"}),
