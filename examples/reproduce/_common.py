@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from shesha import Shesha
+from shesha import Shesha, __version__
 from shesha.bench import generate
 from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise
 from shesha.bench.tasks import parse_lengths, write_task_set
@@ -27,43 +33,102 @@ def arguments(description: str, lengths: str) -> argparse.Namespace:
     p.add_argument("--model", default="local", help="any LiteLLM model string, or local")
     p.add_argument("--sub-model")
     p.add_argument("--api-base")
+    p.add_argument("--api-key", help="default: the provider's environment variable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=10, help="tasks per length")
     p.add_argument("--lengths", default=lengths)
     p.add_argument("--window-tokens", type=int, help="the direct baseline's window")
+    p.add_argument(
+        "--haystack",
+        default=str(SHARED_HAYSTACK),
+        help="S-NIAH: a folder of .txt files to hide needles in, or 'none' for generated "
+        "filler (default: the Paul Graham essays in ../shared when present)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true")
     return p.parse_args()
 
 
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    memory_gib = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory_gib = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass  # not Linux: the platform module's answer stands
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
 def run_study(kind: str, args: argparse.Namespace) -> None:
     lengths = parse_lengths(args.lengths)
     if kind == "sniah":
-        hay = SHARED_HAYSTACK if SHARED_HAYSTACK.is_dir() else None
+        hay = None if args.haystack == "none" else Path(args.haystack)
+        if hay is not None and not hay.is_dir():
+            if hay != SHARED_HAYSTACK:
+                sys.exit(f"--haystack {hay}: no such folder (give a folder of .txt files)")
+            hay = None  # the shared essays are absent on this machine: generated filler
         spec, tasks = generate.sniah(args.seed, args.n, lengths, hay)
     else:
         spec, tasks = generate.oolong(args.seed, args.n, lengths)
     write_task_set(args.out / "tasks", spec, tasks)
     results: dict[str, list[ResultRow]] = {}
-    with Shesha(model=args.model, sub_model=args.sub_model, api_base=args.api_base) as sh:
+    run: dict[str, object] = {
+        "command": shlex.join(["python", *sys.argv]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "shesha_version": __version__,
+    }
+    timings: dict[str, dict[str, object]] = {}
+    window = None
+    with Shesha(
+        model=args.model, sub_model=args.sub_model, api_base=args.api_base, api_key=args.api_key
+    ) as sh:
         methods: tuple[Method, ...] = ("rlm", "direct")
         for method in methods:
             runner = EvalRunner(
                 sh, args.out / "tasks", args.out / method, method=method,
                 window_tokens=args.window_tokens,
-                on_row=lambda r: print(f"{r.method} {r.task_id}: {r.score:.2f} ({r.status})"),
+                on_row=lambda r: print(
+                    f"{r.method} {r.task_id}: {r.score:.2f} ({r.status}, {r.latency_s:.1f} s)",
+                    flush=True,
+                ),
             )  # fmt: skip
+            window = runner.window_tokens
+            started = time.perf_counter()
             results[method] = asyncio.run(runner.run(resume=args.resume))
+            timings[method] = {
+                "wall_s": round(time.perf_counter() - started, 1),
+                "fingerprint": runner.fingerprint,
+            }
+    run["methods"] = timings
+    run["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    run["direct_window_tokens"] = window
+    (args.out / "run.json").write_text(json.dumps(run, indent=1))
     table = {m: summarise(rows) for m, rows in results.items()}
     (args.out / "table.json").write_text(json.dumps(table, indent=1))
     lines = [
-        "| length (tokens) | RLM score | direct score | direct truncated |",
-        "|---|---|---|---|",
+        "| length (tokens) | RLM score | RLM p50 s | direct score | direct p50 s "
+        "| direct truncated |",
+        "|---|---|---|---|---|---|",
     ]
     for r, d in zip(table["rlm"], table["direct"], strict=True):
         lines.append(
-            f"| {r['length_tokens']:,} | {r['mean_score']:.2f} | {d['mean_score']:.2f} | "
-            f"{d['mean_truncated']:.0%} |"
+            f"| {r['length_tokens']:,} | {r['mean_score']:.2f} | {r['p50_latency_s']:.1f} "
+            f"| {d['mean_score']:.2f} | {d['p50_latency_s']:.1f} | {d['mean_truncated']:.0%} |"
         )
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -71,6 +136,10 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
     for method, rows in table.items():
         ax.plot([r["length_tokens"] for r in rows], [r["mean_score"] for r in rows],
                 marker="o", label=method)  # fmt: skip
+    if window:
+        ax.axvline(window, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"direct window\n{window:,} tokens", (window, 0.5), fontsize=8,
+                    xytext=(4, 0), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("mean score")

@@ -160,3 +160,33 @@ def test_the_cli_generates_and_runs(server_for: Any, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "1.000" in run.stdout
     assert (tmp_path / "res" / "summary.json").is_file()
+
+
+def test_the_sniah_reproduction_script_writes_its_table_plot_and_run_record(
+    server_for: Any, tmp_path: Path
+) -> None:
+    spec, tasks = generate.sniah(0, 2, [512, 2048], None)
+    server = server_for(oracle(tasks, lambda t: t.gold))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
+    env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
+    script = Path(__file__).parents[2] / "examples" / "reproduce" / "sniah_rlm_vs_direct.py"
+    out = tmp_path / "study"
+    run = subprocess.run(
+        [sys.executable, str(script), "--model", "openai/oracle", "--api-base", server.api_base,
+         "--n", "2", "--lengths", "512,2k", "--haystack", "none", "--window-tokens", "1024",
+         "--out", str(out)],
+        env={**env, "OPENAI_API_KEY": "t"}, capture_output=True, text=True, check=False,
+        timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    table = json.loads((out / "table.json").read_text())
+    assert [r["mean_score"] for r in table["rlm"]] == [1.0, 1.0]
+    assert [r["length_tokens"] for r in table["direct"]] == [512, 2048]
+    assert table["direct"][1]["mean_truncated"] > 0.4  # 2K tokens cut to a 1K window
+    assert "| 2,048 | 1.00 |" in (out / "table.md").read_text()
+    assert (out / "sniah.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"].startswith("python ")
+    assert record["machine"]["cores"] == os.cpu_count()
+    assert record["direct_window_tokens"] == 1024
+    assert set(record["methods"]) == {"rlm", "direct"}
