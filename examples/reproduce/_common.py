@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -73,6 +74,22 @@ def machine() -> dict[str, object]:
     }
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (with "+dirty" for uncommitted changes), if it is one."""
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout
+    return head + ("+dirty" if dirty else "")
+
+
 def run_study(kind: str, args: argparse.Namespace) -> None:
     lengths = parse_lengths(args.lengths)
     if kind == "sniah":
@@ -91,6 +108,7 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "shesha_version": __version__,
+        "git_commit": git_commit(),
     }
     timings: dict[str, dict[str, object]] = {}
     window = None

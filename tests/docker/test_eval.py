@@ -165,7 +165,7 @@ def test_the_cli_generates_and_runs(server_for: Any, tmp_path: Path) -> None:
 def test_the_sniah_reproduction_script_writes_its_table_plot_and_run_record(
     server_for: Any, tmp_path: Path
 ) -> None:
-    spec, tasks = generate.sniah(0, 2, [512, 2048], None)
+    _, tasks = generate.sniah(0, 2, [512, 2048], None)
     server = server_for(oracle(tasks, lambda t: t.gold))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
     env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
@@ -190,3 +190,4 @@ def test_the_sniah_reproduction_script_writes_its_table_plot_and_run_record(
     assert record["machine"]["cores"] == os.cpu_count()
     assert record["direct_window_tokens"] == 1024
     assert set(record["methods"]) == {"rlm", "direct"}
+    assert record["git_commit"]
