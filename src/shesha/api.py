@@ -80,6 +80,11 @@ LOCAL_PROFILE: dict[str, Any] = {
 }
 
 
+# Small models write made-up "REPL output: ..." after their code. It is never used (the
+# engine drops it), and on a CPU those tokens cost seconds, so generation stops there.
+LOCAL_STOP = ["\nREPL output"]
+
+
 def is_local(model: str | None) -> bool:
     return model is not None and (model == "local" or model.startswith("local/"))
 
@@ -206,6 +211,7 @@ class Shesha:
                 num_retries=min(s.num_retries, 1) if endpoint.local else s.num_retries,
                 temperature=0.0 if endpoint.local and s.temperature is None else s.temperature,
                 prices=endpoint.prices,
+                extra={"stop": LOCAL_STOP} if endpoint.local else {},
             )
         )
         return client

@@ -490,3 +490,47 @@ def test_the_last_answer_call_reads_final_inside_code_too(harness_factory: Any) 
     h = harness_factory(by_role([repl("print(1)"), repl("FINAL('from code')")]))
     r = h.run(limits=QueryLimits(max_iterations=1))
     assert (r.status, r.answer) == ("max_iterations", "from code")
+
+
+def test_a_block_that_is_only_a_literal_after_output_is_an_answer_to_confirm(
+    harness_factory: Any,
+) -> None:
+    # Seen with the 1.5B model: the answer typed as a code block, run and echoed for ever.
+    h = harness_factory(by_role([repl("print(context[0][-5:-1])"), repl("4711"), "FINAL(4711)"]))
+    r = h.run()
+    assert r.answer == "4711"
+    assert r.iterations == 3
+    nudge = h.root_requests()[2][-1]["content"]
+    assert "FINAL(4711)" in nudge
+    codes = [e["data"]["code"] for e in read_trace(r.trace_path or "") if e["type"] == "code"]
+    assert codes == ["print(context[0][-5:-1])"]
+
+
+def test_a_literal_block_before_any_output_just_runs(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("4711"), "FINAL(done)"]))
+    h.run()
+    assert 'status="ok">\n4711\n' in h.root_requests()[1][-1]["content"]
+
+
+def test_repeating_the_same_code_with_the_same_output_gets_a_note(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(1)"), repl("print(1)"), "FINAL(1)"]))
+    h.run()
+    assert "same code" not in h.root_requests()[1][-1]["content"]
+    assert "same code" in h.root_requests()[2][-1]["content"]
+
+
+def test_a_bare_answer_no_output_has_shown_gets_the_plain_nudge(harness_factory: Any) -> None:
+    # A guess (here copied from the prompt's example) must not be turned into an answer.
+    h = harness_factory(by_role([repl("print(context[0][:5])"), "1685", "FINAL(4711)"]))
+    h.run()
+    nudge = h.root_requests()[2][-1]["content"]
+    assert "FINAL(1685)" not in nudge
+    assert "no ```repl code block" in nudge
+
+
+def test_a_literal_block_no_output_has_shown_gets_the_plain_nudge(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(context[0][:5])"), repl("1685"), "FINAL(4711)"]))
+    r = h.run()
+    assert "FINAL(1685)" not in h.root_requests()[2][-1]["content"]
+    codes = [e["data"]["code"] for e in read_trace(r.trace_path or "") if e["type"] == "code"]
+    assert codes == ["print(context[0][:5])"]

@@ -3,12 +3,15 @@ mirror, and the checks made before a server starts."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from shesha import Shesha
+from shesha.api import Endpoint
 from shesha.errors import ConfigError
 from shesha.local.fetch import fetch, is_verified
 from shesha.local.registry import (
@@ -19,6 +22,7 @@ from shesha.local.registry import (
     Source,
 )
 from shesha.local.server import LocalModelServer
+from shesha.testing import ScriptedLLMServer
 
 GGUF = b"GGUF" + bytes(range(256)) * 40
 
@@ -143,3 +147,17 @@ def test_without_the_local_extra_it_says_how_to_install_it(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="not installed") as err:
         server.ensure()
     assert "shesha[local]" in str(err.value)
+
+
+def test_calls_to_a_local_model_are_greedy_and_stop_before_made_up_output(
+    tmp_path: Path,
+) -> None:
+    # Small models write "REPL output: ..." after their code; those tokens are slow and
+    # never used, so generation stops there.
+    with ScriptedLLMServer(["```repl\nprint(1)\n```"]) as server, Shesha(home=str(tmp_path)) as sh:
+        endpoint = Endpoint("openai/qwen", server.api_base, {}, local=True)
+        client = sh.client(endpoint)
+        asyncio.run(client.complete([{"role": "user", "content": "hi"}], model="openai/qwen"))
+        body = server.requests[0].body
+    assert body["temperature"] == 0
+    assert body["stop"] == ["\nREPL output"]

@@ -107,6 +107,17 @@ def test_reset_clears_variables_but_keeps_documents(runner: RunnerClient) -> Non
     assert "NameError" in out["error"]
 
 
+def test_re_is_ready_without_an_import(runner: RunnerClient) -> None:
+    # The prompts show re.findall; small models often leave out the import.
+    runner.load([("a", "one two three")])
+    assert runner.exec("print(re.findall(r't\\w+', context[0]))")["stdout"] == "['two', 'three']\n"
+
+
+def test_cut_output_says_how_to_print_less(runner: RunnerClient) -> None:
+    out = runner.exec("print('x' * 5000)", max_output=1000)
+    assert "print only what you need" in out["stdout"]
+
+
 def test_last_expression_is_displayed_like_a_repl(runner: RunnerClient) -> None:
     assert runner.exec("y = 2\ny * 21")["stdout"] == "42\n"
     assert runner.exec("None")["stdout"] == ""

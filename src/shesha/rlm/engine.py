@@ -25,6 +25,7 @@ from shesha.rlm.extract import (
     bare_final,
     code_blocks,
     is_literal_final,
+    literal_block,
     short_answer,
     through_block,
 )
@@ -35,6 +36,10 @@ from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
 
 MAX_LISTED_DOCS = 100
+REPEATED = (
+    "(the same code and the same output as your last step: if the output shows the answer, "
+    "reply with FINAL(answer); if not, change the code)"
+)
 
 
 class ExecSession(Protocol):
@@ -162,6 +167,18 @@ class _Run:
 
 def _wrap(nonce: str, tag: str, text: str, attrs: str = "") -> str:
     return f'<{tag} id="{nonce}"{attrs}>\n{text}\n</{tag} id="{nonce}">'
+
+
+def _supported(guess: str | None, turns: list[_Turn]) -> str | None:
+    """The guess, if REPL output the model has seen shows it; a guess it has not is made up."""
+    if guess is None:
+        return None
+    needle = guess.casefold()
+    for turn in turns:
+        for _, text in turn.outputs:
+            if needle in text.casefold():
+                return guess
+    return None
 
 
 class RLMEngine:
@@ -352,46 +369,28 @@ class RLMEngine:
             run.iteration += 1
             reply = await self._root_call(run, self._history(run, opening, turns))
             blocks = code_blocks(reply)
+            seen_output = any(t.outputs for t in turns)
+            typed = literal_block(blocks[0]) if len(blocks) == 1 and seen_output else None
+            if typed is not None:
+                # Only a number or a string, after output: the model is answering.
+                turns.append(self._nudge(run, reply, _supported(typed, turns)))
+                continue
             if not blocks:
                 final = bare_final(reply)
                 if final is not None and final.kind == "value":
                     run.emit("final", answer=final.text, source="reply")
                     return final.text, "success"
-                if final is not None:  # FINAL_VAR(name) in the reply: look it up in the sandbox
-                    blocks = [f"FINAL_VAR({final.text!r})"]
-                else:
-                    guess = short_answer(reply) if any(t.outputs for t in turns) else None
-                    nudge = (
-                        self.prompts.render("answer_nudge", answer=guess)
-                        if guess is not None
-                        else self.prompts.render("nudge")
-                    )
-                    run.emit("nudge", message=nudge)
-                    turns.append(_Turn(reply, [], nudge=nudge))
+                if final is None:
+                    turns.append(self._nudge(run, reply, _supported(short_answer(reply), turns)))
                     continue
-            outputs: list[tuple[str, str]] = []
-            ran = 0
-            for index, code in enumerate(blocks, start=1):
-                if index > 1 and is_literal_final(code):
-                    # Typed after code whose output the model has not seen: made up.
-                    run.emit("ignored_final", block=index, code=code)
-                    break
-                result = await self._execute(run, session, code, index, on_subcall)
-                ran = index
-                attrs = f' block="{index}" status="{result.status}"'
-                outputs.append((attrs, result.output.rstrip("\n") or "(no output)"))
-                if result.final is not None:
-                    run.emit("final", answer=result.final, source="code", block=index)
-                    return result.final, "success"
-                if run.limit_hit is not None:
-                    raise run.limit_hit
-                if result.status != "ok":
-                    break  # later blocks counted on this one
-            if ran < len(blocks):
-                run.emit("skipped_blocks", ran=ran, written=len(blocks))
-            # The history shows only what ran: text after it (made-up output, a typed
-            # FINAL, blocks never run) would mislead the model next to the real output.
-            turns.append(_Turn(through_block(reply, ran), outputs))
+                blocks = [f"FINAL_VAR({final.text!r})"]  # FINAL_VAR(name): look it up
+            found, turn = await self._run_blocks(run, session, reply, blocks, on_subcall)
+            if turn is None:
+                return found, "success"
+            before = [o for o in turns[-1].outputs if o[1] != REPEATED] if turns else None
+            if turns and turns[-1].reply == turn.reply and before == turn.outputs:
+                turn.outputs.append(("", REPEATED))
+            turns.append(turn)
         # Out of steps: one last call to answer from what has been found.
         messages = self._history(run, opening, turns)
         messages.append(
@@ -408,6 +407,48 @@ class RLMEngine:
             answer = None if final.text == "None" else final.text
         run.emit("final", answer=answer, source="max_iterations")
         return answer, "max_iterations"
+
+    def _nudge(self, run: _Run, reply: str, guess: str | None) -> _Turn:
+        """A reply with no code to run; ``guess`` is what looks like its answer, if any."""
+        if guess is not None:
+            nudge = self.prompts.render("answer_nudge", answer=guess)
+        else:
+            nudge = self.prompts.render("nudge")
+        run.emit("nudge", message=nudge)
+        return _Turn(reply, [], nudge=nudge)
+
+    async def _run_blocks(
+        self,
+        run: _Run,
+        session: ExecSession,
+        reply: str,
+        blocks: list[str],
+        on_subcall: SubcallHandler,
+    ) -> tuple[str | None, _Turn | None]:
+        """Run a reply's blocks in order: (the answer, None) on FINAL, else (None, the turn)."""
+        outputs: list[tuple[str, str]] = []
+        ran = 0
+        for index, code in enumerate(blocks, start=1):
+            if index > 1 and is_literal_final(code):
+                # Typed after code whose output the model has not seen: made up.
+                run.emit("ignored_final", block=index, code=code)
+                break
+            result = await self._execute(run, session, code, index, on_subcall)
+            ran = index
+            attrs = f' block="{index}" status="{result.status}"'
+            outputs.append((attrs, result.output.rstrip("\n") or "(no output)"))
+            if result.final is not None:
+                run.emit("final", answer=result.final, source="code", block=index)
+                return result.final, None
+            if run.limit_hit is not None:
+                raise run.limit_hit
+            if result.status != "ok":
+                break  # later blocks counted on this one
+        if ran < len(blocks):
+            run.emit("skipped_blocks", ran=ran, written=len(blocks))
+        # The history shows only what ran: text after it (made-up output, a typed FINAL,
+        # blocks never run) would mislead the model next to the real output.
+        return None, _Turn(through_block(reply, ran), outputs)
 
     async def _execute(
         self,

@@ -28,6 +28,29 @@ def is_literal_final(code: str) -> bool:
     )
 
 
+def literal_block(code: str) -> str | None:
+    """A block that is only a number or a string: an answer typed as code, not a computation."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return None
+    node = tree.body[0].value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+        sign = "-"
+    else:
+        sign = ""
+    if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
+        return None
+    if isinstance(node.value, int | float):
+        return sign + repr(node.value)
+    if isinstance(node.value, str) and not sign:
+        return node.value
+    return None
+
+
 def code_blocks(reply: str) -> list[str]:
     """Fenced ```repl and ```python blocks, in order."""
     return [m.group(1).strip("\n") for m in CODE_BLOCK.finditer(reply) if m.group(1).strip()]

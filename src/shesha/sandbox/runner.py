@@ -19,6 +19,7 @@ import hashlib
 import json
 import linecache
 import os
+import re
 import resource
 import signal
 import struct
@@ -135,8 +136,9 @@ class BoundedText:
         omitted = self.total - kept
         return (
             head
-            + f"\n... [{omitted:,} characters omitted: output is truncated; "
-            + "keep results in variables and print summaries] ...\n"
+            + f"\n... [{omitted:,} characters omitted: output is truncated; print only "
+            + "what you need, such as the text around a match, and keep results in "
+            + "variables] ...\n"
             + tail[-self._tail_cap :]
         )
 
@@ -244,6 +246,7 @@ class Runner:
         self.namespace = {
             "__name__": "__main__",
             "__builtins__": __builtins__,
+            "re": re,  # the prompts show re.findall; an import left out should not cost a step
             "context": list(self.docs),
             "doc_names": list(self.names),
             "FINAL": self._final,
