@@ -11,15 +11,20 @@ _BARE_FINAL = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\((.*)\)[ \t]*$", re.M | re.S
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
-def is_literal_final(code: str) -> bool:
-    """A block that only calls FINAL on a constant: an answer typed, not computed."""
+def _only_expression(code: str) -> ast.expr | None:
+    """The expression, when a block is one expression statement and nothing else."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
-        return False
+        return None
     if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
-        return False
-    call = tree.body[0].value
+        return None
+    return tree.body[0].value
+
+
+def is_literal_final(code: str) -> bool:
+    """A block that only calls FINAL on a constant: an answer typed, not computed."""
+    call = _only_expression(code)
     return (
         isinstance(call, ast.Call)
         and isinstance(call.func, ast.Name)
@@ -30,18 +35,10 @@ def is_literal_final(code: str) -> bool:
 
 def literal_block(code: str) -> str | None:
     """A block that is only a number or a string: an answer typed as code, not a computation."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
-        return None
-    node = tree.body[0].value
+    node = _only_expression(code)
+    sign = ""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        node = node.operand
-        sign = "-"
-    else:
-        sign = ""
+        node, sign = node.operand, "-"
     if not isinstance(node, ast.Constant) or isinstance(node.value, bool):
         return None
     if isinstance(node.value, int | float):
