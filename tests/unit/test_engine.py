@@ -534,3 +534,16 @@ def test_a_literal_block_no_output_has_shown_gets_the_plain_nudge(harness_factor
     assert "FINAL(1685)" not in h.root_requests()[2][-1]["content"]
     codes = [e["data"]["code"] for e in read_trace(r.trace_path or "") if e["type"] == "code"]
     assert codes == ["print(context[0][:5])"]
+
+
+def test_code_that_prints_nothing_is_told_a_search_found_no_match(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("x = context[0].find('no such words')"), "FINAL(x)"]))
+    h.run()
+    assert "found no match" in h.root_requests()[1][-1]["content"]
+
+
+def test_a_repeat_is_noted_even_with_a_nudge_in_between(harness_factory: Any) -> None:
+    # Seen with the 1.5B model: the same empty search, a guess, the same search again.
+    h = harness_factory(by_role([repl("print(1)"), "10", repl("print(1)"), "FINAL(1)"]))
+    h.run()
+    assert "same code" in h.root_requests()[3][-1]["content"]

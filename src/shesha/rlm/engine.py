@@ -36,6 +36,10 @@ from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
 
 MAX_LISTED_DOCS = 100
+NO_OUTPUT = (
+    "(no output: nothing was printed. If this was a search, it found no match: "
+    "try fewer or other words)"
+)
 REPEATED = (
     "(the same code and the same output as your last step: if the output shows the answer, "
     "reply with FINAL(answer); if not, change the code)"
@@ -179,6 +183,13 @@ def _supported(guess: str | None, turns: list[_Turn]) -> str | None:
             if needle in text.casefold():
                 return guess
     return None
+
+
+def _same_step(before: _Turn, now: _Turn) -> bool:
+    """The same code as an earlier step, with the same output."""
+    return (
+        before.reply == now.reply and [o for o in before.outputs if o[1] != REPEATED] == now.outputs
+    )
 
 
 class RLMEngine:
@@ -387,8 +398,8 @@ class RLMEngine:
             found, turn = await self._run_blocks(run, session, reply, blocks, on_subcall)
             if turn is None:
                 return found, "success"
-            before = [o for o in turns[-1].outputs if o[1] != REPEATED] if turns else None
-            if turns and turns[-1].reply == turn.reply and before == turn.outputs:
+            ran_before = [t for t in turns if t.outputs]
+            if ran_before and _same_step(ran_before[-1], turn):
                 turn.outputs.append(("", REPEATED))
             turns.append(turn)
         # Out of steps: one last call to answer from what has been found.
@@ -436,7 +447,7 @@ class RLMEngine:
             result = await self._execute(run, session, code, index, on_subcall)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
-            outputs.append((attrs, result.output.rstrip("\n") or "(no output)"))
+            outputs.append((attrs, result.output.rstrip("\n") or NO_OUTPUT))
             if result.final is not None:
                 run.emit("final", answer=result.final, source="code", block=index)
                 return result.final, None
