@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from shesha import Shesha
 from shesha.bench import generate
+from shesha.bench.runner import EvalRunner
 from shesha.bench.scoring import parse_pairs, score, score_exact, score_numeric, score_pairs_f1
 from shesha.bench.tasks import EvalTask, parse_lengths, read_task_set, write_task_set
 from shesha.errors import ConfigError
+from shesha.local.registry import DEFAULT_LOCAL_MODEL
 
 RECORD = re.compile(r"Date: (\S+) \|\| User: (\d+) \|\| Instance: (.*)")
 LABEL_OF = {text: label for label, texts in generate.TEMPLATES.items() for text in texts}
@@ -146,3 +149,18 @@ def test_lengths_parse() -> None:
     assert parse_lengths("8k, 32k,1m,500") == [8192, 32768, 1048576, 500]
     with pytest.raises(ConfigError):
         parse_lengths("big")
+
+
+def test_the_fingerprint_pins_the_local_model_file_and_greedy_decoding(tmp_path: Path) -> None:
+    # "local" names whichever model is the default today; a result must name the file.
+    spec, tasks = generate.sniah(0, 1, [512], None)
+    write_task_set(tmp_path / "tasks", spec, tasks)
+    with Shesha(home=str(tmp_path / "home"), model="local") as sh:
+        local = EvalRunner(sh, tmp_path / "tasks", tmp_path / "out").fingerprint_data
+    with Shesha(home=str(tmp_path / "home"), model="openai/gpt-x") as sh:
+        remote = EvalRunner(sh, tmp_path / "tasks", tmp_path / "out").fingerprint_data
+    assert local["local_model"]["name"] == DEFAULT_LOCAL_MODEL
+    assert len(local["local_model"]["sha256"]) == 64
+    assert local["temperature"] == 0.0
+    assert remote["local_model"] is None
+    assert remote["temperature"] is None

@@ -41,7 +41,6 @@ LIMIT_KEYS = (
     "max_cost_usd",
     "max_wall_s",
     "exec_timeout_s",
-    "temperature",
 )
 
 
@@ -134,6 +133,13 @@ class EvalRunner:
             "prompt_hash": PromptSet.load(s.prompts_dir, style).hash,
             "model": self.model,
             "sub_model": s.sub_model or self.model,
+            # "local" is whichever model is the default today: name the file.
+            "local_model": (
+                self.sh.models().resolve(self.model).model_dump(include={"name", "sha256"})
+                if local
+                else None
+            ),
+            "temperature": 0.0 if local and s.temperature is None else s.temperature,
             "method": self.method,
             "window_tokens": self.window_tokens if self.method == "direct" else None,
             "limits": {k: getattr(s, k) for k in LIMIT_KEYS},
