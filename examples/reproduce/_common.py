@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from shesha import Shesha, __version__
+from shesha.api import is_local
 from shesha.bench import generate
 from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise
 from shesha.bench.tasks import parse_lengths, write_task_set
@@ -47,6 +48,8 @@ def arguments(description: str, lengths: str) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild the table and plot from the results in --out")  # fmt: skip
     return p.parse_args()
 
 
@@ -91,6 +94,9 @@ def git_commit() -> str | None:
 
 
 def run_study(kind: str, args: argparse.Namespace) -> None:
+    if args.report_only:
+        report(kind, args)
+        return
     lengths = parse_lengths(args.lengths)
     if kind == "sniah":
         hay = None if args.haystack == "none" else Path(args.haystack)
@@ -102,7 +108,6 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
     else:
         spec, tasks = generate.oolong(args.seed, args.n, lengths)
     write_task_set(args.out / "tasks", spec, tasks)
-    results: dict[str, list[ResultRow]] = {}
     run: dict[str, object] = {
         "command": shlex.join(["python", *sys.argv]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -127,7 +132,7 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
             )  # fmt: skip
             window = runner.window_tokens
             started = time.perf_counter()
-            results[method] = asyncio.run(runner.run(resume=args.resume))
+            asyncio.run(runner.run(resume=args.resume))
             timings[method] = {
                 "wall_s": round(time.perf_counter() - started, 1),
                 "fingerprint": runner.fingerprint,
@@ -136,6 +141,26 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
     run["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     run["direct_window_tokens"] = window
     (args.out / "run.json").write_text(json.dumps(run, indent=1))
+    report(kind, args)
+
+
+def model_label(model: str) -> str:
+    """The model as a reader should see it: ``local`` becomes the file it stands for."""
+    if not is_local(model):
+        return model
+    with Shesha(model=model) as sh:
+        return f"{model} ({sh.models().resolve(model).name})"
+
+
+def read_rows(path: Path) -> list[ResultRow]:
+    return [ResultRow.model_validate_json(line) for line in path.read_text().splitlines()]
+
+
+def report(kind: str, args: argparse.Namespace) -> None:
+    """table.json, table.md and the plot, from the results in ``args.out``."""
+    results = {m: read_rows(args.out / m / "results.jsonl") for m in ("rlm", "direct")}
+    run = json.loads((args.out / "run.json").read_text())
+    window = run.get("direct_window_tokens")
     table = {m: summarise(rows) for m, rows in results.items()}
     (args.out / "table.json").write_text(json.dumps(table, indent=1))
     lines = [
@@ -150,7 +175,7 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
         )
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, rows in table.items():
         ax.plot([r["length_tokens"] for r in rows], [r["mean_score"] for r in rows],
                 marker="o", label=method)  # fmt: skip
@@ -159,11 +184,17 @@ def run_study(kind: str, args: argparse.Namespace) -> None:
         ax.annotate(f"direct window\n{window:,} tokens", (window, 0.5), fontsize=8,
                     xytext=(4, 0), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log", base=2)
+    lengths = [r["length_tokens"] for r in table["rlm"]]
+    ax.set_xticks(lengths, [tokens_label(n) for n in lengths])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("mean score")
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"{kind}: {args.model}")
+    ax.set_title(f"{kind}: {model_label(args.model)}, {table['rlm'][0]['tasks']} tasks a length")
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out / f"{kind}.png", dpi=120)
     print(f"plot: {args.out / f'{kind}.png'}")
+
+
+def tokens_label(n: int) -> str:
+    return f"{n // 2**20}M" if n >= 2**20 else f"{n // 2**10}K"

@@ -191,3 +191,11 @@ def test_the_sniah_reproduction_script_writes_its_table_plot_and_run_record(
     assert record["direct_window_tokens"] == 1024
     assert set(record["methods"]) == {"rlm", "direct"}
     assert record["git_commit"]
+    (out / "table.md").unlink()
+    again = subprocess.run(
+        [sys.executable, str(script), "--model", "openai/oracle", "--out", str(out),
+         "--report-only"],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "| 2,048 | 1.00 |" in (out / "table.md").read_text()
