@@ -5,4 +5,5 @@
 set -euo pipefail
 name=${1:-qwen2.5-coder-1.5b}
 py=${2:-.venv/bin/python}
-exec "$py" -m shesha.local.fetch "$name"
+# Not `-m shesha.local.fetch`: importing shesha first makes runpy warn about a re-import.
+exec "$py" -c "import sys; from shesha.local.fetch import main; sys.exit(main(sys.argv[1:]))" "$name"
