@@ -260,14 +260,7 @@ class Shesha:
             sub_model=sub.model,
             **(LOCAL_PROFILE if root.local else {}),
             prompts_dir=settings.prompts_dir,
-            limits=QueryLimits(
-                max_iterations=settings.max_iterations,
-                max_subcalls=settings.max_subcalls,
-                max_tokens=settings.max_tokens,
-                max_cost_usd=settings.max_cost_usd,
-                max_wall_s=settings.max_wall_s,
-                exec_timeout_s=settings.exec_timeout_s,
-            ),
+            limits=QueryLimits(**settings.model_dump(include=set(QueryLimits.model_fields))),
         )
         pool = await asyncio.to_thread(self.pool)
         engine = RLMEngine(client, pool, config, sub_llm=sub_client)

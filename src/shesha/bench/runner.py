@@ -23,6 +23,7 @@ from shesha.bench.scoring import score
 from shesha.bench.tasks import EvalTask, read_task_set
 from shesha.errors import ConfigError, LLMError
 from shesha.rlm.prompting import PromptSet, PromptStyle
+from shesha.rlm.result import QueryLimits
 from shesha.sandbox import InMemoryCorpus
 from shesha.storage.atomic import atomic_write
 
@@ -34,14 +35,6 @@ DIRECT_SYSTEM = (
 CHARS_PER_WINDOW_TOKEN = 3.5
 """Conservative: real tokenizers give about 4 characters a token on English."""
 ANSWER_RESERVE_TOKENS = 600
-LIMIT_KEYS = (
-    "max_iterations",
-    "max_subcalls",
-    "max_tokens",
-    "max_cost_usd",
-    "max_wall_s",
-    "exec_timeout_s",
-)
 
 
 class ResultRow(BaseModel):
@@ -142,7 +135,7 @@ class EvalRunner:
             "temperature": 0.0 if local and s.temperature is None else s.temperature,
             "method": self.method,
             "window_tokens": self.window_tokens if self.method == "direct" else None,
-            "limits": {k: getattr(s, k) for k in LIMIT_KEYS},
+            "limits": s.model_dump(include=set(QueryLimits.model_fields)),
             "task_set": self.spec.model_dump(),
             "tasks_sha256": tasks_sha,
         }
