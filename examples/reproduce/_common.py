@@ -158,6 +158,11 @@ def read_rows(path: Path) -> list[ResultRow]:
 
 def report(kind: str, args: argparse.Namespace) -> None:
     """table.json, table.md and the plot, from the results in ``args.out``."""
+    needed = [args.out / m / "results.jsonl" for m in ("rlm", "direct")] + [args.out / "run.json"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        sys.exit(f"{args.out}: no results to report ({', '.join(missing)} missing); "
+                 "run the study without --report-only first.")  # fmt: skip
     results = {m: read_rows(args.out / m / "results.jsonl") for m in ("rlm", "direct")}
     run = json.loads((args.out / "run.json").read_text())
     window = run.get("direct_window_tokens")

@@ -199,3 +199,15 @@ def test_the_sniah_reproduction_script_writes_its_table_plot_and_run_record(
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "| 2,048 | 1.00 |" in (out / "table.md").read_text()
+
+
+def test_report_only_without_results_says_what_to_do(tmp_path: Path) -> None:
+    script = Path(__file__).parents[2] / "examples" / "reproduce" / "sniah_rlm_vs_direct.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "empty"), "--report-only"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "no results" in done.stderr
+    assert "without --report-only" in done.stderr
+    assert "Traceback" not in done.stderr
