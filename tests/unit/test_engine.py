@@ -262,10 +262,11 @@ def test_batched_sub_calls_run_in_parallel_and_keep_their_order(harness_factory:
 
 
 def test_one_failed_sub_call_is_an_error_string_not_a_failed_batch(harness_factory: Any) -> None:
+    # Not "bad": it is hex, so the random boundary id around the content can contain it.
     def sub(messages: list[dict[str, Any]]) -> Reply:
-        return Fail(500, "boom") if "bad" in messages[1]["content"] else "fine"
+        return Fail(500, "boom") if "poison" in messages[1]["content"] else "fine"
 
-    code = "r = llm_query_batched('Check', ['good', 'bad', 'good'])\nFINAL(repr(r))"
+    code = "r = llm_query_batched('Check', ['good', 'poison', 'good'])\nFINAL(repr(r))"
     h = harness_factory(by_role([repl(code)], sub))
     r = h.run()
     answers = eval(r.answer or "")  # the repr of a list of str that our script made
