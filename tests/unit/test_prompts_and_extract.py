@@ -8,7 +8,7 @@ import pytest
 
 from shesha.errors import ConfigError
 from shesha.rlm import PromptSet
-from shesha.rlm.extract import bare_final, code_blocks
+from shesha.rlm.extract import Reply, code_blocks, final_in_last_reply, read_reply
 
 
 def test_packaged_prompts_load_and_render() -> None:
@@ -47,21 +47,89 @@ def test_code_blocks_repl_and_python_in_order() -> None:
     assert code_blocks(reply) == ["x = 1", "print(x)"]
 
 
-@pytest.mark.parametrize(
-    ("reply", "kind", "text"),
-    [
-        ("FINAL(42)", "value", "42"),
-        ("Done.\nFINAL('a string')\n", "value", "a string"),
-        ("FINAL(The answer is Paris)", "value", "The answer is Paris"),
-        ("FINAL(line one\nline two)", "value", "line one\nline two"),
-        ("  FINAL_VAR(result)", "var", "result"),
-        ("FINAL_VAR('result')", "var", "result"),
-    ],
-)
-def test_bare_final_forms(reply: str, kind: str, text: str) -> None:
-    final = bare_final(reply)
-    assert final is not None
-    assert (final.kind, final.text) == (kind, text)
+# Every shape of a final answer we have seen models write, or found reported against the
+# peers' parsers. Each row: the reply, and what the engine must do with it.
+ANSWERS = [
+    # The text contract: FINAL(<text>) is the answer itself.
+    ("FINAL(Maria Lopez)", "Maria Lopez"),
+    ("FINAL(42)", "42"),
+    ("FINAL(-3.5)", "-3.5"),
+    ("Done.\nFINAL('a string')\n", "a string"),
+    ('FINAL("Paris")', "Paris"),
+    ("FINAL(The answer is Paris)", "The answer is Paris"),
+    ("FINAL(line one\nline two)", "line one\nline two"),
+    ("FINAL(Acme (Pty) Ltd)", "Acme (Pty) Ltd"),
+    ("FINAL(O'Brien & Sons)", "O'Brien & Sons"),
+    ("FINAL($1,577 million)", "$1,577 million"),
+    ("FINAL(2023-12-31)", "2023-12-31"),  # a date, not 1980
+    ("FINAL(12/31/2022)", "12/31/2022"),
+    ("FINAL(1,577)", "1,577"),  # a number as people write it, not a tuple
+    ("FINAL(Yes, it renews automatically.)", "Yes, it renews automatically."),
+    ('FINAL("He said \\"no\\"")', 'He said "no"'),
+    # Claude-class models: FINAL in prose, with markdown around it.
+    ("The CEO is named in the second line.\n\nFINAL(Maria Lopez)", "Maria Lopez"),
+    ("**FINAL(Maria Lopez)**", "Maria Lopez"),
+    ("`FINAL(Maria Lopez)`", "Maria Lopez"),
+    ("- FINAL(Maria Lopez)", "Maria Lopez"),
+    ("> FINAL(Maria Lopez)", "Maria Lopez"),
+    ("FINAL(Maria Lopez).", "Maria Lopez"),
+    ("Answer: FINAL(Maria Lopez)", "Maria Lopez"),
+    ("**Final answer:** FINAL(Maria Lopez)", "Maria Lopez"),
+    ("FINAL( Maria Lopez )", "Maria Lopez"),
+    ("FINAL (Maria Lopez)", "Maria Lopez"),
+    ("<think>Maybe FINAL(wrong)?</think>\nFINAL(Maria Lopez)", "Maria Lopez"),
+    # A model that revises its answer writes the new one last.
+    ("FINAL(first draft)\non reflection:\nFINAL(the real one)", "the real one"),
+    ("<|im_start|>FINAL(42)<|im_end|>", "42"),  # chat-template tokens (rlm PR #7)
+    ("FINAL(42) -- let me know if you need more.", "42"),
+    ("FINAL(42)\nSee the table (row 3)", "42"),
+    ("FINAL(a smiley :) face)", "a smiley :) face"),
+    ("FINAL: Paris", "Paris"),
+    ("Final answer: **Maria Lopez**", "Maria Lopez"),
+]
+
+
+@pytest.mark.parametrize(("reply", "answer"), ANSWERS)
+def test_a_final_given_as_text_is_the_answer(reply: str, answer: str) -> None:
+    assert read_reply(reply) == Reply(answer=answer)
+
+
+# Shapes whose FINAL runs in the sandbox: (reply, the code that runs).
+RUNS = [
+    ("FINAL_VAR(result)", "FINAL_VAR('result')"),
+    ("  FINAL_VAR('result')", "FINAL_VAR('result')"),
+    ('FINAL_VAR("result")', "FINAL_VAR('result')"),
+    ("FINAL(answer)", "FINAL(answer)"),  # a variable, or a word: the engine decides
+    ('FINAL(f"{n} rows")', 'FINAL(f"{n} rows")'),
+    ("FINAL(len(hits))", "FINAL(len(hits))"),
+    ("FINAL(True)", "FINAL(True)"),
+    ("FINAL(10-K)", "FINAL(10-K)"),  # Python; if K is undefined, the engine decides
+    # Code blocks: a FINAL line whose argument is text is quoted, the rest runs as written.
+    ("```repl\nFINAL(Maria Lopez)\n```", "FINAL('Maria Lopez')"),
+    ("```python\nFINAL(Maria Lopez)\n```", "FINAL('Maria Lopez')"),
+    ("```py\nFINAL(2023-12-31)\n```", "FINAL('2023-12-31')"),
+    ("```Python\nx = 1\n```", "x = 1"),
+    ("~~~python\nx = 1\n~~~", "x = 1"),
+    ("```\nprint(len(context))\n```", "print(len(context))"),  # no language, Python
+    ("```repl\nif hits:\n    FINAL(Acme (Pty) Ltd)\n```", "if hits:\n    FINAL('Acme (Pty) Ltd')"),
+    ("```repl\nFINAL(answer)\n```", "FINAL(answer)"),
+    ("```repl\nprint('FINAL(x) later')\n```", "print('FINAL(x) later')"),
+    ("```repl\n# FINAL(Maria Lopez)\nx = 1\n```", "# FINAL(Maria Lopez)\nx = 1"),
+    ("```repl\nx = 1```", "x = 1"),  # the closing fence on the code's line
+    ("```\n```python\nprint(1)\n```\n```", "print(1)"),  # a fence doubled (DSPy #9309)
+    ("Here is my code:\n```python\nx = 1\n```\nThat should work.", "x = 1"),
+    # Local Qwen models: code with no fence at all.
+    ("print(context[0][:500])", "print(context[0][:500])"),
+    ("import re\nm = re.search('CEO', context[0])\nprint(m)", None),
+    ("for t in context:\n    print(len(t))", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "code"), RUNS)
+def test_a_final_or_code_that_runs(reply: str, code: str | None) -> None:
+    read = read_reply(reply)
+    assert read.answer is None
+    assert read.blocks == (code or reply,)
 
 
 @pytest.mark.parametrize(
@@ -69,9 +137,44 @@ def test_bare_final_forms(reply: str, kind: str, text: str) -> None:
     [
         "no final here",
         "The FINAL(answer) is inline",
-        "```repl\nFINAL(1)\n```",
+        "I will call FINAL(answer) once the output shows it.",
+        "Paris",
+        "4711",
         "FINAL_VAR(not a name)",
+        "FINAL()",
+        "FINAL(your final answer here)",  # the prompt's placeholder, copied
+        "Reasoning: None\nCode: None",  # DSPy #9632
+        "...and then provide FINAL_VAR(output) as the answer.",  # rlm #37
+        "```text\nMaria Lopez\n```",
+        "```\nMaria Lopez\n```",
+        '```json\n{"a": 1}\n```',
     ],
 )
-def test_not_a_bare_final(reply: str) -> None:
-    assert bare_final(reply) is None
+def test_replies_with_nothing_to_run_and_no_answer(reply: str) -> None:
+    assert read_reply(reply) == Reply()
+
+
+def test_a_final_next_to_code_is_not_an_answer() -> None:
+    read = read_reply("```repl\nx = len(context)\n```\nFINAL(made-up answer)")
+    assert read.answer is None
+    assert read.blocks == ("x = len(context)",)
+    assert read.ignored == ("made-up answer",)
+
+
+def test_unfenced_code_is_marked() -> None:
+    assert read_reply("print(1)").unfenced
+    assert not read_reply("```repl\nprint(1)\n```").unfenced
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("FINAL(Maria Lopez)", "Maria Lopez"),
+        ("```repl\nFINAL('from code')\n```", "from code"),
+        ("```repl\nFINAL(Maria Lopez)\n```", "Maria Lopez"),
+        ('I found it.\nFINAL("Paris")', "Paris"),
+        ("no answer at all", None),
+    ],
+)
+def test_the_last_reply_is_read_for_a_final_anywhere(reply: str, answer: str | None) -> None:
+    assert final_in_last_reply(reply) == answer

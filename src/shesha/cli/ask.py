@@ -25,7 +25,7 @@ from shesha.cli.common import (
 from shesha.cli.manage import add_with_progress
 from shesha.rlm import QueryResult, TraceEvent
 
-LIMIT_STATUSES = {"max_iterations", "budget_exceeded", "timeout"}
+LIMIT_STATUSES = {"max_iterations", "stalled", "budget_exceeded", "timeout"}
 
 
 def project_name_for(paths: list[str]) -> str:

@@ -7,6 +7,7 @@ A question travels one way: engine -> (LLM client, sandbox) -> trace.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 import uuid
@@ -22,12 +23,17 @@ from shesha import __version__
 from shesha.errors import LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.rlm.extract import (
-    bare_final,
-    code_blocks,
-    is_literal_final,
+    PLACEHOLDERS,
+    failing_line,
+    final_argument,
+    final_in_last_reply,
+    final_source,
     literal_block,
+    read_reply,
     short_answer,
     through_block,
+    typed_final,
+    without_last_statement,
 )
 from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage
@@ -40,6 +46,10 @@ NO_OUTPUT = (
     "(no output: nothing was printed. If this was a search, it found no match: "
     "try fewer or other words)"
 )
+REPEAT_NUDGE_AT = 2
+"""The second identical failure in a row gets a nudge that quotes it."""
+STALL_AT = 3
+"""The third ends the loop with one "answer now" call: no query repeats one error more."""
 REPEATED = (
     "(the same code and the same output as your last step: if the output shows the answer, "
     "reply with FINAL(answer); if not, change the code)"
@@ -101,6 +111,38 @@ class _Turn:
     reply: str
     outputs: list[tuple[str, str]]  # (attributes, text) per block; or a nudge
     nudge: str | None = None
+    error: str | None = None  # the failed block's error, when one failed
+    failed_code: str | None = None
+    escalation: str | None = None  # the engine's word after the output (not output)
+
+
+def _failure(turn: _Turn) -> str | None:
+    """How a step failed, comparable across steps; None when it made progress."""
+    if turn.nudge is not None:
+        return "no code to run: " + turn.reply.strip()[:300]
+    if turn.error is not None:
+        lines = [ln for ln in turn.error.strip().splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else turn.error
+    if turn.outputs and turn.outputs[-1][1] == REPEATED:
+        return REPEATED
+    return None
+
+
+@dataclass
+class _Streak:
+    """Counts identical failures in a row."""
+
+    last: str | None = None
+    count: int = 0
+
+    def add(self, failure: str | None) -> int:
+        if failure is None:
+            self.last, self.count = None, 0
+        elif failure == self.last:
+            self.count += 1
+        else:
+            self.last, self.count = failure, 1
+        return self.count
 
 
 @dataclass
@@ -169,18 +211,32 @@ class _Run:
             )
 
 
-def _wrap(nonce: str, tag: str, text: str, attrs: str = "") -> str:
-    return f'<{tag} id="{nonce}"{attrs}>\n{text}\n</{tag} id="{nonce}">'
+UNTRUSTED = "untrusted_document_content"
+"""The tag around sub-call content; REPL output is ``<repl_output type="{UNTRUSTED}">``."""
+
+
+def _wrap(nonce: str, tag: str, text: str, attrs: str = "", *, typed: bool = False) -> str:
+    """Text between an opening and a closing tag that both carry the query's random id:
+    a closing tag forged inside the text lacks the id, so it stays data."""
+    kind = f' type="{UNTRUSTED}"' if typed else ""
+    return f'<{tag}{kind} id="{nonce}"{attrs}>\n{text}\n</{tag} id="{nonce}">'
+
+
+def _joined(*parts: str | None) -> str:
+    return "\n\n".join(p for p in parts if p)
 
 
 def _supported(guess: str | None, turns: list[_Turn]) -> str | None:
-    """The guess, if REPL output the model has seen shows it; a guess it has not is made up."""
-    if guess is None:
+    """The guess, if REPL output the model has seen shows it; a guess it has not is made up.
+
+    Output of a block that failed does not count: its traceback quotes the code itself.
+    """
+    if guess is None or guess.strip().casefold() in PLACEHOLDERS:
         return None
     needle = guess.casefold()
     for turn in turns:
-        for _, text in turn.outputs:
-            if needle in text.casefold():
+        for attrs, text in turn.outputs:
+            if 'status="ok"' in attrs and needle in text.casefold():
                 return guess
     return None
 
@@ -332,7 +388,7 @@ class RLMEngine:
         for i, turn in enumerate(turns):
             messages.append({"role": "assistant", "content": turn.reply})
             if turn.nudge is not None:
-                messages.append({"role": "user", "content": turn.nudge})
+                messages.append({"role": "user", "content": _joined(turn.nudge, turn.escalation)})
                 continue
             parts = [note]
             for attrs, full in turn.outputs:
@@ -344,8 +400,8 @@ class RLMEngine:
                         + f"\n... [{cut:,} characters of this older output shortened; "
                         "variables still hold full results]"
                     )
-                parts.append(_wrap(run.nonce, "repl_output", text, attrs))
-            messages.append({"role": "user", "content": "\n\n".join(parts)})
+                parts.append(_wrap(run.nonce, "repl_output", text, attrs, typed=True))
+            messages.append({"role": "user", "content": _joined(*parts, turn.escalation)})
         return messages
 
     async def _root_call(self, run: _Run, messages: list[Message]) -> str:
@@ -370,6 +426,7 @@ class RLMEngine:
         cfg = run.config
         turns: list[_Turn] = []
         loop = asyncio.get_running_loop()
+        streak = _Streak()
 
         def on_subcall(items: Sequence[SubcallItem]) -> list[str]:
             # Called from the sandbox's thread: run the batch on the event loop.
@@ -378,46 +435,89 @@ class RLMEngine:
 
         while run.iteration < cfg.limits.max_iterations:
             run.iteration += 1
-            reply = await self._root_call(run, self._history(run, opening, turns))
-            blocks = code_blocks(reply)
+            text = await self._root_call(run, self._history(run, opening, turns))
+            reply = read_reply(text)
+            if reply.answer is not None:
+                run.emit("final", answer=reply.answer, source="reply")
+                return reply.answer, "success"
+            blocks = list(reply.blocks)
             seen_output = any(t.outputs for t in turns)
             typed = literal_block(blocks[0]) if len(blocks) == 1 and seen_output else None
             if typed is not None:
                 # Only a number or a string, after output: the model is answering.
-                turns.append(self._nudge(run, reply, _supported(typed, turns)))
-                continue
-            if not blocks:
-                final = bare_final(reply)
-                if final is not None and final.kind == "value":
-                    run.emit("final", answer=final.text, source="reply")
-                    return final.text, "success"
-                if final is None:
-                    turns.append(self._nudge(run, reply, _supported(short_answer(reply), turns)))
-                    continue
-                blocks = [f"FINAL_VAR({final.text!r})"]  # FINAL_VAR(name): look it up
-            found, turn = await self._run_blocks(run, session, reply, blocks, on_subcall)
-            if turn is None:
-                return found, "success"
-            ran_before = [t for t in turns if t.outputs]
-            if ran_before and _same_step(ran_before[-1], turn):
-                turn.outputs.append(("", REPEATED))
+                turn = self._nudge(run, text, _supported(typed, turns))
+            elif not blocks and reply.mentioned:
+                # FINAL(...) inside a sentence: ask for it on a line of its own.
+                turn = self._nudge(run, text, reply.mentioned[-1])
+            elif not blocks:
+                turn = self._nudge(run, text, _supported(short_answer(text), turns))
+            else:
+                if reply.unfenced:
+                    run.emit("unfenced_code", code=blocks[0])
+                found, done = await self._run_blocks(
+                    run, session, text, blocks, turns=turns, on_subcall=on_subcall
+                )
+                if done is None:
+                    return found, "success"
+                turn = done
+                ran_before = [t for t in turns if t.outputs]
+                if ran_before and _same_step(ran_before[-1], turn):
+                    turn.outputs.append(("", REPEATED))
+            failures = streak.add(_failure(turn))
             turns.append(turn)
-        # Out of steps: one last call to answer from what has been found.
+            if failures == REPEAT_NUDGE_AT:
+                turn.escalation = self._repeat_nudge(run, turn)  # it says more than a note
+            elif failures >= STALL_AT:
+                return await self._answer_now(run, opening, turns, stalled=True)
+        return await self._answer_now(run, opening, turns, stalled=False)
+
+    async def _answer_now(
+        self, run: _Run, opening: list[Message], turns: list[_Turn], *, stalled: bool
+    ) -> tuple[str | None, QueryStatus]:
+        """One last call to answer from what has been found: out of steps, or stuck."""
         messages = self._history(run, opening, turns)
-        messages.append(
-            {
-                "role": "user",
-                "content": self.prompts.render("final", max_iterations=cfg.limits.max_iterations),
-            }
-        )
-        reply = await self._root_call(run, messages)
+        if stalled:
+            prompt = self.prompts.render("stalled", repeats=STALL_AT)
+            run.emit("stalled", repeats=STALL_AT, failure=_failure(turns[-1]))
+        else:
+            prompt = self.prompts.render("final", max_iterations=run.config.limits.max_iterations)
+        messages.append({"role": "user", "content": prompt})
+        text = await self._root_call(run, messages)
         # Nothing runs after this call, so a FINAL inside a code block counts too.
-        final = bare_final(reply) or bare_final("\n".join(code_blocks(reply)))
-        answer: str | None = reply.strip() or None
-        if final is not None and final.kind == "value":
-            answer = None if final.text == "None" else final.text
-        run.emit("final", answer=answer, source="max_iterations")
-        return answer, "max_iterations"
+        answer = final_in_last_reply(text)
+        source = "stalled" if stalled else "max_iterations"
+        if answer is not None and answer != "None":
+            run.emit("final", answer=answer, source=source)
+            return answer, "success" if stalled else "max_iterations"
+        fallback = None if answer == "None" else (text.strip() or None)
+        run.emit("final", answer=fallback, source=source)
+        return fallback, "stalled" if stalled else "max_iterations"
+
+    def _repeat_nudge(self, run: _Run, turn: _Turn) -> str:
+        """The second identical failure: quote it, and show the line to write."""
+        failure = _failure(turn) or ""
+        code = turn.failed_code or ""
+        line = failing_line(code, turn.error or "")
+        final = final_argument(line) if line else None
+        if final is not None:
+            advice = (
+                f"If {final} is the answer itself, write exactly this line and nothing else:\n"
+                f"FINAL({json.dumps(final, ensure_ascii=False)})"
+            )
+        elif turn.nudge is not None:
+            advice = (
+                "Reply with one ```repl block of Python that prints something new, or, if "
+                'REPL output has shown the answer, with the line FINAL("your answer").'
+            )
+        else:
+            where = f"The error is in this line: {line}\n" if line else ""
+            advice = (
+                f"{where}Change the code, or try another way. If REPL output has already "
+                'shown the answer, write the line FINAL("your answer") instead.'
+            )
+        message = self.prompts.render("repeat_nudge", failure=failure, advice=advice)
+        run.emit("repeat_nudge", failure=failure, message=message)
+        return message
 
     def _nudge(self, run: _Run, reply: str, guess: str | None) -> _Turn:
         """A reply with no code to run; ``guess`` is what looks like its answer, if any."""
@@ -434,16 +534,26 @@ class RLMEngine:
         session: ExecSession,
         reply: str,
         blocks: list[str],
+        *,
+        turns: list[_Turn],
         on_subcall: SubcallHandler,
     ) -> tuple[str | None, _Turn | None]:
         """Run a reply's blocks in order: (the answer, None) on FINAL, else (None, the turn)."""
         outputs: list[tuple[str, str]] = []
         ran = 0
-        for index, code in enumerate(blocks, start=1):
-            if index > 1 and is_literal_final(code):
-                # Typed after code whose output the model has not seen: made up.
+        error: str | None = None
+        failed: str | None = None
+        note: str | None = None
+        for index, written in enumerate(blocks, start=1):
+            code, stop_after = written, False
+            typed = typed_final(code)
+            after_code = index > 1 or (typed is not None and bool(without_last_statement(code)))
+            if typed is not None and after_code and _supported(typed, turns) is None:
+                # An answer typed after code whose output the model has not seen: a guess.
                 run.emit("ignored_final", block=index, code=code)
-                break
+                if index > 1:
+                    break
+                code, stop_after = without_last_statement(code), True
             result = await self._execute(run, session, code, index, on_subcall)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
@@ -451,15 +561,30 @@ class RLMEngine:
             if result.final is not None:
                 run.emit("final", answer=result.final, source="code", block=index)
                 return result.final, None
+            words = final_source(code)
+            if words is not None and "NameError" in (result.error or ""):
+                if _supported(words, turns) is not None:
+                    # FINAL(Paris), FINAL(10-K): names nothing defined; text output showed.
+                    run.emit("final", answer=words, source="text", block=index)
+                    return words, None
+                note = (
+                    f"If {words} is the answer itself, not a variable, write it as text: "
+                    f"FINAL({json.dumps(words, ensure_ascii=False)})"
+                )
             if run.limit_hit is not None:
                 raise run.limit_hit
             if result.status != "ok":
+                error, failed = result.error or result.status, code
                 break  # later blocks counted on this one
+            if stop_after:
+                break
         if ran < len(blocks):
             run.emit("skipped_blocks", ran=ran, written=len(blocks))
         # The history shows only what ran: text after it (made-up output, a typed FINAL,
         # blocks never run) would mislead the model next to the real output.
-        return None, _Turn(through_block(reply, ran), outputs)
+        turn = _Turn(through_block(reply, ran), outputs, error=error, failed_code=failed)
+        turn.escalation = note
+        return None, turn
 
     async def _execute(
         self,
@@ -517,7 +642,7 @@ class RLMEngine:
         model = run.config.effective_sub_model
         user = item.instruction
         if item.content:
-            user += "\n\n" + _wrap(run.nonce, "content", item.content)
+            user += "\n\n" + _wrap(run.nonce, UNTRUSTED, item.content)
         messages: list[Message] = [
             {"role": "system", "content": self.prompts.render("subcall_system")},
             {"role": "user", "content": user},

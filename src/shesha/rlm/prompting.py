@@ -16,7 +16,7 @@ from typing import Literal
 
 from shesha.errors import ConfigError
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {
@@ -27,6 +27,8 @@ EXPECTED: dict[str, frozenset[str]] = {
     "nudge": frozenset(),
     "answer_nudge": frozenset({"answer"}),
     "final": frozenset({"max_iterations"}),
+    "repeat_nudge": frozenset({"failure", "advice"}),
+    "stalled": frozenset({"repeats"}),
     "subcall_system": frozenset(),
     "output_note": frozenset({"nonce"}),
 }

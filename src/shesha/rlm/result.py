@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-QueryStatus = Literal["success", "max_iterations", "budget_exceeded", "timeout", "error"]
+QueryStatus = Literal["success", "max_iterations", "stalled", "budget_exceeded", "timeout", "error"]
+"""``stalled``: the model repeated one failing step until the loop stopped it, and its
+last call gave no FINAL."""
 
 
 class QueryLimits(BaseModel):
