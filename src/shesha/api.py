@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,13 @@ from pydantic import ValidationError
 from shesha import llm
 from shesha.config import Settings, load_settings
 from shesha.errors import ConfigError
-from shesha.local.registry import ModelRegistry, default_models_dir
-from shesha.local.server import LocalModelServer
+from shesha.local.registry import (
+    DEFAULT_LOCAL_MODEL,
+    ModelRegistry,
+    RegisteredModel,
+    default_models_dir,
+)
+from shesha.local.server import LocalModelServer, server_installed
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
@@ -44,8 +50,10 @@ QUERY_OVERRIDES = frozenset(
     }
 )
 NO_MODEL_HINT = (
-    'Pass model= (or --model), set SHESHA_MODEL, or add model = "..." to shesha.toml. '
-    "Any LiteLLM model string works, e.g. openai/gpt-4o-mini or ollama/qwen2.5-coder:7b."
+    "Use the local CPU model, with no API key and no internet: --model local, once it is "
+    "installed (pip install 'shesha[local]' and `shesha models fetch`, or `make local-model` "
+    "in a checkout). Or a hosted model: --model openai/gpt-4o-mini or any LiteLLM model "
+    'string, as model= here, SHESHA_MODEL, or model = "..." in shesha.toml.'
 )
 
 
@@ -175,6 +183,15 @@ class Shesha:
         s = self.settings
         models_dir = Path(s.models_dir).expanduser() if s.models_dir else None
         return ModelRegistry(models_dir or default_models_dir(self.store.home))
+
+    def local_fallback(self, python: str = sys.executable) -> RegisteredModel | None:
+        """The default local model, when its file is in place and the server is installed:
+        what ``shesha ask`` uses when no model is configured. (The server checks the
+        file's sha256 when it starts.)"""
+        entry = self.models().resolve(DEFAULT_LOCAL_MODEL)
+        if Path(entry.path).is_file() and server_installed(python):
+            return entry
+        return None
 
     def endpoint(self, spec: str, settings: Settings | None = None) -> Endpoint:
         """Where a model string is served. ``local`` / ``local/<name or path>`` start (or

@@ -124,6 +124,26 @@ def test_a_missing_model_says_how_to_set_one(workdir: Path) -> None:
     assert r.returncode == 1
     assert "No model is configured" in r.stderr
     assert "SHESHA_MODEL" in r.stderr
+    # The local model comes first: it needs no key and no internet.
+    text = " ".join(r.stderr.split())
+    assert text.index("--model local") < text.index("shesha models fetch") < text.index("openai/")
+
+
+def test_with_no_model_ask_uses_an_installed_local_model_and_says_so(
+    workdir: Path, local_models: Any
+) -> None:
+    # A file under the default model's name stands in for it: the message comes first,
+    # then the server refuses the file, so no model has to run here.
+    models = workdir / "home" / "models"
+    models.mkdir(parents=True)
+    (models / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf").write_bytes(b"GGUF not really")
+    r = run(["ask", "q", "docs"], workdir)
+    assert "No model is configured: using the local model qwen2.5-coder-1.5b" in r.stderr
+    assert "does not match its sha256" in r.stderr
+    assert r.returncode == 1
+    doctor = run(["doctor", "--json"], workdir)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert "shesha ask uses the local model qwen2.5-coder-1.5b" in checks["model"]["detail"]
 
 
 def test_an_unreachable_api_base_fails_clearly_and_quickly(workdir: Path) -> None:
@@ -190,6 +210,7 @@ def test_doctor_checks_and_says_how_to_fix(server: ScriptedLLMServer, workdir: P
     assert checks["sandbox image"]["ok"] is True
     assert checks["model"]["ok"] is False
     assert "SHESHA_MODEL" in checks["model"]["fix"]
+    assert "--model local" in checks["model"]["fix"]
     env = {"SHESHA_MODEL": "openai/scripted", "SHESHA_API_BASE": server.api_base}
     passing = run(["doctor"], workdir, env=env)
     assert passing.returncode == 0, passing.stdout

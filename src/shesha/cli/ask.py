@@ -167,6 +167,15 @@ def ask(
         "max_wall_s": timeout,
     }
     with Shesha(config_file=config, **settings) as sh:
+        overrides: dict[str, Any] = {}
+        fallback = None if sh.settings.model else sh.local_fallback()
+        if fallback is not None:
+            overrides["model"] = "local"
+            err_console.print(
+                f"No model is configured: using the local model {fallback.name} "
+                "(--model local). Choose another with --model or SHESHA_MODEL.",
+                markup=False,
+            )
         name = project or project_name_for(paths)
         if paths:
             p = sh.project(name)
@@ -179,7 +188,7 @@ def ask(
         else:
             p = sh.get_project(name)
         with Progress(quiet=json_out and not err_console.is_terminal) as progress:
-            result = p.query(question, on_event=progress.on_event)
+            result = p.query(question, on_event=progress.on_event, **overrides)
     if json_out:
         print_json(result_json(result, name))
     else:

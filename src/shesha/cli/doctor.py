@@ -13,7 +13,7 @@ from docker.errors import DockerException, ImageNotFound
 
 import docker
 from shesha import llm
-from shesha.api import Shesha, is_local
+from shesha.api import NO_MODEL_HINT, Shesha, is_local
 from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json, split_hint
 from shesha.config import Settings, config_file_path, load_settings
 from shesha.errors import SheshaError
@@ -65,14 +65,21 @@ def _image(client: docker.DockerClient | None, settings: Settings) -> Check:
     return Check("sandbox image", True, f"{tag} (runner {runner_hash()[:12]})")
 
 
+def _no_model(settings: Settings) -> Check:
+    """No model configured: `shesha ask` falls back to the local one when it is there."""
+    fallback = Shesha(**{**settings.model_dump(), "api_key": None}).local_fallback()
+    if fallback is None:
+        return Check("model", False, "no model configured", NO_MODEL_HINT)
+    local = _local_model(settings.model_copy(update={"model": "local"}))
+    said = f"no model configured, so shesha ask uses the local model {fallback.name}"
+    if local.ok:
+        return Check("model", True, f"{said} (verified)")
+    return Check("model", False, f"{said}, but: {local.detail}", local.fix)
+
+
 def _model(settings: Settings) -> Check:
     if not settings.model:
-        return Check(
-            "model",
-            False,
-            "no model configured",
-            "Set model in shesha.toml (`shesha init`), SHESHA_MODEL, or pass --model.",
-        )
+        return _no_model(settings)
     if is_local(settings.model):
         return _local_model(settings)
     if settings.api_key is not None:
