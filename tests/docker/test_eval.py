@@ -211,3 +211,44 @@ def test_report_only_without_results_says_what_to_do(tmp_path: Path) -> None:
     assert "no results" in done.stderr
     assert "without --report-only" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_qa_task_set_from_a_questions_file_runs_and_reports_by_type(
+    server_for: Any, tmp_path: Path
+) -> None:
+    shesha = str(Path(sys.executable).with_name("shesha"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
+    env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
+    (tmp_path / "acme.txt").write_text("Acme was founded in 1987. The CEO is Maria Lopez.")
+    rows = [
+        {"id": "ceo", "question": "Who is the CEO?", "documents": ["acme.txt"],
+         "gold": "Maria Lopez", "type": "name", "split": "test"},
+        {"id": "year", "question": "When was Acme founded?", "documents": ["acme.txt"],
+         "gold": "1987", "type": "date", "split": "test"},
+        {"id": "dev", "question": "Dev only?", "documents": ["acme.txt"], "gold": "x",
+         "split": "dev"},
+    ]  # fmt: skip
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gen = subprocess.run(
+        [shesha, "eval", "generate", "qa", "--questions", str(tmp_path / "q.jsonl"),
+         "--split", "test", "--out", str(tmp_path / "qa")],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert gen.returncode == 0, gen.stderr
+    tasks = [
+        EvalTask.model_validate_json(line)
+        for line in (tmp_path / "qa" / "tasks.jsonl").read_text().splitlines()
+    ]
+    assert [t.id for t in tasks] == ["ceo", "year"]
+    server = server_for(oracle(tasks, lambda t: t.gold))
+    run = subprocess.run(
+        [shesha, "eval", "run", str(tmp_path / "qa"), "--model", "openai/oracle", "--api-base",
+         server.api_base, "--api-key", "t", "--out", str(tmp_path / "res")],
+        env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "right, status success" in run.stdout
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    by_type = {g["type"]: g for g in summary["by_type"]}
+    assert by_type["name"]["right_and_success"] == 1
+    assert by_type["date"]["share"] == 1.0

@@ -57,11 +57,41 @@ class ResultRow(BaseModel):
     """Direct method: the fraction of the context cut to fit the window."""
     trace_path: str | None = None
     fingerprint: str
+    group: str | None = None
+    """The question type of a ``qa`` task (name, date, number, ...)."""
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def summarise_by_type(rows: list[ResultRow]) -> list[dict[str, Any]]:
+    """Per question type: how many ended with status success and a right answer."""
+    groups: dict[str, list[ResultRow]] = {}
+    for r in rows:
+        groups.setdefault(r.group or r.kind, []).append(r)
+    out = []
+    for name in sorted(groups):
+        group = groups[name]
+        right = sum(1 for r in group if r.status == "success" and r.score >= 1.0)
+        out.append(
+            {
+                "type": name,
+                "tasks": len(group),
+                "right_and_success": right,
+                "share": round(right / len(group), 4),
+                "mean_score": round(statistics.fmean(r.score for r in group), 4),
+                "success": sum(1 for r in group if r.status == "success"),
+                "mean_iterations": round(statistics.fmean(r.iterations for r in group), 2),
+                "mean_subcalls": round(statistics.fmean(r.subcalls for r in group), 2),
+                "mean_tokens": round(
+                    statistics.fmean(r.prompt_tokens + r.completion_tokens for r in group)
+                ),
+                "p50_latency_s": round(percentile([r.latency_s for r in group], 0.5), 3),
+            }
+        )
+    return out
 
 
 def summarise(rows: list[ResultRow]) -> list[dict[str, Any]]:
@@ -184,6 +214,7 @@ class EvalRunner:
             "tasks": len(rows),
             "mean_score": round(statistics.fmean(r.score for r in rows), 4) if rows else None,
             "by_length": summarise(rows),
+            "by_type": summarise_by_type(rows),
         }
         atomic_write(self.out_dir / "summary.json", json.dumps(summary, indent=1).encode())
         return rows
@@ -215,6 +246,7 @@ class EvalRunner:
             subcalls=result.subcalls,
             trace_path=result.trace_path,
             fingerprint=self.fingerprint,
+            group=task.meta.get("type"),
         )
 
     async def _direct(self, task: EvalTask) -> ResultRow:
@@ -264,4 +296,5 @@ class EvalRunner:
             subcalls=0,
             truncated=round(truncated, 4),
             fingerprint=self.fingerprint,
+            group=task.meta.get("type"),
         )

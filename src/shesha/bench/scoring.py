@@ -1,9 +1,23 @@
 """Scoring rules: S-NIAH contains the value; OOLONG numeric answers score 0.75^|error|,
-other answers exact match; OOLONG-Pairs F1 over pairs."""
+other answers exact match; OOLONG-Pairs F1 over pairs.
+
+Short answers (``qa``) are scored against each accepted gold answer, after this
+normaliser: Unicode NFKC, case folded, thousands separators dropped (``1,577`` ->
+``1577``), an ``Answer:`` prefix dropped, punctuation turned into spaces (a ``.``
+between digits kept), the articles a/an/the dropped, whitespace collapsed. Then:
+
+- ``number`` questions: 1 when a number in the answer is within 1% of the gold's first
+  number (``$1577.00`` matches ``1,577 million``);
+- ``yesno`` questions: 1 when the answer starts with the gold's yes or no;
+- every other type: 1 when the normalised gold appears in the normalised answer as whole
+  words, and the answer is not much longer than needed (at most twice the gold's words
+  plus eight), so pasting a whole passage does not score.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from shesha.bench.tasks import EvalTask
 
@@ -49,6 +63,48 @@ def score_pairs_f1(answer: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_NOT_WORD = re.compile(r"(?!(?<=\d)\.(?=\d))[^\w\s]")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+
+
+def normalise_answer(text: str) -> str:
+    """The short-answer normaliser described above."""
+    text = unicodedata.normalize("NFKC", text).casefold().strip()
+    text = re.sub(r"^(?:final\s*answer|answer)\s*[:\-]\s*", "", text)
+    text = _NOT_WORD.sub(" ", _THOUSANDS.sub("", text))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(n) for n in _NUMBER.findall(_THOUSANDS.sub("", text))]
+
+
+def score_short_answer(answer: str, golds: list[str], kind: str = "other") -> float:
+    """1.0 when the answer matches any accepted gold answer (see the module's rules)."""
+    said = normalise_answer(answer)
+    for gold in golds:
+        expected = normalise_answer(gold)
+        if kind == "number":
+            wanted = _numbers(gold)
+            if wanted and any(
+                abs(n - wanted[0]) <= max(0.01 * abs(wanted[0]), 1e-9) for n in _numbers(answer)
+            ):
+                return 1.0
+            continue
+        if kind == "yesno":
+            first = expected.split()[:1]
+            if first and said.split()[:1] == first:
+                return 1.0
+            continue
+        words, gold_words = said.split(), expected.split()
+        if not gold_words or len(words) > 2 * len(gold_words) + 8:
+            continue
+        if f" {expected} " in f" {said} ":
+            return 1.0
+    return 0.0
+
+
 def score(task: EvalTask, answer: str | None) -> float:
     if answer is None:
         return 0.0
@@ -58,4 +114,7 @@ def score(task: EvalTask, answer: str | None) -> float:
         return score_numeric(answer, task.gold)
     if task.scoring == "pairs_f1":
         return score_pairs_f1(answer, task.gold)
+    if task.scoring == "qa":
+        golds = task.meta.get("golds") or [task.gold]
+        return score_short_answer(answer, [str(g) for g in golds], str(task.meta.get("type")))
     return score_exact(answer, task.gold)

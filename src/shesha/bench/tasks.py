@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from shesha.errors import ConfigError
 from shesha.storage.atomic import atomic_write
 
-Scoring = Literal["contains", "numeric", "exact", "pairs_f1"]
+Scoring = Literal["contains", "numeric", "exact", "pairs_f1", "qa"]
 CHARS_PER_TOKEN = 4
 """Lengths are given in tokens and realised in characters, at about four per token."""
 

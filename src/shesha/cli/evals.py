@@ -11,7 +11,8 @@ from rich.table import Table
 
 from shesha.api import Shesha
 from shesha.bench import generate
-from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise
+from shesha.bench.qa import qa_tasks
+from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise, summarise_by_type
 from shesha.bench.tasks import parse_lengths, read_task_set, write_task_set
 from shesha.cli.common import CONFIG_OPTION_HELP, err_console, out_console
 
@@ -20,7 +21,7 @@ eval_app = typer.Typer(help="Generate task sets and run evaluations (S-NIAH, OOL
 
 @eval_app.command("generate")
 def eval_generate(
-    kind: str = typer.Argument(..., help="sniah, oolong or oolong-pairs."),
+    kind: str = typer.Argument(..., help="sniah, oolong, oolong-pairs, or qa (--questions)."),
     seed: int = typer.Option(0, help="The same seed gives the same bytes."),
     n: int = typer.Option(10, help="Tasks per length."),
     lengths: str = typer.Option("8k,32k", help="Context lengths in tokens: 8k,32k,1m."),
@@ -28,17 +29,29 @@ def eval_generate(
     haystack: Path | None = typer.Option(
         None, help="sniah: a folder of .txt files to hide needles in (default: filler text)."
     ),
+    questions: Path | None = typer.Option(
+        None,
+        help='qa: a JSONL of {"id", "question", "documents": [paths], "gold", "type", "split"}.',
+    ),
+    root: Path | None = typer.Option(
+        None, help="qa: where document paths start (default: the questions file's folder)."
+    ),
+    split: str | None = typer.Option(None, help="qa: keep only the questions of this split."),
 ) -> None:
-    """Write a seeded, deterministic task set."""
+    """Write a seeded, deterministic task set, or one from your own questions (qa)."""
     sizes = parse_lengths(lengths)
-    if kind == "sniah":
+    if kind == "qa":
+        if questions is None:
+            raise typer.BadParameter("qa needs --questions FILE.jsonl", param_hint="--questions")
+        spec, tasks = qa_tasks(questions, root, split)
+    elif kind == "sniah":
         spec, tasks = generate.sniah(seed, n, sizes, haystack)
     elif kind == "oolong":
         spec, tasks = generate.oolong(seed, n, sizes)
     elif kind == "oolong-pairs":
         spec, tasks = generate.oolong_pairs(seed, n, sizes)
     else:
-        raise typer.BadParameter("use sniah, oolong or oolong-pairs", param_hint="KIND")
+        raise typer.BadParameter("use sniah, oolong, oolong-pairs or qa", param_hint="KIND")
     write_task_set(out, spec, tasks)
     err_console.print(f"Wrote {len(tasks)} {kind} tasks to {out}", markup=False)
 
@@ -96,6 +109,14 @@ def eval_run(
             f"{g['mean_tokens']:,}", str(g["p50_latency_s"]), str(g["p95_latency_s"]),
         )  # fmt: skip
     out_console.print(table)
+    if any(r.kind == "qa" for r in rows):
+        by_type = Table("type", "tasks", "right, status success", "share", "mean steps")
+        for g in summarise_by_type(rows):
+            by_type.add_row(
+                g["type"], str(g["tasks"]), str(g["right_and_success"]), f"{g['share']:.2f}",
+                f"{g['mean_iterations']:.1f}",
+            )  # fmt: skip
+        out_console.print(by_type)
     err_console.print(
         f"results: {out_dir / 'results.jsonl'} · summary: {out_dir / 'summary.json'} · "
         f"fingerprint {runner.fingerprint}",
