@@ -47,6 +47,31 @@ def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> Any:
     return script
 
 
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
+    env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
+    return env
+
+
+def eval_run(
+    task_dir: Path, server: ScriptedLLMServer, out: Path
+) -> subprocess.CompletedProcess[str]:
+    """`shesha eval run` against the scripted server, as a user would type it."""
+    shesha = str(Path(sys.executable).with_name("shesha"))
+    return subprocess.run(
+        [shesha, "eval", "run", str(task_dir), "--model", "openai/oracle", "--api-base",
+         server.api_base, "--api-key", "t", "--out", str(out)],
+        env=cli_env(out.parent), capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+
+
+def read_tasks(task_dir: Path) -> list[EvalTask]:
+    return [
+        EvalTask.model_validate_json(line)
+        for line in (task_dir / "tasks.jsonl").read_text().splitlines()
+    ]
+
+
 @pytest.fixture
 def task_set(tmp_path: Path) -> tuple[Path, list[EvalTask]]:
     spec, tasks = generate.oolong(4, 2, [1024, 2048])
@@ -139,24 +164,15 @@ def test_the_direct_baseline_is_truncated_to_its_window_and_says_so(
 
 def test_the_cli_generates_and_runs(server_for: Any, tmp_path: Path) -> None:
     shesha = str(Path(sys.executable).with_name("shesha"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
-    env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
+    env = cli_env(tmp_path)
     gen = subprocess.run(
         [shesha, "eval", "generate", "sniah", "--seed", "1", "--n", "2", "--lengths", "1k",
          "--out", str(tmp_path / "sn")],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert gen.returncode == 0, gen.stderr
-    tasks = [
-        EvalTask.model_validate_json(line)
-        for line in (tmp_path / "sn" / "tasks.jsonl").read_text().splitlines()
-    ]
-    server = server_for(oracle(tasks, lambda t: t.gold))
-    run = subprocess.run(
-        [shesha, "eval", "run", str(tmp_path / "sn"), "--model", "openai/oracle", "--api-base",
-         server.api_base, "--api-key", "t", "--out", str(tmp_path / "res")],
-        env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+    server = server_for(oracle(read_tasks(tmp_path / "sn"), lambda t: t.gold))
+    run = eval_run(tmp_path / "sn", server, tmp_path / "res")
     assert run.returncode == 0, run.stderr
     assert "1.000" in run.stdout
     assert (tmp_path / "res" / "summary.json").is_file()
@@ -217,8 +233,7 @@ def test_a_qa_task_set_from_a_questions_file_runs_and_reports_by_type(
     server_for: Any, tmp_path: Path
 ) -> None:
     shesha = str(Path(sys.executable).with_name("shesha"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
-    env.update({"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_POOL_SIZE": "1"})
+    env = cli_env(tmp_path)
     (tmp_path / "acme.txt").write_text("Acme was founded in 1987. The CEO is Maria Lopez.")
     rows = [
         {"id": "ceo", "question": "Who is the CEO?", "documents": ["acme.txt"],
@@ -235,17 +250,10 @@ def test_a_qa_task_set_from_a_questions_file_runs_and_reports_by_type(
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert gen.returncode == 0, gen.stderr
-    tasks = [
-        EvalTask.model_validate_json(line)
-        for line in (tmp_path / "qa" / "tasks.jsonl").read_text().splitlines()
-    ]
+    tasks = read_tasks(tmp_path / "qa")
     assert [t.id for t in tasks] == ["ceo", "year"]
     server = server_for(oracle(tasks, lambda t: t.gold))
-    run = subprocess.run(
-        [shesha, "eval", "run", str(tmp_path / "qa"), "--model", "openai/oracle", "--api-base",
-         server.api_base, "--api-key", "t", "--out", str(tmp_path / "res")],
-        env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+    run = eval_run(tmp_path / "qa", server, tmp_path / "res")
     assert run.returncode == 0, run.stderr
     assert "right, status success" in run.stdout
     summary = json.loads((tmp_path / "res" / "summary.json").read_text())
