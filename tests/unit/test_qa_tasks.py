@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from shesha.bench.scoring import normalise_answer, score_short_answer
 from shesha.errors import ConfigError
 
 
-def write_questions(folder: Path, rows: list[dict[str, object]]) -> Path:
+def write_questions(folder: Path, rows: Sequence[Mapping[str, object]]) -> Path:
     path = folder / "questions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
