@@ -142,7 +142,7 @@ def test_bare_final_var_in_a_reply_is_looked_up_in_the_sandbox(harness_factory: 
 
 
 def test_a_final_next_to_unrun_code_is_ignored(harness_factory: Any) -> None:
-    made_up = repl("x = len(context)") + "\nFINAL(made-up answer)"
+    made_up = repl("print(len(context))") + "\nFINAL(made-up answer)"
     h = harness_factory(by_role([made_up, "FINAL(2 documents)"]))
     r = h.run()
     assert r.answer == "2 documents"
@@ -720,3 +720,27 @@ def test_a_final_inside_a_sentence_is_asked_for_on_its_own_line(harness_factory:
     r = h.run("Who is the CEO?", corpus=CEO)
     assert (r.answer, r.iterations) == ("Maria Lopez", 3)
     assert "FINAL(Maria Lopez)" in h.root_requests()[2][-1]["content"]
+
+
+def test_an_answer_typed_before_any_output_is_a_guess(harness_factory: Any) -> None:
+    # Seen with the 1.5B model: a search found nothing, then FINAL(1987), the year in the
+    # compact prompt's example. An answer no output can have shown does not end the loop.
+    h = harness_factory(
+        by_role([repl("print(context[0].find('no such words') * 0 or '')"), "FINAL(1987)",
+                 repl("print(context[0])"), "FINAL(4711)"])
+    )  # fmt: skip
+    r = h.run()
+    assert (r.status, r.answer, r.iterations) == ("success", "4711", 4)
+    assert "No REPL output has shown 1987" in h.root_requests()[2][-1]["content"]
+
+
+def test_a_number_no_output_holds_is_a_guess_even_after_output(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(context[0])"), "FINAL(1685)", "FINAL(4711)"]))
+    r = h.run()
+    assert (r.answer, r.iterations) == ("4711", 3)
+
+
+def test_a_guess_insisted_on_ends_with_the_last_call(harness_factory: Any) -> None:
+    h = harness_factory(by_role(["FINAL(Maria Lopez)"]))
+    r = h.run()
+    assert (r.status, r.answer, r.iterations) == ("success", "Maria Lopez", 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import uuid
@@ -241,6 +242,29 @@ def _supported(guess: str | None, turns: list[_Turn]) -> str | None:
     return None
 
 
+_NUMBER_ONLY = re.compile(r"[-+]?[$€£]?\d[\d,]*(?:\.\d+)?%?")
+
+
+def _unseen(answer: str, turns: list[_Turn]) -> bool:
+    """A typed answer no REPL output can have shown: before any code printed anything, or
+    a bare number that no output holds. Small models answer so from a prompt's example."""
+    printed = any(
+        'status="ok"' in attrs and text != NO_OUTPUT
+        for turn in turns
+        for attrs, text in turn.outputs
+    )
+    if not printed:
+        return True
+    return bool(_NUMBER_ONLY.fullmatch(answer.strip())) and _supported(answer, turns) is None
+
+
+def _typed_answer(answer: str | None, blocks: list[str]) -> str | None:
+    """The answer a reply types: a text FINAL, or a block that is only FINAL(literal)."""
+    if answer is None and len(blocks) == 1 and not without_last_statement(blocks[0]):
+        return typed_final(blocks[0])
+    return answer
+
+
 def _same_step(before: _Turn, now: _Turn) -> bool:
     """The same code as an earlier step, with the same output."""
     return (
@@ -437,13 +461,16 @@ class RLMEngine:
             run.iteration += 1
             text = await self._root_call(run, self._history(run, opening, turns))
             reply = read_reply(text)
-            if reply.answer is not None:
-                run.emit("final", answer=reply.answer, source="reply")
-                return reply.answer, "success"
             blocks = list(reply.blocks)
             seen_output = any(t.outputs for t in turns)
             typed = literal_block(blocks[0]) if len(blocks) == 1 and seen_output else None
-            if typed is not None:
+            answer = _typed_answer(reply.answer, blocks)
+            if answer is not None and _unseen(answer, turns):
+                turn = self._unseen_nudge(run, text, answer)
+            elif reply.answer is not None:
+                run.emit("final", answer=reply.answer, source="reply")
+                return reply.answer, "success"
+            elif typed is not None:
                 # Only a number or a string, after output: the model is answering.
                 turn = self._nudge(run, text, _supported(typed, turns))
             elif not blocks and reply.mentioned:
@@ -518,6 +545,12 @@ class RLMEngine:
         message = self.prompts.render("repeat_nudge", failure=failure, advice=advice)
         run.emit("repeat_nudge", failure=failure, message=message)
         return message
+
+    def _unseen_nudge(self, run: _Run, reply: str, answer: str) -> _Turn:
+        """An answer typed before any output could have shown it: a guess."""
+        nudge = self.prompts.render("unseen_answer", answer=answer)
+        run.emit("unseen_answer", answer=answer, message=nudge)
+        return _Turn(reply, [], nudge=nudge)
 
     def _nudge(self, run: _Run, reply: str, guess: str | None) -> _Turn:
         """A reply with no code to run; ``guess`` is what looks like its answer, if any."""

@@ -29,6 +29,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "final": frozenset({"max_iterations"}),
     "repeat_nudge": frozenset({"failure", "advice"}),
     "stalled": frozenset({"repeats"}),
+    "unseen_answer": frozenset({"answer"}),
     "subcall_system": frozenset(),
     "output_note": frozenset({"nonce"}),
 }
