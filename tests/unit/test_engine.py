@@ -444,7 +444,7 @@ def test_the_compact_prompt_is_short_and_keeps_the_contract(harness_factory: Any
     h = harness_factory(by_role(["FINAL(x)"]))
     h.run(prompt_style="compact")
     system = h.root_requests()[0][0]["content"]
-    assert len(system) < 1500
+    assert len(system) < 2000  # the rules and three short examples: about 450 tokens
     assert "[0] a.txt (40 chars)" in system
     assert "FINAL" in system
     assert "Never guess" in system
@@ -688,9 +688,9 @@ def test_a_repeated_final_error_shows_the_exact_line_to_write(harness_factory: A
 
 def test_a_stalled_query_that_then_answers_succeeds(harness_factory: Any) -> None:
     bad = repl("print(context[0].nope())")
-    h = harness_factory(by_role([bad, bad, bad, "FINAL(4711)"]))
+    h = harness_factory(by_role([repl("print(context[0])"), bad, bad, bad, "FINAL(4711)"]))
     r = h.run()
-    assert (r.status, r.answer, r.iterations) == ("success", "4711", 3)
+    assert (r.status, r.answer, r.iterations) == ("success", "4711", 4)
 
 
 def test_the_same_reply_without_code_escalates_too(harness_factory: Any) -> None:
@@ -741,6 +741,29 @@ def test_a_number_no_output_holds_is_a_guess_even_after_output(harness_factory: 
 
 
 def test_a_guess_insisted_on_ends_with_the_last_call(harness_factory: Any) -> None:
+    # No output ever showed it: the answer is returned, but not as a success.
     h = harness_factory(by_role(["FINAL(Maria Lopez)"]))
     r = h.run()
-    assert (r.status, r.answer, r.iterations) == ("success", "Maria Lopez", 3)
+    assert (r.status, r.answer, r.iterations) == ("stalled", "Maria Lopez", 3)
+
+
+def test_two_failures_taking_turns_still_end_the_loop(harness_factory: Any) -> None:
+    # Seen with the 1.5B model: an empty search repeated, and between each, the same
+    # "not found" guess. Neither failure came twice in a row, so the loop ran 20 steps.
+    search = repl("print(context[0].find('no such words') * 0 or '')")
+    guess = "Final answer: The number is not in the documents."
+    h = harness_factory(by_role([search, guess] * 20))
+    r = h.run()
+    assert r.status == "stalled"
+    assert r.iterations <= 6
+    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    assert "repeat_nudge" in events
+
+
+def test_a_stalled_query_whose_last_answer_is_a_guess_stays_stalled(
+    harness_factory: Any,
+) -> None:
+    search = repl("print(context[0].find('no such words') * 0 or '')")
+    h = harness_factory(by_role([search, *["FINAL(12345)"] * 5]))
+    r = h.run()
+    assert (r.status, r.answer) == ("stalled", "12345")

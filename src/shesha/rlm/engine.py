@@ -131,19 +131,17 @@ def _failure(turn: _Turn) -> str | None:
 
 @dataclass
 class _Streak:
-    """Counts identical failures in a row."""
+    """Counts each kind of failure since the last step that made progress, so that two
+    failures taking turns (an empty search, a guess, the same search...) add up too."""
 
-    last: str | None = None
-    count: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
 
     def add(self, failure: str | None) -> int:
         if failure is None:
-            self.last, self.count = None, 0
-        elif failure == self.last:
-            self.count += 1
-        else:
-            self.last, self.count = failure, 1
-        return self.count
+            self.counts.clear()
+            return 0
+        self.counts[failure] = self.counts.get(failure, 0) + 1
+        return self.counts[failure]
 
 
 @dataclass
@@ -515,7 +513,9 @@ class RLMEngine:
         source = "stalled" if stalled else "max_iterations"
         if answer is not None and answer != "None":
             run.emit("final", answer=answer, source=source)
-            return answer, "success" if stalled else "max_iterations"
+            # A stuck model's last answer counts only if output could have shown it.
+            answered = "stalled" if _unseen(answer, turns) else "success"
+            return answer, answered if stalled else "max_iterations"
         fallback = None if answer == "None" else (text.strip() or None)
         run.emit("final", answer=fallback, source=source)
         return fallback, "stalled" if stalled else "max_iterations"
