@@ -514,8 +514,9 @@ class RLMEngine:
         if answer is not None and answer != "None":
             run.emit("final", answer=answer, source=source)
             # A stuck model's last answer counts only if output could have shown it.
-            answered = "stalled" if _unseen(answer, turns) else "success"
-            return answer, answered if stalled else "max_iterations"
+            if not stalled:
+                return answer, "max_iterations"
+            return answer, "stalled" if _unseen(answer, turns) else "success"
         fallback = None if answer == "None" else (text.strip() or None)
         run.emit("final", answer=fallback, source=source)
         return fallback, "stalled" if stalled else "max_iterations"
