@@ -767,3 +767,22 @@ def test_a_stalled_query_whose_last_answer_is_a_guess_stays_stalled(
     h = harness_factory(by_role([search, *["FINAL(12345)"] * 5]))
     r = h.run()
     assert (r.status, r.answer) == ("stalled", "12345")
+
+
+def test_an_empty_search_in_short_documents_says_to_print_them_whole(
+    harness_factory: Any,
+) -> None:
+    h = harness_factory(by_role([repl("x = 1"), "FINAL(done)"]))
+    h.run(max_output_chars=500)
+    assert (
+        "the documents are only 59 characters: print them whole"
+        in (h.root_requests()[1][-1]["content"])
+    )
+
+
+def test_empty_searches_neither_reset_nor_add_to_the_count(harness_factory: Any) -> None:
+    guess = "Final answer: The number is not in the documents."
+    steps = [repl(f"print(context[0].find('words {i}') * 0 or '')") for i in range(3)]
+    h = harness_factory(by_role([steps[0], guess, steps[1], guess, steps[2], guess, guess]))
+    r = h.run()
+    assert (r.status, r.iterations) == ("stalled", 6)

@@ -47,6 +47,10 @@ NO_OUTPUT = (
     "(no output: nothing was printed. If this was a search, it found no match: "
     "try fewer or other words)"
 )
+SHORT_CORPUS = (
+    "(the documents are only {chars:,} characters: print them whole, "
+    "for example with print(context[0]), and read the answer there)"
+)
 REPEAT_NUDGE_AT = 2
 """The second identical failure in a row gets a nudge that quotes it."""
 STALL_AT = 3
@@ -117,8 +121,13 @@ class _Turn:
     escalation: str | None = None  # the engine's word after the output (not output)
 
 
+def _printed(text: str) -> bool:
+    return not text.startswith(NO_OUTPUT)
+
+
 def _failure(turn: _Turn) -> str | None:
-    """How a step failed, comparable across steps; None when it made progress."""
+    """How a step failed, comparable across steps; None when it made progress, and ""
+    when it neither failed nor printed anything new (an empty search)."""
     if turn.nudge is not None:
         return "no code to run: " + turn.reply.strip()[:300]
     if turn.error is not None:
@@ -126,6 +135,8 @@ def _failure(turn: _Turn) -> str | None:
         return lines[-1].strip() if lines else turn.error
     if turn.outputs and turn.outputs[-1][1] == REPEATED:
         return REPEATED
+    if not any(_printed(text) for _, text in turn.outputs):
+        return ""
     return None
 
 
@@ -140,6 +151,8 @@ class _Streak:
         if failure is None:
             self.counts.clear()
             return 0
+        if not failure:
+            return 0  # nothing printed: not progress, and not a failure to count
         self.counts[failure] = self.counts.get(failure, 0) + 1
         return self.counts[failure]
 
@@ -159,6 +172,7 @@ class _Run:
     iteration: int = 0
     limit_hit: _LimitReached | None = None
     cost_warned: bool = False
+    corpus_chars: int = 0
 
     def emit(self, type_: str, duration_ms: float | None = None, **data: Any) -> None:
         event = TraceEvent(type=type_, iteration=self.iteration, duration_ms=duration_ms, data=data)
@@ -247,9 +261,7 @@ def _unseen(answer: str, turns: list[_Turn]) -> bool:
     """A typed answer no REPL output can have shown: before any code printed anything, or
     a bare number that no output holds. Small models answer so from a prompt's example."""
     printed = any(
-        'status="ok"' in attrs and text != NO_OUTPUT
-        for turn in turns
-        for attrs, text in turn.outputs
+        'status="ok"' in attrs and _printed(text) for turn in turns for attrs, text in turn.outputs
     )
     if not printed:
         return True
@@ -337,6 +349,7 @@ class RLMEngine:
     ) -> QueryResult:
         cfg = run.config
         docs = corpus.sizes()
+        run.corpus_chars = sum(chars for _, chars in docs)
         run.recorder.header(
             question=run.question,
             model=cfg.model,
@@ -547,6 +560,12 @@ class RLMEngine:
         run.emit("repeat_nudge", failure=failure, message=message)
         return message
 
+    def _no_output(self, run: _Run) -> str:
+        """What an empty step is told; for documents that fit the output, to print them."""
+        if 0 < run.corpus_chars <= run.config.max_output_chars:
+            return f"{NO_OUTPUT}\n{SHORT_CORPUS.format(chars=run.corpus_chars)}"
+        return NO_OUTPUT
+
     def _unseen_nudge(self, run: _Run, reply: str, answer: str) -> _Turn:
         """An answer typed before any output could have shown it: a guess."""
         nudge = self.prompts.render("unseen_answer", answer=answer)
@@ -591,7 +610,7 @@ class RLMEngine:
             result = await self._execute(run, session, code, index, on_subcall)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
-            outputs.append((attrs, result.output.rstrip("\n") or NO_OUTPUT))
+            outputs.append((attrs, result.output.rstrip("\n") or self._no_output(run)))
             if result.final is not None:
                 run.emit("final", answer=result.final, source="code", block=index)
                 return result.final, None
