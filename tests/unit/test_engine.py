@@ -786,3 +786,14 @@ def test_empty_searches_neither_reset_nor_add_to_the_count(harness_factory: Any)
     h = harness_factory(by_role([steps[0], guess, steps[1], guess, steps[2], guess, guess]))
     r = h.run()
     assert (r.status, r.iterations) == ("stalled", 6)
+
+
+def test_output_seen_before_is_not_progress(harness_factory: Any) -> None:
+    # Seen with the 1.5B model: an empty search, the document printed again, an answer
+    # typed as a bare block; round and round, each print counting as progress.
+    cycle = [repl("print(context[0].find('docket') * 0 or '')"), repl("print(context[0])"),
+             repl("'1315'")]  # fmt: skip
+    h = harness_factory(by_role(cycle * 10))
+    r = h.run()
+    assert r.status in ("stalled", "success")
+    assert r.iterations <= 9

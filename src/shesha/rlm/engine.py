@@ -125,9 +125,10 @@ def _printed(text: str) -> bool:
     return not text.startswith(NO_OUTPUT)
 
 
-def _failure(turn: _Turn) -> str | None:
+def _failure(turn: _Turn, earlier: Sequence[_Turn] = ()) -> str | None:
     """How a step failed, comparable across steps; None when it made progress, and ""
-    when it neither failed nor printed anything new (an empty search)."""
+    when it neither failed nor printed anything new (an empty search, or output the
+    model has already seen)."""
     if turn.nudge is not None:
         return "no code to run: " + turn.reply.strip()[:300]
     if turn.error is not None:
@@ -135,7 +136,8 @@ def _failure(turn: _Turn) -> str | None:
         return lines[-1].strip() if lines else turn.error
     if turn.outputs and turn.outputs[-1][1] == REPEATED:
         return REPEATED
-    if not any(_printed(text) for _, text in turn.outputs):
+    seen = {text for t in earlier for _, text in t.outputs}
+    if not any(_printed(text) and text not in seen for _, text in turn.outputs):
         return ""
     return None
 
@@ -501,7 +503,7 @@ class RLMEngine:
                 ran_before = [t for t in turns if t.outputs]
                 if ran_before and _same_step(ran_before[-1], turn):
                     turn.outputs.append(("", REPEATED))
-            failures = streak.add(_failure(turn))
+            failures = streak.add(_failure(turn, turns))
             turns.append(turn)
             if failures == REPEAT_NUDGE_AT:
                 turn.escalation = self._repeat_nudge(run, turn)  # it says more than a note
