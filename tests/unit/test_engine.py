@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def is_subcall(messages: list[dict[str, Any]]) -> bool:
     return str(messages[0]["content"]).startswith("You follow one instruction")
 
 
-def by_role(root: list[Reply], sub: Any = None) -> Any:
+def by_role(root: Sequence[Reply], sub: Any = None) -> Any:
     """A callable script: root replies in order; sub-calls answered by ``sub(messages)``."""
     state = {"i": 0}
 

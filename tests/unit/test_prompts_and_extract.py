@@ -73,6 +73,8 @@ ANSWERS = [
     ("- FINAL(Maria Lopez)", "Maria Lopez"),
     ("> FINAL(Maria Lopez)", "Maria Lopez"),
     ("FINAL(Maria Lopez).", "Maria Lopez"),
+    ("Final(Maria Lopez)", "Maria Lopez"),  # case as the model wrote it (peers' shape 24)
+    ("final(Maria Lopez)", "Maria Lopez"),
     ("Answer: FINAL(Maria Lopez)", "Maria Lopez"),
     ("**Final answer:** FINAL(Maria Lopez)", "Maria Lopez"),
     ("FINAL( Maria Lopez )", "Maria Lopez"),
@@ -113,6 +115,8 @@ RUNS = [
     ("```\nprint(len(context))\n```", "print(len(context))"),  # no language, Python
     ("```repl\nif hits:\n    FINAL(Acme (Pty) Ltd)\n```", "if hits:\n    FINAL('Acme (Pty) Ltd')"),
     ("```repl\nFINAL(answer)\n```", "FINAL(answer)"),
+    ("```repl\nFinal(1987)\n```", "FINAL('1987')"),  # the sandbox knows only FINAL
+    ("```repl\nfinal_var(result)\n```", "FINAL_VAR('result')"),
     ("```repl\nprint('FINAL(x) later')\n```", "print('FINAL(x) later')"),
     ("```repl\n# FINAL(Maria Lopez)\nx = 1\n```", "# FINAL(Maria Lopez)\nx = 1"),
     ("```repl\nx = 1```", "x = 1"),  # the closing fence on the code's line

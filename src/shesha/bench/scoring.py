@@ -9,6 +9,9 @@ between digits kept), the articles a/an/the dropped, whitespace collapsed. Then:
 - ``number`` questions: 1 when a number in the answer is within 1% of the gold's first
   number (``$1577.00`` matches ``1,577 million``);
 - ``yesno`` questions: 1 when the answer starts with the gold's yes or no;
+- ``date`` questions: also 1 when the answer and the gold name the same day in any
+  common spelling (``2009-01-13``, ``January 13, 2009``, ``13 January 2009``,
+  ``01/13/2009``), as the day it is, not as words;
 - every other type: 1 when the normalised gold appears in the normalised answer as whole
   words, and the answer is not much longer than needed (at most twice the gold's words
   plus eight), so pasting a whole passage does not score.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import date, datetime
 
 from shesha.bench.tasks import EvalTask
 
@@ -80,9 +84,32 @@ def _numbers(text: str) -> list[float]:
     return [float(n) for n in _NUMBER.findall(_THOUSANDS.sub("", text))]
 
 
+_DATE_FORMATS = ("%Y-%m-%d", "%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%m/%d/%Y",
+                 "%A, %B %d, %Y", "%B %d %Y")  # fmt: skip
+_DATE_SPAN = re.compile(
+    r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{4}|(?:[A-Z][a-z]+, )?[A-Z][a-z]+\.? \d{1,2},? \d{4}"
+    r"|\d{1,2} [A-Z][a-z]+\.? \d{4}"
+)
+
+
+def _days(text: str) -> set[date]:
+    """Every day a text names, in the spellings above."""
+    found = set()
+    for span in _DATE_SPAN.findall(text):
+        for fmt in _DATE_FORMATS:
+            try:
+                found.add(datetime.strptime(span.replace(".", ""), fmt).date())
+                break
+            except ValueError:
+                continue
+    return found
+
+
 def score_short_answer(answer: str, golds: list[str], kind: str = "other") -> float:
     """1.0 when the answer matches any accepted gold answer (see the module's rules)."""
     said = normalise_answer(answer)
+    if kind == "date" and len(answer) < 80 and _days(answer) & {d for g in golds for d in _days(g)}:
+        return 1.0
     for gold in golds:
         expected = normalise_answer(gold)
         if kind == "number":

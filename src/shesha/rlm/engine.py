@@ -45,7 +45,8 @@ from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
 MAX_LISTED_DOCS = 100
 NO_OUTPUT = (
     "(no output: nothing was printed. If this was a search, it found no match: "
-    "try fewer or other words)"
+    "try fewer or other words, and ignore case: re.finditer(word, text, re.I), or compare "
+    "text.lower() with a lower-case word)"
 )
 SHORT_CORPUS = (
     "(the documents are only {chars:,} characters: print them whole, "

@@ -10,7 +10,8 @@ holds is Python. A reply with no fence at all that is Python as a whole, and doe
 than name a value, is one block: small local models often leave the fence out.
 
 **A FINAL line** is ``FINAL(<argument>)`` or ``FINAL_VAR(<argument>)`` standing on a line
-of its own, or ending a line of prose such as ``Answer: FINAL(...)``. Markdown around it
+of its own, or ending a line of prose such as ``Answer: FINAL(...)``, in any case
+(``Final(...)`` is rewritten as ``FINAL(...)`` in code). Markdown around it
 (``**bold**``, ``` `code` ```, a list or quote marker, a trailing full stop) is ignored, and
 the argument runs to the matching parenthesis, across lines if need be. The argument is
 one of two things:
@@ -62,7 +63,7 @@ PLACEHOLDERS = frozenset(
 )  # fmt: skip
 """Texts copied from a prompt's FINAL example: never an answer."""
 _CODE_LANGS = {"repl", "python", "py", "python3", "ipython"}
-_OPEN = re.compile(r"\b(FINAL_VAR|FINAL)\s*\(")
+_OPEN = re.compile(r"\b(FINAL_VAR|FINAL)\s*\(", re.I)
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _DECORATION = " \t*_`>.,;!"
 _LIST_MARKER = re.compile(r"^\s*(?:[-+*]|\d+[.)])\s+")
@@ -225,7 +226,7 @@ def _find_finals(text: str, mentions: list[str] | None = None) -> list[_Found]:
             if mentions is not None:
                 mentions.append(_unquote(text[m.end() : close]))
             continue  # "I will call FINAL(answer) when...": not given as the answer
-        final = _classify(m.group(1), text[m.end() : close])
+        final = _classify(m.group(1).upper(), text[m.end() : close])
         if final is not None:
             line_end = _line_end(text, close)
             found.append(_Found(final, line_start, line_end, alone=not before))
@@ -234,12 +235,14 @@ def _find_finals(text: str, mentions: list[str] | None = None) -> list[_Found]:
 
 
 def _rewrite_text_finals(code: str) -> str:
-    """Quote FINAL lines whose argument is text, so the block is Python again."""
+    """Quote FINAL lines whose argument is text, so the block is Python again, and spell
+    ``Final(...)`` / ``final_var(...)`` the way the sandbox knows them."""
     out, pos = [], 0
     for f in _find_finals(code):
-        if f.final.kind != "text" or not f.alone:
-            continue
         line = code[f.start : f.end]
+        misspelt = not re.search(r"\b(FINAL_VAR|FINAL)\s*\(", line)
+        if not f.alone or (f.final.kind != "text" and not misspelt):
+            continue
         indent = line[: len(line) - len(line.lstrip())]
         out.append(code[pos : f.start] + indent + f.final.as_code())
         pos = f.end
