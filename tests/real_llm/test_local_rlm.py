@@ -59,7 +59,8 @@ def test_the_local_model_runs_the_loop_and_counts_correctly(sh: Shesha, tmp_path
 def test_a_second_question_ends_with_a_status_and_a_complete_trace(sh: Shesha) -> None:
     p = sh.project("market")
     r = p.query("Which day numbers sold apples? List the first three.")
-    assert r.status in {"success", "max_iterations"}
+    # The loop must end cleanly; "stalled" is an end too (a guess it would not accept).
+    assert r.status in {"success", "max_iterations", "stalled"}
     records = read_trace(r.trace_path or "")
     assert records[0]["type"] == "header"
     assert records[-1]["type"] == "summary"
