@@ -24,6 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from shesha.sandbox.limits import SandboxLimits
+from shesha.sandbox.pool import SandboxPool
+from shesha.sandbox.process import ProcessSandbox
+
 
 @dataclass(frozen=True)
 class Fail:
@@ -204,3 +208,14 @@ class ScriptedLLMServer:
                 self._send(200, payload)
 
         return Handler
+
+
+def process_sandboxes(size: int = 1, limits: SandboxLimits | None = None) -> SandboxPool:
+    """A warm pool of sandbox runners as local child processes: the real runner, frames
+    and pool, without Docker and WITHOUT isolation (see ``shesha.sandbox.process``).
+    For tests of your own pipelines, with code and documents you trust::
+
+        with process_sandboxes() as pool, Shesha(llm=FunctionModel(fn), sandboxes=pool) as sh:
+            ...
+    """
+    return SandboxPool(size, factory=ProcessSandbox.factory(limits), limits=limits)

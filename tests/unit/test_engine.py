@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.local_sandbox import LocalSandboxes
 
 from shesha.llm import LLMClient, LLMSettings, Price
 from shesha.rlm import (
@@ -22,8 +21,8 @@ from shesha.rlm import (
     TraceEvent,
     read_trace,
 )
-from shesha.sandbox import InMemoryCorpus
-from shesha.testing import Fail, Reply, ScriptedLLMServer
+from shesha.sandbox import InMemoryCorpus, SandboxPool
+from shesha.testing import Fail, Reply, ScriptedLLMServer, process_sandboxes
 
 DOCS = InMemoryCorpus(
     [("a.txt", "Alpha document. The secret code is 4711."), ("b.md", "# Beta\nnothing here")]
@@ -35,13 +34,14 @@ def repl(code: str) -> str:
     return f"Let me look.\n```repl\n{code}\n```"
 
 
-@pytest.fixture
-def sandboxes() -> LocalSandboxes:
-    return LocalSandboxes()
+@pytest.fixture(scope="module")
+def sandboxes() -> Iterator[SandboxPool]:
+    with process_sandboxes(2) as pool:
+        yield pool
 
 
 class Harness:
-    def __init__(self, server: ScriptedLLMServer, sandboxes: LocalSandboxes, tmp: Path) -> None:
+    def __init__(self, server: ScriptedLLMServer, sandboxes: SandboxPool, tmp: Path) -> None:
         self.server, self.sandboxes, self.tmp = server, sandboxes, tmp
 
     def engine(self, **config: Any) -> RLMEngine:
@@ -72,7 +72,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness_factory(sandboxes: LocalSandboxes, tmp_path: Path) -> Iterator[Any]:
+def harness_factory(sandboxes: SandboxPool, tmp_path: Path) -> Iterator[Any]:
     servers: list[ScriptedLLMServer] = []
 
     def make(script: Any, **kwargs: Any) -> Harness:
@@ -83,6 +83,11 @@ def harness_factory(sandboxes: LocalSandboxes, tmp_path: Path) -> Iterator[Any]:
     yield make
     for s in servers:
         s.stop()
+
+
+def code_run(result: QueryResult) -> list[str]:
+    """The code a query ran, from its trace."""
+    return [r["data"]["code"] for r in read_trace(result.trace_path or "") if r["type"] == "code"]
 
 
 def is_subcall(messages: list[dict[str, Any]]) -> bool:
@@ -402,11 +407,11 @@ def test_a_trace_replays_offline_to_the_same_run(harness_factory: Any, tmp_path:
     )
     first = h.run()
     replay = ReplayLLM(first.trace_path or "")
-    replayed_sandboxes = LocalSandboxes()
-    engine = RLMEngine(replay, replayed_sandboxes, EngineConfig(model="openai/root"))
+    engine = RLMEngine(replay, h.sandboxes, EngineConfig(model="openai/root"))
     second = asyncio.run(engine.run(replay.question, DOCS, trace_dir=tmp_path / "replay"))
     assert (second.answer, second.status, second.subcalls) == ("done", "success", 3)
-    assert list(replayed_sandboxes.all_code()) == list(h.sandboxes.all_code())
+    assert code_run(second) == code_run(first)
+    assert code_run(first)[0] == code
 
 
 def test_events_reach_a_callback_and_an_async_iterator(harness_factory: Any) -> None:
@@ -428,8 +433,9 @@ async def collect_from(h: Harness) -> list[Any]:
 
 def test_the_sandbox_session_is_always_returned(harness_factory: Any) -> None:
     h = harness_factory(by_role([Fail(401)]))
-    h.run()
-    assert all(s.closed for s in h.sandboxes.sessions)
+    assert h.run().status == "error"
+    stats = h.sandboxes.stats()
+    assert (stats.busy, stats.idle) == (0, stats.size)
 
 
 def test_output_is_cut_to_the_configured_size(harness_factory: Any) -> None:

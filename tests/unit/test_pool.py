@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -10,7 +11,6 @@ import pytest
 from shesha.errors import SandboxBusyError, SandboxError, SandboxUnavailableError
 from shesha.sandbox import ExecResult, InMemoryCorpus, SandboxPool
 from shesha.sandbox.corpus import Corpus
-from shesha.sandbox.execution import SubcallHandler
 
 
 class FakeSandbox:
@@ -22,6 +22,7 @@ class FakeSandbox:
         self.resets = 0
         self.healthy = True
         self.next_status = "ok"
+        self.code = ""
 
     @property
     def bytes_sent(self) -> int:
@@ -41,16 +42,17 @@ class FakeSandbox:
         self.loaded_version = corpus.version
         return n
 
-    def execute(
-        self,
-        code: str,
-        *,
-        on_subcall: SubcallHandler | None = None,
-        timeout: float | None = None,
-        max_output_chars: int | None = None,
-    ) -> ExecResult:
+    def start(
+        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+    ) -> None:
+        self.code = code
+
+    def next(self) -> ExecResult:
         status, self.next_status = self.next_status, "ok"
-        return ExecResult(status=status, stdout=f"{self.name}:{code}")  # type: ignore[arg-type]
+        return ExecResult(status=status, stdout=f"{self.name}:{self.code}")  # type: ignore[arg-type]
+
+    def answer(self, results: Sequence[str]) -> None:
+        raise AssertionError("these fakes never ask for sub-calls")
 
     def kill(self) -> None:
         self.alive = False

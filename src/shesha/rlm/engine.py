@@ -40,7 +40,7 @@ from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage
 from shesha.rlm.trace import EventCallback, TraceEvent, TraceRecorder, prompt_key
 from shesha.sandbox.corpus import Corpus
-from shesha.sandbox.execution import ExecResult, SubcallHandler, SubcallItem
+from shesha.sandbox.execution import ExecResult, ExecStep, SubcallBatch, SubcallItem
 
 MAX_LISTED_DOCS = 100
 NO_OUTPUT = (
@@ -63,16 +63,21 @@ REPEATED = (
 
 
 class ExecSession(Protocol):
-    """One query's hold on a sandbox (``SandboxSession`` in production)."""
+    """One query's hold on a sandbox (``SandboxSession`` in production). Code runs step
+    by step, and the engine pulls: ``start``, then ``next`` gives a ``SubcallBatch`` to
+    answer with ``answer``, or the ``ExecResult``. The methods block; the engine calls
+    them from a worker thread."""
 
-    def execute(
-        self,
-        code: str,
-        *,
-        on_subcall: SubcallHandler | None = None,
-        timeout: float | None = None,
-        max_output_chars: int | None = None,
-    ) -> ExecResult: ...
+    def start(
+        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+    ) -> None: ...
+
+    def next(self) -> ExecStep: ...
+
+    def answer(self, results: Sequence[str]) -> None: ...
+
+    def cancel(self) -> None:
+        """Stop running code at once; called from any thread."""
 
     def close(self) -> None: ...
 
@@ -380,6 +385,10 @@ class RLMEngine:
         except (LLMError, SandboxError, SheshaError) as e:
             status, error = "error", str(e)
             run.emit("error", error=error, kind=type(e).__name__)
+        except asyncio.CancelledError:
+            if session is not None:
+                session.cancel()  # stop its code now; the container is replaced
+            raise
         finally:
             if session is not None:
                 await asyncio.to_thread(session.close)
@@ -463,14 +472,7 @@ class RLMEngine:
     ) -> tuple[str | None, QueryStatus]:
         cfg = run.config
         turns: list[_Turn] = []
-        loop = asyncio.get_running_loop()
         streak = _Streak()
-
-        def on_subcall(items: Sequence[SubcallItem]) -> list[str]:
-            # Called from the sandbox's thread: run the batch on the event loop.
-            future = asyncio.run_coroutine_threadsafe(self._subcalls(run, items), loop)
-            return future.result()
-
         while run.iteration < cfg.limits.max_iterations:
             run.iteration += 1
             text = await self._root_call(run, self._history(run, opening, turns))
@@ -495,9 +497,7 @@ class RLMEngine:
             else:
                 if reply.unfenced:
                     run.emit("unfenced_code", code=blocks[0])
-                found, done = await self._run_blocks(
-                    run, session, text, blocks, turns=turns, on_subcall=on_subcall
-                )
+                found, done = await self._run_blocks(run, session, text, blocks, turns=turns)
                 if done is None:
                     return found, "success"
                 turn = done
@@ -592,7 +592,6 @@ class RLMEngine:
         blocks: list[str],
         *,
         turns: list[_Turn],
-        on_subcall: SubcallHandler,
     ) -> tuple[str | None, _Turn | None]:
         """Run a reply's blocks in order: (the answer, None) on FINAL, else (None, the turn)."""
         outputs: list[tuple[str, str]] = []
@@ -610,7 +609,7 @@ class RLMEngine:
                 if index > 1:
                     break
                 code, stop_after = without_last_statement(code), True
-            result = await self._execute(run, session, code, index, on_subcall)
+            result = await self._execute(run, session, code, index)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
             outputs.append((attrs, result.output.rstrip("\n") or self._no_output(run)))
@@ -648,18 +647,11 @@ class RLMEngine:
         session: ExecSession,
         code: str,
         index: int,
-        on_subcall: SubcallHandler,
     ) -> ExecResult:
         run.emit("code", block=index, code=code)
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(
-                session.execute,
-                code,
-                on_subcall=on_subcall,
-                timeout=run.config.limits.exec_timeout_s,
-                max_output_chars=run.config.max_output_chars,
-            )
+            result = await self._pull(run, session, code)
         except SandboxError as e:  # the container misbehaved; the session restarts it
             result = ExecResult(status="crashed", error=f"SandboxError: {e}")
         run.emit(
@@ -676,6 +668,19 @@ class RLMEngine:
             subcalls=result.subcalls,
         )
         return result
+
+    async def _pull(self, run: _Run, session: ExecSession, code: str) -> ExecResult:
+        """Run code, relaying each batch of sub-calls it asks for on this event loop."""
+        await asyncio.to_thread(
+            session.start,
+            code,
+            timeout=run.config.limits.exec_timeout_s,
+            max_output_chars=run.config.max_output_chars,
+        )
+        while isinstance(step := await asyncio.to_thread(session.next), SubcallBatch):
+            answers = await self._subcalls(run, step.items)
+            await asyncio.to_thread(session.answer, answers)
+        return step
 
     # -- sub-calls ----------------------------------------------------------------------
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-ExecStatus = Literal["ok", "error", "timeout", "memory", "crashed"]
+ExecStatus = Literal["ok", "error", "timeout", "memory", "crashed", "cancelled"]
 """ok: the code ran; error: it raised (see ``error``); timeout: it passed its limit and
 the container was killed; memory: it passed the memory limit and was killed; crashed:
-the container died or misbehaved. After timeout, memory and crashed, the namespace is
-gone: the next execution starts in a fresh container with ``context`` loaded again."""
+the container died or misbehaved; cancelled: the host stopped it. After all but ok and
+error, the namespace is gone: the next execution starts in a fresh container with
+``context`` loaded again."""
 
-SANDBOX_LOST: frozenset[str] = frozenset({"timeout", "memory", "crashed"})
+SANDBOX_LOST: frozenset[str] = frozenset({"timeout", "memory", "crashed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,15 @@ class SubcallItem:
     content: str
 
 
+@dataclass(frozen=True, slots=True)
+class SubcallBatch:
+    """Prompts that running code is waiting on; answer them in order."""
+
+    items: Sequence[SubcallItem]
+
+
 SubcallHandler = Callable[[Sequence[SubcallItem]], list[str]]
+"""Answers a batch in order (for ``execute``, which runs code to the end)."""
 """Answers a batch of sub-calls, one string per item and in order."""
 
 
@@ -55,3 +64,45 @@ class ExecResult:
         if self.error:
             parts.append(self.error)
         return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts if p)
+
+
+ExecStep = SubcallBatch | ExecResult
+"""What waiting on running code gives: sub-calls to answer, or its result."""
+
+
+class Steps(Protocol):
+    """Runs code step by step: ``start``, then ``next`` until it gives the result,
+    with ``answer`` after each ``SubcallBatch``."""
+
+    def start(
+        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+    ) -> None: ...
+
+    def next(self) -> ExecStep: ...
+
+    def answer(self, results: Sequence[str]) -> None: ...
+
+
+NO_SUBCALLS = "[llm_query is not available in this sandbox session]"
+
+
+def run_to_end(
+    steps: Steps,
+    code: str,
+    *,
+    on_subcall: SubcallHandler | None = None,
+    timeout: float | None = None,
+    max_output_chars: int | None = None,
+) -> ExecResult:
+    """Run code to its result, answering each batch with ``on_subcall`` (without one,
+    every sub-call gets a refusal): a convenience for scripts and benchmarks."""
+    steps.start(code, timeout=timeout, max_output_chars=max_output_chars)
+    while isinstance(step := steps.next(), SubcallBatch):
+        items = step.items
+        results = [NO_SUBCALLS] * len(items) if on_subcall is None else on_subcall(items)
+        if len(results) != len(items):
+            raise ValueError(
+                f"the sub-call handler returned {len(results)} answers for {len(items)} prompts"
+            )
+        steps.answer([str(r) for r in results])
+    return step

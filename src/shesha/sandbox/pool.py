@@ -6,11 +6,11 @@ import atexit
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from docker.errors import DockerException
 
@@ -30,11 +30,12 @@ from shesha.sandbox.container import (
 )
 from shesha.sandbox.corpus import Corpus, InMemoryCorpus
 from shesha.sandbox.docker_client import connect
-from shesha.sandbox.execution import ExecResult, SubcallHandler
+from shesha.sandbox.execution import ExecResult, ExecStep, SubcallHandler, run_to_end
 from shesha.sandbox.image import default_image, runner_hash
 from shesha.sandbox.limits import SandboxLimits
 
 EMPTY_CORPUS = InMemoryCorpus(())
+_T = TypeVar("_T")
 
 
 class Sandbox(Protocol):
@@ -49,14 +50,11 @@ class Sandbox(Protocol):
     def ping(self, timeout: float = ...) -> dict[str, Any]: ...
     def reset(self, timeout: float = ...) -> None: ...
     def load(self, corpus: Corpus, timeout: float = ...) -> int: ...
-    def execute(
-        self,
-        code: str,
-        *,
-        on_subcall: SubcallHandler | None = None,
-        timeout: float | None = None,
-        max_output_chars: int | None = None,
-    ) -> ExecResult: ...
+    def start(
+        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+    ) -> None: ...
+    def next(self) -> ExecStep: ...
+    def answer(self, results: Sequence[str]) -> None: ...
     def kill(self) -> None: ...
 
 
@@ -342,8 +340,10 @@ class SandboxPool:
 class SandboxSession:
     """One query's hold on a container that has its corpus loaded.
 
-    When an execution loses the container (timeout, out of memory, crash), the next
-    execution transparently gets a fresh container with the same corpus loaded.
+    Code runs step by step: :meth:`start`, then :meth:`next` until it returns the
+    ``ExecResult``, with :meth:`answer` after each ``SubcallBatch``. When an execution
+    loses the container (timeout, out of memory, crash), the next one transparently gets
+    a fresh container with the same corpus loaded.
     """
 
     def __init__(self, pool: SandboxPool, sandbox: Sandbox, corpus: Corpus, sent: int) -> None:
@@ -354,6 +354,30 @@ class SandboxSession:
         self.restarts = 0
         self._closed = False
 
+    def start(
+        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+    ) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox session has been closed")
+        if self._sandbox is None:
+            self._sandbox, sent = self._pool._checkout(self.corpus, None)
+            self.document_bytes_sent += sent
+            self.restarts += 1
+        self._guarded(
+            self._sandbox,
+            lambda s: s.start(code, timeout=timeout, max_output_chars=max_output_chars),
+        )
+
+    def next(self) -> ExecStep:
+        sandbox = self._running()
+        step = self._guarded(sandbox, lambda s: s.next())
+        if isinstance(step, ExecResult) and step.sandbox_lost:
+            self._lose(sandbox)
+        return step
+
+    def answer(self, results: Sequence[str]) -> None:
+        self._guarded(self._running(), lambda s: s.answer(results))
+
     def execute(
         self,
         code: str,
@@ -362,33 +386,45 @@ class SandboxSession:
         timeout: float | None = None,
         max_output_chars: int | None = None,
     ) -> ExecResult:
-        if self._closed:
-            raise SandboxError("this sandbox session has been closed")
-        if self._sandbox is None:
-            self._sandbox, sent = self._pool._checkout(self.corpus, None)
-            self.document_bytes_sent += sent
-            self.restarts += 1
+        """Run code to the end, answering sub-calls with ``on_subcall``."""
+        return run_to_end(
+            self, code, on_subcall=on_subcall, timeout=timeout, max_output_chars=max_output_chars
+        )
+
+    def cancel(self) -> None:
+        """Stop running code at once, from any thread: the container is killed and
+        replaced, and a waiting :meth:`next` returns a lost result."""
         sandbox = self._sandbox
+        if sandbox is not None:
+            sandbox.kill()
+
+    def _running(self) -> Sandbox:
+        if self._closed or self._sandbox is None:
+            raise SandboxError("no code is running in this sandbox session")
+        return self._sandbox
+
+    def _guarded(self, sandbox: Sandbox, step: Callable[[Sandbox], _T]) -> _T:
         try:
-            result = sandbox.execute(
-                code, on_subcall=on_subcall, timeout=timeout, max_output_chars=max_output_chars
-            )
+            return step(sandbox)
         except SandboxError:  # a protocol error too: the container is gone either way
-            self._sandbox = None
-            self._pool._discard(sandbox)
+            self._lose(sandbox)
             raise
-        if result.sandbox_lost:
-            self._sandbox = None
-            self._pool._discard(sandbox)
-        return result
+
+    def _lose(self, sandbox: Sandbox) -> None:
+        self._sandbox = None
+        self._pool._discard(sandbox)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._sandbox is not None:
-            self._pool._release(self._sandbox)
-            self._sandbox = None
+        sandbox, self._sandbox = self._sandbox, None
+        if sandbox is None:
+            return
+        if sandbox.alive:
+            self._pool._release(sandbox)
+        else:  # cancelled, or lost: replace it
+            self._pool._discard(sandbox)
 
     def __enter__(self) -> SandboxSession:
         return self

@@ -13,6 +13,7 @@ evaluated. Any violation raises :class:`SandboxProtocolError`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -117,6 +118,9 @@ class FrameChannel:
         return self._stderr.decode("utf-8", "replace")
 
     def close(self) -> None:
+        """Close the socket; a reader blocked on it in another thread wakes up."""
+        with contextlib.suppress(OSError):  # already shut down, or never connected
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
     def _set_timeout(self, timeout: float | None) -> None:
@@ -133,7 +137,10 @@ class FrameChannel:
                 raise ChannelTimeout("no reply from the sandbox before the deadline")
             # select() first keeps the socket blocking, with no per-call timeout churn.
             self._set_timeout(None)
-            ready, _, _ = select.select([self._sock.fileno()], [], [], remaining)
+            try:
+                ready, _, _ = select.select([self._sock.fileno()], [], [], remaining)
+            except (OSError, ValueError) as e:  # closed by another thread (a kill)
+                raise ChannelClosed(f"the sandbox channel was closed ({e})") from e
             if not ready:
                 raise ChannelTimeout("no reply from the sandbox before the deadline")
         try:
