@@ -20,6 +20,7 @@ from report import emit
 
 from shesha.llm import LLMClient, LLMSettings
 from shesha.rlm import EngineConfig, QueryLimits, RLMEngine, TraceEvent
+from shesha.rlm.events import ExecDone
 from shesha.sandbox import InMemoryCorpus, SandboxPool
 from shesha.testing import Reply, ScriptedLLMServer
 
@@ -80,8 +81,8 @@ def subcall_wall(pool: SandboxPool, corpus: InMemoryCorpus, code: str) -> float:
     events: list[TraceEvent] = []
     with ScriptedLLMServer(script([repl(code + "\nFINAL('ok')")]), latency_s=0.2) as server:
         asyncio.run(make_engine(server, pool).run("q", corpus, on_event=events.append))
-    (result,) = [e for e in events if e.type == "exec_result"]
-    assert result.data["subcalls"] == 16, result.data
+    (result,) = [e for e in events if isinstance(e, ExecDone)]
+    assert result.subcalls == 16, result
     return (result.duration_ms or 0) / 1000
 
 

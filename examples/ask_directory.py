@@ -15,14 +15,18 @@ from pathlib import Path
 
 from shesha import Shesha
 from shesha.rlm import TraceEvent
+from shesha.rlm.events import CodeRun, SubcallRequest
 
 
 def show(event: TraceEvent) -> None:
-    if event.type == "code":
-        first = str(event.data["code"]).strip().splitlines()[0]
-        print(f"  step {event.iteration}: {first[:90]}")
-    elif event.type == "subcall_request":
-        print(f"  step {event.iteration}: llm_query({event.data['instruction'][:60]!r})")
+    match event:
+        case CodeRun(code=code):
+            first = (code.strip().splitlines() or [""])[0]
+            print(f"  step {event.iteration}: {first[:90]}")
+        case SubcallRequest(instruction=instruction):
+            print(f"  step {event.iteration}: llm_query({instruction[:60]!r})")
+        case _:
+            pass  # other steps are not shown
 
 
 async def main() -> None:

@@ -67,7 +67,7 @@ def test_a_needle_search_with_batched_sub_calls(pool: SandboxPool, tmp_path: Pat
     assert result.answer == "7349"
     assert result.subcalls == 15  # 3 documents of about 90,000 chars, in 20,000-char chunks
     assert result.usage.sub.calls == 15
-    types = [r["type"] for r in read_trace(result.trace_path or "")]
+    types = [e.type for e in read_trace(result.trace_path or "").events]
     assert types.count("subcall_response") == 15
     assert types[-1] == "summary"
     assert again.status == "success"

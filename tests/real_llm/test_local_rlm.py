@@ -46,8 +46,8 @@ def test_the_local_model_runs_the_loop_and_counts_correctly(sh: Shesha, tmp_path
     assert r.status in {"success", "max_iterations"}
     assert r.iterations >= 1
     assert r.usage.total_cost_usd == 0.0  # known, and zero
-    records = read_trace(r.trace_path or "")
-    types = [rec["type"] for rec in records]
+    trace = read_trace(r.trace_path or "")
+    types = ["header"] * (trace.header is not None) + [e.type for e in trace.events]
     assert types[0] == "header"
     assert types[-1] == "summary"
     assert "exec_result" in types, "the model's code ran in the sandbox"
@@ -61,7 +61,7 @@ def test_a_second_question_ends_with_a_status_and_a_complete_trace(sh: Shesha) -
     r = p.query("Which day numbers sold apples? List the first three.")
     # The loop must end cleanly; "stalled" is an end too (a guess it would not accept).
     assert r.status in {"success", "max_iterations", "stalled"}
-    records = read_trace(r.trace_path or "")
-    assert records[0]["type"] == "header"
-    assert records[-1]["type"] == "summary"
-    assert any(rec["type"] == "code" for rec in records)
+    trace = read_trace(r.trace_path or "")
+    assert trace.header is not None
+    assert trace.events[-1].type == "summary"
+    assert any(e.type == "code" for e in trace.events)

@@ -21,6 +21,7 @@ from shesha.rlm import (
     TraceEvent,
     read_trace,
 )
+from shesha.rlm.events import CodeRun, Event
 from shesha.sandbox import InMemoryCorpus, SandboxPool
 from shesha.testing import Fail, Reply, ScriptedLLMServer, process_sandboxes
 
@@ -87,7 +88,7 @@ def harness_factory(sandboxes: SandboxPool, tmp_path: Path) -> Iterator[Any]:
 
 def code_run(result: QueryResult) -> list[str]:
     """The code a query ran, from its trace."""
-    return [r["data"]["code"] for r in read_trace(result.trace_path or "") if r["type"] == "code"]
+    return [e.code for e in read_trace(result.trace_path or "").events if isinstance(e, CodeRun)]
 
 
 def is_subcall(messages: list[dict[str, Any]]) -> bool:
@@ -322,7 +323,7 @@ def test_max_tokens_stops_before_the_next_call(harness_factory: Any) -> None:
     assert r.limit == "max_tokens"
     assert r.usage.root.calls == 1
     assert r.answer is None
-    assert read_trace(r.trace_path or "")[-1]["type"] == "summary"
+    assert read_trace(r.trace_path or "").events[-1].type == "summary"
 
 
 def test_max_cost_uses_user_prices(harness_factory: Any) -> None:
@@ -365,7 +366,7 @@ def test_a_root_llm_failure_ends_with_status_error(harness_factory: Any) -> None
     r = h.run()
     assert r.status == "error"
     assert "refused the credentials" in (r.error or "")
-    assert read_trace(r.trace_path or "")[-1]["type"] == "summary"
+    assert read_trace(r.trace_path or "").events[-1].type == "summary"
 
 
 # -- traces and events ----------------------------------------------------------------
@@ -396,7 +397,7 @@ def test_the_trace_has_header_events_and_summary_and_no_secrets(harness_factory:
         "final",
         "summary",
     ]
-    assert records[1]["data"]["messages"][0]["role"] == "system"
+    assert records[1]["messages"][0]["role"] == "system"
     assert all("ts" in rec for rec in records)
 
 
@@ -423,7 +424,7 @@ def test_events_reach_a_callback_and_an_async_iterator(harness_factory: Any) -> 
     items = asyncio.run(collect_from(h2))
     assert isinstance(items[-1], QueryResult)
     assert items[-1].answer == "ok"
-    assert all(isinstance(e, TraceEvent) for e in items[:-1])
+    assert all(isinstance(e, Event) for e in items[:-1])
 
 
 async def collect_from(h: Harness) -> list[Any]:
@@ -473,7 +474,7 @@ def test_a_typed_final_after_unseen_code_in_the_same_reply_is_ignored(
     r = h.run()
     assert r.answer == "2"
     assert r.iterations == 2
-    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    events = [e.type for e in read_trace(r.trace_path or "").events]
     assert "ignored_final" in events
 
 
@@ -541,7 +542,7 @@ def test_a_block_that_is_only_a_literal_after_output_is_an_answer_to_confirm(
     assert r.iterations == 3
     nudge = h.root_requests()[2][-1]["content"]
     assert "FINAL(4711)" in nudge
-    codes = [e["data"]["code"] for e in read_trace(r.trace_path or "") if e["type"] == "code"]
+    codes = [e.code for e in read_trace(r.trace_path or "").events if isinstance(e, CodeRun)]
     assert codes == ["print(context[0][-5:-1])"]
 
 
@@ -571,7 +572,7 @@ def test_a_literal_block_no_output_has_shown_gets_the_plain_nudge(harness_factor
     h = harness_factory(by_role([repl("print(context[0][:5])"), repl("1685"), "FINAL(4711)"]))
     r = h.run()
     assert "FINAL(1685)" not in h.root_requests()[2][-1]["content"]
-    codes = [e["data"]["code"] for e in read_trace(r.trace_path or "") if e["type"] == "code"]
+    codes = [e.code for e in read_trace(r.trace_path or "").events if isinstance(e, CodeRun)]
     assert codes == ["print(context[0][:5])"]
 
 
@@ -621,7 +622,7 @@ def test_unfenced_code_runs(harness_factory: Any) -> None:
     r = h.run("Who is the CEO?", corpus=CEO)
     assert r.answer == "Maria Lopez"
     assert "CEO: Maria Lopez" in h.root_requests()[1][-1]["content"]
-    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    events = [e.type for e in read_trace(r.trace_path or "").events]
     assert "unfenced_code" in events
 
 
@@ -652,7 +653,7 @@ def test_an_answer_typed_after_code_in_the_same_block_is_ignored(harness_factory
     r = h.run()
     assert (r.answer, r.iterations) == ("4711", 2)
     assert 'status="ok">\n4711\n' in h.root_requests()[1][-1]["content"]
-    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    events = [e.type for e in read_trace(r.trace_path or "").events]
     assert "ignored_final" in events
 
 
@@ -679,7 +680,7 @@ def test_a_repeated_error_is_quoted_then_the_loop_asks_for_an_answer(harness_fac
     # Step 3: the same again, so no more code runs: one last call for an answer.
     assert (r.status, r.iterations, r.usage.root.calls) == ("stalled", 3, 4)
     assert "no more code will run" in requests[3][-1]["content"]
-    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    events = [e.type for e in read_trace(r.trace_path or "").events]
     assert events.count("repeat_nudge") == 1
     assert "stalled" in events
 
@@ -762,7 +763,7 @@ def test_two_failures_taking_turns_still_end_the_loop(harness_factory: Any) -> N
     r = h.run()
     assert r.status == "stalled"
     assert r.iterations <= 6
-    events = [e["type"] for e in read_trace(r.trace_path or "")]
+    events = [e.type for e in read_trace(r.trace_path or "").events]
     assert "repeat_nudge" in events
 
 
@@ -803,3 +804,32 @@ def test_output_seen_before_is_not_progress(harness_factory: Any) -> None:
     r = h.run()
     assert r.status in ("stalled", "success")
     assert r.iterations <= 9
+
+
+def test_a_version_1_trace_reads_typed_and_replays() -> None:
+    """Traces written before events were typed kept each event's fields under "data"."""
+    folder = Path(__file__).parents[2] / "docs/results/sniah-qwen2.5-coder-1.5b/before-5611237"
+    path = sorted((folder / "traces").glob("*.jsonl"))[0]
+    trace = read_trace(path)
+    assert trace.header is not None
+    assert trace.header.trace_version == 1
+    assert trace.header.question.startswith("What is the special magic number")
+    assert any(isinstance(e, CodeRun) and e.code for e in trace.events)
+    assert trace.summary is not None
+    assert trace.summary.iterations >= 1
+    assert ReplayLLM(path).question == trace.header.question
+
+
+def test_a_trace_line_cut_short_or_of_an_unknown_kind_is_passed_over(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"type": "header", "question": "q", "model": "m", "sub_model": "m",
+                    "prompts": "p", "prompt_hash": "h", "shesha_version": "0"}),
+        json.dumps({"type": "from_the_future", "ts": 1.0}),
+        json.dumps({"type": "code", "ts": 1.0, "iteration": 1, "block": 1, "code": "x = 1"}),
+        '{"type": "exec_res',
+    ]  # fmt: skip
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines))
+    trace = read_trace(path)
+    assert [e.type for e in trace.events] == ["code"]
+    assert trace.summary is None

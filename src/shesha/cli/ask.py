@@ -24,6 +24,16 @@ from shesha.cli.common import (
 )
 from shesha.cli.manage import add_with_progress
 from shesha.rlm import QueryResult, TraceEvent
+from shesha.rlm.events import (
+    CodeRun,
+    Failed,
+    LimitHit,
+    LLMRequest,
+    LLMResponse,
+    SubcallRequest,
+    SubcallResponse,
+    Warned,
+)
 
 LIMIT_STATUSES = {"max_iterations", "stalled", "budget_exceeded", "timeout"}
 
@@ -75,27 +85,30 @@ class Progress:
 
     def on_event(self, e: TraceEvent) -> None:
         self.step = e.iteration
-        d = e.data
-        if e.type in ("llm_response", "subcall_response") and "prompt_tokens" in d:
-            self.tokens += int(d["prompt_tokens"]) + int(d["completion_tokens"])
-            if d.get("cost_usd") is None:
-                self.cost_known = False
-            else:
-                self.cost += float(d["cost_usd"])
-        if e.type == "llm_request":
-            self.activity = "thinking"
-            self._log(f"step {e.iteration}: asking the model")
-        elif e.type == "code":
-            first = next((ln for ln in str(d["code"]).splitlines() if ln.strip()), "")
-            self.activity = f"running: {first[:60]}"
-            self._log(f"step {e.iteration}: running code: {first[:100]}")
-        elif e.type == "subcall_request":
-            self.subcalls += 1
-            if self.status is not None:
-                self.status.update(self._text())
-        elif e.type in ("limit", "error", "warning"):
-            msg = str(d.get("message") or d.get("error")).splitlines()[0]
-            self._log(f"step {e.iteration}: {e.type}: {msg}")
+        match e:
+            case LLMResponse() | SubcallResponse(error=None):
+                self.tokens += e.prompt_tokens + e.completion_tokens
+                if e.cost_usd is None:
+                    self.cost_known = False
+                else:
+                    self.cost += e.cost_usd
+            case LLMRequest():
+                self.activity = "thinking"
+                self._log(f"step {e.iteration}: asking the model")
+            case CodeRun(code=code):
+                first = next((ln for ln in code.splitlines() if ln.strip()), "")
+                self.activity = f"running: {first[:60]}"
+                self._log(f"step {e.iteration}: running code: {first[:100]}")
+            case SubcallRequest():
+                self.subcalls += 1
+                if self.status is not None:
+                    self.status.update(self._text())
+            case LimitHit(message=message) | Warned(message=message):
+                self._log(f"step {e.iteration}: {e.type}: {message.splitlines()[0]}")
+            case Failed(error=error):
+                self._log(f"step {e.iteration}: error: {error.splitlines()[0]}")
+            case _:
+                pass  # the other events change nothing on the progress line
 
 
 def result_json(result: QueryResult, project: str) -> dict[str, Any]:

@@ -22,6 +22,18 @@ from shesha.cli.common import (
 )
 from shesha.config import CONFIG_FILE, INIT_TEMPLATE
 from shesha.errors import StorageError
+from shesha.rlm.events import (
+    CodeRun,
+    ExecDone,
+    Failed,
+    Final,
+    LimitHit,
+    LLMResponse,
+    Nudged,
+    SubcallResponse,
+    Summary,
+    Warned,
+)
 from shesha.rlm.trace import read_trace
 from shesha.storage import AddProgress, AddReport
 
@@ -209,19 +221,16 @@ def docs(
 
 
 def _trace_summary(path: Path) -> dict[str, Any]:
-    records = read_trace(path)
-    header = records[0] if records and records[0].get("type") == "header" else {}
-    summary: dict[str, Any] = next(
-        (r["data"] for r in reversed(records) if r.get("type") == "summary"), {}
-    )
+    trace = read_trace(path)
+    header, summary = trace.header, trace.summary
     return {
         "path": str(path),
-        "question": header.get("question"),
-        "model": header.get("model"),
-        "status": summary.get("status", "incomplete"),
-        "iterations": summary.get("iterations"),
-        "duration_s": summary.get("duration_s"),
-        "answer": summary.get("answer"),
+        "question": header.question if header else None,
+        "model": header.model if header else None,
+        "status": summary.status if summary else "incomplete",
+        "iterations": summary.iterations if summary else None,
+        "duration_s": summary.duration_s if summary else None,
+        "answer": summary.answer if summary else None,
     }
 
 
@@ -261,62 +270,59 @@ def _ms(value: Any) -> str:
 
 def trace(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Pretty-print a trace: question, each step's code and output, sub-calls, answer."""
-    records = read_trace(path)
-    if not records or records[0].get("type") != "header":
+    t = read_trace(path)
+    h = t.header
+    if h is None:
         raise StorageError(f"{path} is not a shesha trace (no header).")
-    h = records[0]
     c = out_console
     c.rule("[bold]shesha trace")
-    c.print(f"[bold]question:[/] {h.get('question')}", highlight=False)
+    c.print(f"[bold]question:[/] {h.question}", highlight=False)
     c.print(
-        f"[dim]model {h.get('model')} · sub-model {h.get('sub_model')} · project "
-        f"{h.get('project')} · {len(h.get('documents') or [])} documents · "
-        f"shesha {h.get('shesha_version')} · prompts {h.get('prompt_hash')}[/]",
+        f"[dim]model {h.model} · sub-model {h.sub_model} · project {h.project} · "
+        f"{len(h.documents)} documents · shesha {h.shesha_version} · prompts {h.prompt_hash}[/]",
         highlight=False,
     )
     subcalls = 0
-    for r in records[1:]:
-        kind, d, it = r.get("type"), r.get("data", {}), r.get("iteration")
-        if kind == "llm_response":
-            c.rule(f"step {it}")
-            cost = d.get("cost_usd")
-            c.print(
-                f"[dim]model: {d.get('prompt_tokens')} + {d.get('completion_tokens')} tokens · "
-                f"{f'${cost:.5f}' if cost is not None else 'cost unknown'} · "
-                f"{_ms(r.get('duration_ms'))}[/]",
-                highlight=False,
-            )
-        elif kind == "code":
-            c.print(f"[cyan]code (block {d.get('block')}):[/]", highlight=False)
-            c.print(str(d.get("code")), markup=False, highlight=False)
-        elif kind == "exec_result":
-            out = "".join(str(d.get(k) or "") for k in ("stdout", "stderr", "error")).rstrip()
-            c.print(
-                f"[green]output[/] [dim]({d.get('status')}, {_ms(r.get('duration_ms'))}, "
-                f"cpu {d.get('cpu_s')} s, {d.get('subcalls')} sub-calls):[/]",
-                highlight=False,
-            )
-            c.print(out[:3000] or "(no output)", markup=False, highlight=False)
-        elif kind == "subcall_response":
-            subcalls += 1
-        elif kind == "nudge":
-            c.print("[yellow]no code in the reply: nudged[/]")
-        elif kind in ("limit", "error", "warning"):
-            c.print(f"[red]{kind}:[/] {d.get('message') or d.get('error')}", highlight=False)
-        elif kind == "final":
-            c.rule("answer")
-            c.print(str(d.get("answer")), markup=False, highlight=False)
-        elif kind == "summary":
-            usage = d.get("usage", {})
-            root, sub = usage.get("root", {}), usage.get("sub", {})
-            c.rule()
-            c.print(
-                f"{d.get('status')} · {d.get('iterations')} steps · {subcalls} sub-calls · "
-                f"root {root.get('prompt_tokens', 0) + root.get('completion_tokens', 0):,} "
-                f"tokens · sub {sub.get('prompt_tokens', 0) + sub.get('completion_tokens', 0):,}"
-                f" tokens · {d.get('duration_s')} s",
-                highlight=False,
-            )
+    for e in t.events:
+        match e:
+            case LLMResponse():
+                c.rule(f"step {e.iteration}")
+                cost = f"${e.cost_usd:.5f}" if e.cost_usd is not None else "cost unknown"
+                c.print(
+                    f"[dim]model: {e.prompt_tokens} + {e.completion_tokens} tokens · {cost} · "
+                    f"{_ms(e.duration_ms)}[/]",
+                    highlight=False,
+                )
+            case CodeRun():
+                c.print(f"[cyan]code (block {e.block}):[/]", highlight=False)
+                c.print(e.code, markup=False, highlight=False)
+            case ExecDone():
+                out = "".join(x or "" for x in (e.stdout, e.stderr, e.error)).rstrip()
+                c.print(
+                    f"[green]output[/] [dim]({e.status}, {_ms(e.duration_ms)}, "
+                    f"cpu {e.cpu_s} s, {e.subcalls} sub-calls):[/]",
+                    highlight=False,
+                )
+                c.print(out[:3000] or "(no output)", markup=False, highlight=False)
+            case SubcallResponse():
+                subcalls += 1
+            case Nudged():
+                c.print("[yellow]no code in the reply: nudged[/]")
+            case LimitHit(message=message) | Warned(message=message) | Failed(error=message):
+                c.print(f"[red]{e.type}:[/] {message}", highlight=False)
+            case Final():
+                c.rule("answer")
+                c.print(str(e.answer), markup=False, highlight=False)
+            case Summary(usage=usage):
+                c.rule()
+                c.print(
+                    f"{e.status} · {e.iterations} steps · {subcalls} sub-calls · "
+                    f"root {usage.root.tokens:,} tokens · sub {usage.sub.tokens:,} tokens · "
+                    f"{e.duration_s} s",
+                    highlight=False,
+                )
+            case _:
+                pass  # the engine's notes to itself are not shown
 
 
 def init(

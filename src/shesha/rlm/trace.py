@@ -5,31 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shesha.errors import SheshaError
 from shesha.llm.types import Completion, Message
+from shesha.rlm.events import LLMResponse, SubcallResponse, Summary, TraceEvent, TraceHeader
 
 NONCE = re.compile(r'id="[0-9a-f]{32}"')
 
 
-class TraceEvent(BaseModel):
-    """One step of a query, as written to the trace and passed to ``on_event``."""
-
-    type: str
-    ts: float = Field(default_factory=time.time)
-    iteration: int = 0
-    duration_ms: float | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
 EventCallback = Callable[[TraceEvent], None]
+_EVENT: TypeAdapter[TraceEvent] = TypeAdapter(TraceEvent)
 
 
 def prompt_key(messages: Sequence[Message]) -> str:
@@ -48,16 +40,10 @@ class TraceRecorder:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: BaseModel) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._file.write(record.model_dump_json() + "\n")
             self._file.flush()
-
-    def header(self, **fields: Any) -> None:
-        self.write({"type": "header", "ts": time.time(), **fields})
-
-    def event(self, event: TraceEvent) -> None:
-        self.write(event.model_dump())
 
     def close(self) -> None:
         if self._file is not None:
@@ -65,16 +51,42 @@ class TraceRecorder:
             self._file = None
 
 
-def read_trace(path: str | Path) -> list[dict[str, Any]]:
-    """Every record of a trace; a trailing line cut off by a crash is skipped."""
-    records = []
+@dataclass
+class Trace:
+    """A trace as read back: its header (None if it has none) and its events in order."""
+
+    header: TraceHeader | None
+    events: list[TraceEvent] = field(default_factory=list)
+
+    @property
+    def summary(self) -> Summary | None:
+        """The last event, when the query finished."""
+        return next((e for e in reversed(self.events) if isinstance(e, Summary)), None)
+
+
+def read_trace(path: str | Path) -> Trace:
+    """A trace file, typed. A trailing line cut off by a crash ends it; a record of a
+    kind this version does not know is skipped. Traces of version 1 (fields under
+    ``data``) read the same."""
+    trace = Trace(header=None)
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 break  # the readable prefix ends here
-    return records
+            if not isinstance(record, dict):
+                continue
+            if isinstance(record.get("data"), dict):  # version 1
+                record = {**{k: v for k, v in record.items() if k != "data"}, **record["data"]}
+            try:
+                if record.get("type") == "header":
+                    trace.header = TraceHeader.model_validate(record)
+                else:
+                    trace.events.append(_EVENT.validate_python(record))
+            except ValidationError:
+                continue  # a kind (or a field) from another version of shesha
+    return trace
 
 
 class ReplayError(SheshaError):
@@ -89,34 +101,34 @@ class ReplayLLM:
     """
 
     def __init__(self, path: str | Path) -> None:
-        records = read_trace(path)
-        self.header = records[0] if records and records[0].get("type") == "header" else {}
-        self._root: deque[dict[str, Any]] = deque()
-        self._sub: dict[str, deque[dict[str, Any]]] = {}
-        for r in records:
-            data = r.get("data", {})
-            if r.get("type") == "llm_response":
-                self._root.append(data)
-            elif r.get("type") == "subcall_response" and "key" in data:
-                self._sub.setdefault(data["key"], deque()).append(data)
+        trace = read_trace(path)
+        self.header = trace.header
+        self._root: deque[LLMResponse] = deque()
+        self._sub: dict[str, deque[SubcallResponse]] = {}
+        for e in trace.events:
+            if isinstance(e, LLMResponse):
+                self._root.append(e)
+            elif isinstance(e, SubcallResponse) and e.text is not None:
+                self._sub.setdefault(e.key, deque()).append(e)
 
     @property
     def question(self) -> str:
-        return str(self.header.get("question", ""))
+        return self.header.question if self.header is not None else ""
 
     async def complete(self, messages: Sequence[Message], *, model: str) -> Completion:
         queue = self._sub.get(prompt_key(messages))
+        recorded: LLMResponse | SubcallResponse
         if queue:
-            data = queue.popleft()
+            recorded = queue.popleft()
         elif self._root:
-            data = self._root.popleft()
+            recorded = self._root.popleft()
         else:
             raise ReplayError("the trace has no more recorded responses for this run")
         return Completion(
-            text=data["text"],
+            text=recorded.text or "",
             model=model,
-            prompt_tokens=int(data.get("prompt_tokens", 0)),
-            completion_tokens=int(data.get("completion_tokens", 0)),
-            cost_usd=data.get("cost_usd"),
+            prompt_tokens=recorded.prompt_tokens,
+            completion_tokens=recorded.completion_tokens,
+            cost_usd=recorded.cost_usd,
             duration_s=0.0,
         )

@@ -1,0 +1,29 @@
+"""How the engine runs a query: the models, the limits, and how much output it keeps."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shesha.rlm.prompting import PromptStyle
+from shesha.rlm.result import QueryLimits
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    sub_model: str | None = Field(None, description="for llm_query; default: the root model")
+    limits: QueryLimits = Field(default_factory=QueryLimits)
+    prompts_dir: str | None = None
+    prompt_style: PromptStyle = Field("full", description="compact: for small local models")
+    max_output_chars: int = Field(20_000, ge=200, description="printed output kept per step")
+    subcall_chars: int = Field(100_000, description="chunk size the prompt suggests")
+    max_subcall_chars: int | None = Field(
+        None, description="larger llm_query content is refused with advice to chunk it"
+    )
+    keep_full_outputs: int = Field(2, ge=0, description="recent steps whose output stays whole")
+    old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
+
+    @property
+    def effective_sub_model(self) -> str:
+        return self.sub_model or self.model

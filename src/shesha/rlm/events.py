@@ -1,0 +1,245 @@
+"""What a query records, step by step: one pydantic model per kind of event.
+
+``TraceEvent`` is their union, told apart by ``type``. The engine emits them, the trace
+file holds them (one JSON object a line, after a ``TraceHeader``), and ``on_event``
+callbacks, ``RLMEngine.stream``, the progress display and the trace renderer receive
+them. Match on the class::
+
+    match event:
+        case LLMResponse(prompt_tokens=n): ...
+        case Final(answer=answer): ...
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shesha.rlm.result import QueryStatus, Usage
+
+TRACE_VERSION = 2
+"""1: each event's fields sat under ``data``; 2: they are the record's own."""
+
+
+class Event(BaseModel):
+    """What every event has: when, in which step, and how long it took (if it took)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ts: float = Field(default_factory=time.time)
+    iteration: int = 0
+    duration_ms: float | None = None
+
+
+class LLMRequest(Event):
+    """A call to the root model, with the messages sent."""
+
+    type: Literal["llm_request"] = "llm_request"
+    model: str
+    messages: list[dict[str, str]]
+
+
+class LLMResponse(Event):
+    """The root model's reply."""
+
+    type: Literal["llm_response"] = "llm_response"
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+
+class CodeRun(Event):
+    """A block of the reply, about to run in the sandbox."""
+
+    type: Literal["code"] = "code"
+    block: int
+    code: str
+
+
+class ExecDone(Event):
+    """What running a block gave."""
+
+    type: Literal["exec_result"] = "exec_result"
+    block: int
+    status: str
+    stdout: str
+    stderr: str
+    error: str | None
+    final: str | None
+    cpu_s: float
+    peak_memory_mb: float
+    subcalls: int
+
+
+class SubcallRequest(Event):
+    """One llm_query prompt, sent to the sub-model (the content is previewed, not kept)."""
+
+    type: Literal["subcall_request"] = "subcall_request"
+    model: str
+    key: str
+    instruction: str
+    content_chars: int
+    content_preview: str
+
+
+class SubcallResponse(Event):
+    """The sub-model's answer to one prompt, or why there is none."""
+
+    type: Literal["subcall_response"] = "subcall_response"
+    key: str
+    text: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+
+FinalSource = Literal["reply", "code", "text", "stalled", "max_iterations"]
+
+
+class Final(Event):
+    """The answer: from a FINAL in the reply, in code, as text, or the last call's."""
+
+    type: Literal["final"] = "final"
+    answer: str | None
+    source: FinalSource
+    block: int | None = None
+
+
+class LimitHit(Event):
+    """A limit stopped the query (or refused a batch of sub-calls)."""
+
+    type: Literal["limit"] = "limit"
+    limit: str
+    message: str
+    during: str | None = None
+
+
+class Failed(Event):
+    """The query failed: the model, the sandbox or the storage raised."""
+
+    type: Literal["error"] = "error"
+    error: str
+    kind: str
+
+
+class Warned(Event):
+    """Something the user should know, that did not stop the query."""
+
+    type: Literal["warning"] = "warning"
+    message: str
+
+
+class Nudged(Event):
+    """A reply with no code to run: the engine said what to do."""
+
+    type: Literal["nudge"] = "nudge"
+    message: str
+
+
+class UnseenAnswer(Event):
+    """An answer typed before any output could have shown it: a guess, sent back."""
+
+    type: Literal["unseen_answer"] = "unseen_answer"
+    answer: str
+    message: str
+
+
+class RepeatNudge(Event):
+    """The same failure twice: the engine quoted it and showed the line to write."""
+
+    type: Literal["repeat_nudge"] = "repeat_nudge"
+    failure: str
+    message: str
+
+
+class Stalled(Event):
+    """The same failure three times: the loop asks once for an answer and stops."""
+
+    type: Literal["stalled"] = "stalled"
+    repeats: int
+    failure: str | None
+
+
+class SkippedBlocks(Event):
+    """Blocks of a reply that did not run (after a failed one, or after a FINAL)."""
+
+    type: Literal["skipped_blocks"] = "skipped_blocks"
+    ran: int
+    written: int
+
+
+class IgnoredFinal(Event):
+    """A FINAL typed after code whose output the model had not seen."""
+
+    type: Literal["ignored_final"] = "ignored_final"
+    block: int
+    code: str
+
+
+class UnfencedCode(Event):
+    """A reply that was Python without a code fence, run as one block."""
+
+    type: Literal["unfenced_code"] = "unfenced_code"
+    code: str
+
+
+class Summary(Event):
+    """The last event: how the query ended, and what it used."""
+
+    type: Literal["summary"] = "summary"
+    answer: str | None
+    status: QueryStatus
+    error: str | None = None
+    limit: str | None = None
+    iterations: int
+    usage: Usage
+    subcalls: int
+    duration_s: float
+
+
+TraceEvent = Annotated[
+    LLMRequest
+    | LLMResponse
+    | CodeRun
+    | ExecDone
+    | SubcallRequest
+    | SubcallResponse
+    | Final
+    | LimitHit
+    | Failed
+    | Warned
+    | Nudged
+    | UnseenAnswer
+    | RepeatNudge
+    | Stalled
+    | SkippedBlocks
+    | IgnoredFinal
+    | UnfencedCode
+    | Summary,
+    Field(discriminator="type"),
+]
+"""Any event a query emits."""
+
+
+class TraceHeader(BaseModel):
+    """The first record of a trace: the question and everything the run depended on."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    type: Literal["header"] = "header"
+    ts: float = Field(default_factory=time.time)
+    trace_version: int = 1
+    question: str
+    model: str
+    sub_model: str
+    prompts: str
+    prompt_hash: str
+    project: str | None = None
+    project_version: str | None = None
+    documents: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    shesha_version: str

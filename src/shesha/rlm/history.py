@@ -1,0 +1,96 @@
+"""What the root model is shown: the opening prompts, then each step's reply and what
+came of it, with untrusted text between tags that carry the query's random id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shesha.llm.types import Message
+from shesha.rlm.config import EngineConfig
+from shesha.rlm.prompting import PromptSet
+
+MAX_LISTED_DOCS = 100
+UNTRUSTED = "untrusted_document_content"
+"""The tag around sub-call content; REPL output is ``<repl_output type="{UNTRUSTED}">``."""
+
+
+@dataclass
+class Turn:
+    """One step: the reply as the history shows it, and what came of it."""
+
+    reply: str
+    outputs: list[tuple[str, str]]
+    """(tag attributes, text) for each block that ran; empty for a nudge."""
+    nudge: str | None = None
+    """What the engine said instead of running anything (a reply with no code)."""
+    error: str | None = None
+    """The failed block's error, when one failed."""
+    failed_code: str | None = None
+    escalation: str | None = None
+    """The engine's word after the output (a note or a nudge, never output itself)."""
+
+
+def wrap(nonce: str, tag: str, text: str, attrs: str = "", *, typed: bool = False) -> str:
+    """Text between an opening and a closing tag that both carry the query's random id:
+    a closing tag forged inside the text lacks the id, so it stays data."""
+    kind = f' type="{UNTRUSTED}"' if typed else ""
+    return f'<{tag}{kind} id="{nonce}"{attrs}>\n{text}\n</{tag} id="{nonce}">'
+
+
+def joined(*parts: str | None) -> str:
+    return "\n\n".join(p for p in parts if p)
+
+
+def opening(
+    prompts: PromptSet, config: EngineConfig, question: str, docs: Sequence[tuple[str, int]]
+) -> list[Message]:
+    """The system prompt (metadata about ``context``, never its text) and the question."""
+    listed = [
+        f"  [{i}] {name} ({chars:,} chars)"
+        for i, (name, chars) in enumerate(docs[:MAX_LISTED_DOCS])
+    ]
+    if len(docs) > MAX_LISTED_DOCS:
+        listed.append(f"  ... and {len(docs) - MAX_LISTED_DOCS:,} more (see doc_names)")
+    system = prompts.render(
+        "system",
+        doc_count=len(docs),
+        total_chars=f"{sum(chars for _, chars in docs):,}",
+        doc_list="\n".join(listed) or "  (no documents)",
+        subcall_chars=f"{config.subcall_chars:,}",
+        max_output_chars=f"{config.max_output_chars:,}",
+    )
+    user = prompts.render("user", question=question)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def history(
+    prompts: PromptSet,
+    config: EngineConfig,
+    nonce: str,
+    start: Sequence[Message],
+    turns: Sequence[Turn],
+) -> list[Message]:
+    """The opening, then each turn. Old REPL outputs are shortened so that long runs
+    fit the model's window."""
+    messages = list(start)
+    keep_from = len(turns) - config.keep_full_outputs
+    note = prompts.render("output_note", nonce=nonce)
+    for i, turn in enumerate(turns):
+        messages.append({"role": "assistant", "content": turn.reply})
+        if turn.nudge is not None:
+            messages.append({"role": "user", "content": joined(turn.nudge, turn.escalation)})
+            continue
+        parts = [note]
+        for attrs, full in turn.outputs:
+            text = full
+            if i < keep_from and len(full) > config.old_output_chars:
+                cut = len(full) - config.old_output_chars
+                text = (
+                    full[: config.old_output_chars]
+                    + f"\n... [{cut:,} characters of this older output shortened; "
+                    "variables still hold full results]"
+                )
+            parts.append(wrap(nonce, "repl_output", text, attrs, typed=True))
+        messages.append({"role": "user", "content": joined(*parts, turn.escalation)})
+    return messages
