@@ -20,10 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from shesha import Shesha, __version__
-from shesha.api import is_local
 from shesha.bench import generate
 from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise
 from shesha.bench.tasks import parse_lengths, write_task_set
+from shesha.endpoints import is_local
 
 SHARED_HAYSTACK = (
     Path(__file__).resolve().parents[3] / "shared" / "qa" / "needle_haystack" / "PaulGrahamEssays"

@@ -16,20 +16,16 @@ from pydantic import ValidationError
 
 from shesha import llm
 from shesha.config import Settings, load_settings
+from shesha.endpoints import LOCAL_PROFILE, Endpoints
 from shesha.errors import ConfigError
-from shesha.local.registry import (
-    DEFAULT_LOCAL_MODEL,
-    ModelRegistry,
-    RegisteredModel,
-    default_models_dir,
-)
-from shesha.local.server import LocalModelServer, server_installed
-from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine
+from shesha.local.registry import ModelRegistry, RegisteredModel, default_models_dir
+from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.storage import AddReport, ProjectStore, StoredDocument
 from shesha.storage import Project as StoredProject
 from shesha.storage.store import ProgressCallback
+from shesha.sync import run_sync
 
 QUERY_OVERRIDES = frozenset(
     {
@@ -77,34 +73,6 @@ def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         ) from e
 
 
-LOCAL_PROFILE: dict[str, Any] = {
-    # A small model with an 8K window: short prompts, short outputs, greedy decoding.
-    "prompt_style": "compact",
-    "max_output_chars": 3000,
-    "old_output_chars": 400,
-    "keep_full_outputs": 1,
-    "subcall_chars": 12_000,
-    "max_subcall_chars": 16_000,
-}
-
-
-# Small models write made-up "REPL output: ..." after their code. It is never used (the
-# engine drops it), and on a CPU those tokens cost seconds, so generation stops there.
-LOCAL_STOP = ["\nREPL output"]
-
-
-def is_local(model: str | None) -> bool:
-    return model is not None and (model == "local" or model.startswith("local/"))
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    model: str
-    api_base: str | None
-    prices: dict[str, llm.Price]
-    local: bool
-
-
 class Project:
     """A named set of documents, ready for questions. Get one from ``Shesha.project``."""
 
@@ -146,8 +114,12 @@ class Project:
         self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
     ) -> QueryResult:
         """Ask a question. Overrides: model, sub_model, api_base, api_key, and every limit
-        (max_iterations, max_subcalls, max_tokens, max_cost_usd, max_wall_s, ...)."""
-        return asyncio.run(self.aquery(question, on_event=on_event, **overrides))
+        (max_iterations, max_subcalls, max_tokens, max_cost_usd, max_wall_s, ...).
+
+        Inside a running event loop (Jupyter, an async web handler) this works too: the
+        query runs on a helper thread with its own loop, and this call blocks until it
+        ends. In async code, ``await aquery(...)`` instead, which does not block."""
+        return run_sync(self.aquery(question, on_event=on_event, **overrides))
 
     async def aquery(
         self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
@@ -162,76 +134,85 @@ class Project:
         )
 
 
+@dataclass(frozen=True)
+class Models:
+    """The models a query uses: the root model and the sub-model, each with its client."""
+
+    root: llm.ChatModel
+    model: str
+    sub: llm.ChatModel
+    sub_model: str
+    local: bool
+    """The root model is shesha's own CPU model (compact prompts, small outputs)."""
+
+
 class Shesha:
     """Projects, and the sandbox pool they share. Settings: defaults < shesha.toml <
-    SHESHA_* environment < the keyword arguments given here."""
+    SHESHA_* environment < the keyword arguments given here.
+
+    Two seams replace what a query talks to: ``llm`` answers every model call in place of
+    LiteLLM (``shesha.testing.FunctionModel``, or your own ``ChatModel``), and
+    ``sandboxes`` hands out sandboxes in place of the Docker pool. What you pass in is
+    yours: ``close()`` does not close it.
+    """
 
     def __init__(
-        self, *, config_file: str | os.PathLike[str] | None = None, **settings: Any
+        self,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        llm: llm.ChatModel | None = None,
+        sandboxes: SandboxProvider | None = None,
+        **settings: Any,
     ) -> None:
         self.settings = load_settings(settings, config_file=config_file)
         self.store = ProjectStore(self.settings.home)
+        self._llm = llm
+        self._sandboxes = sandboxes
         self._pool: SandboxPool | None = None
         self._pool_lock = threading.Lock()
-        self._local: dict[str, LocalModelServer] = {}
+        s = self.settings
+        models_dir = Path(s.models_dir).expanduser() if s.models_dir else None
+        self._endpoints = Endpoints(
+            models_dir or default_models_dir(self.store.home), self.store.home / "logs"
+        )
         self._closed = False
 
     # -- models -----------------------------------------------------------------------
 
     def models(self) -> ModelRegistry:
         """Local models: the built-in ones and any registered with ``add``."""
-        s = self.settings
-        models_dir = Path(s.models_dir).expanduser() if s.models_dir else None
-        return ModelRegistry(models_dir or default_models_dir(self.store.home))
+        return self._endpoints.registry
 
     def local_fallback(self, python: str = sys.executable) -> RegisteredModel | None:
         """The default local model, when its file is in place and the server is installed:
-        what ``shesha ask`` uses when no model is configured. (The server checks the
-        file's sha256 when it starts.)"""
-        entry = self.models().resolve(DEFAULT_LOCAL_MODEL)
-        if Path(entry.path).is_file() and server_installed(python):
-            return entry
-        return None
+        what ``shesha ask`` uses when no model is configured."""
+        return self._endpoints.local_fallback(python)
 
-    def endpoint(self, spec: str, settings: Settings | None = None) -> Endpoint:
-        """Where a model string is served. ``local`` / ``local/<name or path>`` start (or
-        reuse) a llama.cpp server on loopback; its calls cost nothing, and that is known."""
-        s = settings or self.settings
-        if not is_local(spec):
-            return Endpoint(spec, s.api_base, {}, local=False)
-        entry = self.models().resolve(spec)
-        with self._pool_lock:
-            if self._closed:
-                raise ConfigError("This Shesha has been closed.")
-            server = self._local.get(entry.path)
-            if server is None:
-                server = LocalModelServer(
-                    entry,
-                    log_dir=self.store.home / "logs",
-                    n_ctx=s.local_ctx,
-                    threads=s.local_threads,
-                )
-                self._local[entry.path] = server
-        api_base = server.ensure()
-        model = f"openai/{server.alias}"
-        return Endpoint(
-            model, api_base, {model: llm.Price(input_per_mtok=0, output_per_mtok=0)}, True
-        )
+    @property
+    def has_model(self) -> bool:
+        """Whether a query has a model to ask: one configured, or an ``llm`` passed in."""
+        return self._llm is not None or bool(self.settings.model)
 
-    def client(self, endpoint: Endpoint, settings: Settings | None = None) -> llm.ChatModel:
+    def resolve_models(self, settings: Settings | None = None) -> Models:
+        """The root and sub-model clients for these settings. A local model's server is
+        started here when it is not running yet, so this may block for a while."""
         s = settings or self.settings
-        client: llm.ChatModel = llm.LLMClient(
-            llm.LLMSettings(
-                api_base=endpoint.api_base,
-                api_key=None if endpoint.local else s.api_key,
-                timeout_s=max(s.llm_timeout_s, 300.0) if endpoint.local else s.llm_timeout_s,
-                num_retries=min(s.num_retries, 1) if endpoint.local else s.num_retries,
-                temperature=0.0 if endpoint.local and s.temperature is None else s.temperature,
-                prices=endpoint.prices,
-                extra={"stop": LOCAL_STOP} if endpoint.local else {},
-            )
-        )
-        return client
+        if self._closed:
+            raise ConfigError("This Shesha has been closed.")
+        if self._llm is not None:
+            model = s.model or str(getattr(self._llm, "name", "custom"))
+            return Models(self._llm, model, self._llm, s.sub_model or model, local=False)
+        if not s.model:
+            raise ConfigError("No model is configured.", hint=NO_MODEL_HINT)
+        root = self._endpoints.resolve(s.model, s)
+        sub = root
+        if s.sub_model and s.sub_model != s.model:
+            sub = self._endpoints.resolve(s.sub_model, s)
+        client = self._endpoints.client(root, s)
+        sub_client = client if sub.api_base == root.api_base else self._endpoints.client(sub, s)
+        return Models(client, root.model, sub_client, sub.model, root.local)
+
+    # -- projects ---------------------------------------------------------------------
 
     def project(self, name: str) -> Project:
         """The project called ``name``, made if it does not exist yet."""
@@ -247,10 +228,7 @@ class Shesha:
     def delete_project(self, name: str) -> None:
         self.store.delete(name)
 
-    @property
-    def pool_started(self) -> bool:
-        """Whether the sandbox pool is running (it starts on the first query)."""
-        return self._pool is not None
+    # -- queries ----------------------------------------------------------------------
 
     async def aquery_corpus(
         self,
@@ -264,29 +242,36 @@ class Shesha:
     ) -> QueryResult:
         """Ask any corpus (a stored project, or documents in memory)."""
         settings = _with_overrides(self.settings, overrides)
-        if not settings.model:
-            raise ConfigError("No model is configured.", hint=NO_MODEL_HINT)
-        root = await asyncio.to_thread(self.endpoint, settings.model, settings)
-        sub = root
-        if settings.sub_model and settings.sub_model != settings.model:
-            sub = await asyncio.to_thread(self.endpoint, settings.sub_model, settings)
-        client = self.client(root, settings)
-        sub_client = client if sub.api_base == root.api_base else self.client(sub, settings)
+        models = await asyncio.to_thread(self.resolve_models, settings)
         config = EngineConfig(
-            model=root.model,
-            sub_model=sub.model,
-            **(LOCAL_PROFILE if root.local else {}),
+            model=models.model,
+            sub_model=models.sub_model,
+            **(LOCAL_PROFILE if models.local else {}),
             prompts_dir=settings.prompts_dir,
             limits=QueryLimits(**settings.model_dump(include=set(QueryLimits.model_fields))),
         )
-        pool = await asyncio.to_thread(self.pool)
-        engine = RLMEngine(client, pool, config, sub_llm=sub_client)
+        sandboxes = await asyncio.to_thread(self.sandboxes)
+        engine = RLMEngine(models.root, sandboxes, config, sub_llm=models.sub)
         return await engine.run(
             question, corpus, trace_dir=trace_dir, project=project, on_event=on_event
         )
 
+    # -- sandboxes --------------------------------------------------------------------
+
+    @property
+    def pool_started(self) -> bool:
+        """Whether the Docker sandbox pool is running (it starts on the first query)."""
+        return self._pool is not None
+
+    def sandboxes(self) -> SandboxProvider:
+        """What queries run code in: the ``sandboxes`` passed in, else the shared Docker
+        pool, started on first use."""
+        if self._sandboxes is not None:
+            return self._sandboxes
+        return self.pool()
+
     def pool(self) -> SandboxPool:
-        """The shared sandbox pool, started on first use."""
+        """The shared Docker sandbox pool, started on first use."""
         with self._pool_lock:
             if self._closed:
                 raise ConfigError("This Shesha has been closed.")
@@ -304,15 +289,14 @@ class Shesha:
             return self._pool
 
     def close(self) -> None:
-        """Stop the sandbox pool and any local model servers. Idempotent."""
+        """Stop the sandbox pool and any local model servers (not what was passed in).
+        Idempotent."""
         with self._pool_lock:
             self._closed = True
             pool, self._pool = self._pool, None
-            servers, self._local = list(self._local.values()), {}
         if pool is not None:
             pool.close()
-        for server in servers:
-            server.stop()
+        self._endpoints.close()
 
     def __enter__(self) -> Shesha:
         return self

@@ -1,4 +1,14 @@
-"""A scripted, OpenAI-compatible LLM server on 127.0.0.1, for testing pipelines.
+"""Test doubles for your own pipelines: models that answer from code, and sandboxes
+that run without Docker.
+
+- ``FunctionModel(fn)``: an in-process ``ChatModel``; ``fn(messages, model)`` returns the
+  reply. ``Shesha(llm=FunctionModel(fn))`` answers every model call with it.
+- ``ScriptedLLMServer``: a real OpenAI-compatible server on 127.0.0.1, reached through
+  LiteLLM as a provider would be (retries, errors, usage and all).
+- ``process_sandboxes()``: the real runner as local child processes, without isolation.
+
+The scripted server
+-------------------
 
 shesha reaches it through LiteLLM exactly as it would a provider (``openai/<name>`` with
 ``api_base=server.api_base``), so tests exercise the real client, retries and errors.
@@ -15,15 +25,17 @@ callable ``(messages, model) -> reply``. A reply is a string, or one of:
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from shesha.llm.types import Completion, Message
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.pool import SandboxPool
 from shesha.sandbox.process import ProcessSandbox
@@ -219,3 +231,45 @@ def process_sandboxes(size: int = 1, limits: SandboxLimits | None = None) -> San
             ...
     """
     return SandboxPool(size, factory=ProcessSandbox.factory(limits), limits=limits)
+
+
+ReplyFunction = Callable[[list[Message], str], str | Awaitable[str]]
+
+
+class FunctionModel:
+    """A ``ChatModel`` in this process: ``fn(messages, model)`` gives each reply.
+
+    ``fn`` may be a plain function (called on the event loop, one call at a time, in
+    order) or an ``async def`` (whose calls run concurrently, as real sub-calls do).
+    Tokens are counted at about four characters a token; every call costs 0.
+
+        def fn(messages, model):
+            if messages[0]["content"].startswith("You follow one instruction"):
+                return "a sub-call's answer"
+            return "```repl\\nprint(len(context))\\n```" if len(messages) == 2 else "FINAL(3)"
+
+        with Shesha(llm=FunctionModel(fn)) as sh: ...
+    """
+
+    def __init__(self, fn: ReplyFunction, *, name: str = "function") -> None:
+        self.fn = fn
+        self.name = name
+        self.calls: list[tuple[str, list[Message]]] = []
+        """(model, messages) of every call, in the order they were made."""
+
+    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion:
+        sent = [dict(m) for m in messages]
+        self.calls.append((model, sent))
+        started = time.perf_counter()
+        reply = self.fn(sent, model)
+        text = await reply if inspect.isawaitable(reply) else reply
+        if not isinstance(text, str):
+            raise TypeError(f"FunctionModel: the function returned {type(text).__name__}, not str")
+        return Completion(
+            text=text,
+            model=model,
+            prompt_tokens=sum(count_tokens(m.get("content") or "") for m in sent),
+            completion_tokens=count_tokens(text),
+            cost_usd=0.0,
+            duration_s=time.perf_counter() - started,
+        )

@@ -1,4 +1,5 @@
-"""The Python API: Shesha().project(...).query(...), its async twin, concurrency."""
+"""The Python API end to end against real Docker: a scripted model over HTTP, and a
+FunctionModel with no server at all. (tests/unit/test_api.py covers the rest in-process.)"""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from typing import Any
 import pytest
 
 from shesha import QueryResult, Shesha
-from shesha.errors import ConfigError, StorageError
-from shesha.rlm import TraceEvent
-from shesha.testing import Reply, ScriptedLLMServer
+from shesha.testing import FunctionModel, Reply, ScriptedLLMServer
 
 pytestmark = pytest.mark.docker
 
@@ -49,27 +48,18 @@ def make_docs(root: Path, n: int) -> Path:
     return root
 
 
-def test_project_add_query_documents_remove(sh: Shesha, tmp_path: Path) -> None:
-    p = sh.project("contracts")
-    report = p.add([make_docs(tmp_path / "in", 2)])
-    assert report.ok
-    assert [d.name for d in p.documents()] == ["d0.txt", "d1.txt"]
-    events: list[TraceEvent] = []
-    r = p.query("How many?", on_event=events.append)
-    assert isinstance(r, QueryResult)
+def test_a_function_model_answers_against_real_docker_with_no_http_server(
+    tmp_path: Path,
+) -> None:
+    fn = FunctionModel(lambda messages, model: str(scripted(list(messages), model)))
+    with Shesha(home=str(tmp_path / "home"), llm=fn, pool_size=1) as sh:
+        p = sh.project("contracts")
+        p.add([make_docs(tmp_path / "in", 2)])
+        r = p.query("How many?")
+        assert sh.pool_started
     assert r.status == "success"
-    assert r.answer is not None
-    assert r.answer.startswith("2 docs on ")
-    assert r.trace_path is not None
-    assert Path(r.trace_path).parent == p.stored.traces_dir
-    assert events[-1].type == "summary"
-    p.remove("d1.txt")
-    assert p.query("How many?").answer.startswith("1 docs")  # type: ignore[union-attr]
-    assert sh.projects() == ["contracts"]
-    sh.delete_project("contracts")
-    assert sh.projects() == []
-    with pytest.raises(StorageError):
-        sh.get_project("contracts")
+    assert (r.answer or "").startswith("2 docs on ")
+    assert len(fn.calls) == 2
 
 
 def test_the_pool_starts_lazily_and_is_shared(sh: Shesha, tmp_path: Path) -> None:
@@ -100,26 +90,3 @@ def test_concurrent_queries_across_projects_use_the_pools_containers(
     answers = [r.answer or "" for r in results]
     assert [a.split()[0] for a in answers] == ["1", "2", "3"]
     assert len({a.split()[-1] for a in answers}) == 3  # three different containers
-
-
-def test_per_query_overrides_and_their_validation(sh: Shesha, tmp_path: Path) -> None:
-    p = sh.project("o")
-    p.add([make_docs(tmp_path / "o", 1)])
-    r = p.query("q", max_iterations=1)
-    assert r.status == "max_iterations"
-    with pytest.raises(ConfigError, match="Unknown query option"):
-        p.query("q", max_iteration=1)
-    with pytest.raises(ConfigError, match="max_cost_usd"):
-        p.query("q", max_cost_usd=-1)
-
-
-def test_no_model_is_a_clear_error(tmp_path: Path) -> None:
-    with Shesha(home=str(tmp_path / "h")) as bare:
-        p = bare.project("x")
-        with pytest.raises(ConfigError, match="No model is configured"):
-            p.query("q")
-
-
-def test_an_invalid_constructor_setting_names_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="pool_size = 0 \\(from the arguments\\)"):
-        Shesha(home=str(tmp_path), pool_size=0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shesha import Shesha
-from shesha.api import Endpoint
+from shesha.endpoints import Endpoint, Endpoints
 from shesha.errors import ConfigError
 from shesha.local.fetch import fetch, is_verified
 from shesha.local.registry import (
@@ -156,7 +156,7 @@ def test_calls_to_a_local_model_are_greedy_and_stop_before_made_up_output(
     # never used, so generation stops there.
     with ScriptedLLMServer(["```repl\nprint(1)\n```"]) as server, Shesha(home=str(tmp_path)) as sh:
         endpoint = Endpoint("openai/qwen", server.api_base, {}, local=True)
-        client = sh.client(endpoint)
+        client = Endpoints.client(endpoint, sh.settings)
         asyncio.run(client.complete([{"role": "user", "content": "hi"}], model="openai/qwen"))
         body = server.requests[0].body
     assert body["temperature"] == 0

@@ -7,6 +7,7 @@ version, prompt hash, models, method, settings and the task set's hash and spec.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import statistics
@@ -18,9 +19,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from shesha import __version__
-from shesha.api import Shesha, is_local
+from shesha.api import Shesha
 from shesha.bench.scoring import score
 from shesha.bench.tasks import EvalTask, read_task_set
+from shesha.endpoints import is_local
 from shesha.errors import ConfigError, LLMError
 from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits
@@ -135,9 +137,9 @@ class EvalRunner:
         self.out_dir = out_dir
         self.method = method
         self.spec, self.tasks = read_task_set(task_dir)
-        model = sh.settings.model
-        if not model:
+        if not sh.has_model:
             raise ConfigError("eval run needs a model (--model).")
+        model = sh.settings.model or "custom"
         self.model = model
         local = is_local(model)
         self.window_tokens = window_tokens or (sh.settings.local_ctx if local else 128_000)
@@ -257,8 +259,7 @@ class EvalRunner:
         )
         text = full[: max(budget, 0)]
         truncated = 1 - len(text) / len(full) if full else 0.0
-        endpoint = self.sh.endpoint(self.model)
-        client = self.sh.client(endpoint)
+        models = await asyncio.to_thread(self.sh.resolve_models)
         messages = [
             {"role": "system", "content": DIRECT_SYSTEM},
             {"role": "user", "content": f"Documents:\n{text}\n\nQuestion: {task.question}"},
@@ -269,7 +270,7 @@ class EvalRunner:
         prompt = completion = 0
         cost: float | None = None
         try:
-            c = await client.complete(messages, model=endpoint.model)
+            c = await models.root.complete(messages, model=models.model)
             answer, prompt, completion, cost = (
                 c.text,
                 c.prompt_tokens,

@@ -13,9 +13,10 @@ from docker.errors import DockerException, ImageNotFound
 
 import docker
 from shesha import llm
-from shesha.api import NO_MODEL_HINT, Shesha, is_local
+from shesha.api import NO_MODEL_HINT, Shesha
 from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json, split_hint
 from shesha.config import Settings, config_file_path, load_settings
+from shesha.endpoints import is_local
 from shesha.errors import SheshaError
 from shesha.local.fetch import is_verified
 from shesha.local.server import INSTALL_HINT, server_installed

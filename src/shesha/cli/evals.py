@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -75,7 +76,7 @@ def eval_run(
     if method not in ("rlm", "direct"):
         raise typer.BadParameter("use rlm or direct", param_hint="--method")
     _, tasks = read_task_set(task_dir)
-    settings = {
+    settings: dict[str, Any] = {
         "model": model,
         "sub_model": sub_model,
         "api_base": api_base,
