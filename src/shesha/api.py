@@ -193,6 +193,14 @@ class Shesha:
         """Whether a query has a model to ask: one configured, or an ``llm`` passed in."""
         return self._llm is not None or bool(self.settings.model)
 
+    @property
+    def model_name(self) -> str | None:
+        """The root model as configured: its model string, or the name of the ``llm``
+        passed in; None when there is neither."""
+        if self.settings.model:
+            return self.settings.model
+        return str(getattr(self._llm, "name", "custom")) if self._llm is not None else None
+
     def resolve_models(self, settings: Settings | None = None) -> Models:
         """The root and sub-model clients for these settings. A local model's server is
         started here when it is not running yet, so this may block for a while."""

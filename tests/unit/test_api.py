@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.oracle import make_docs
 
 from shesha import QueryResult, Shesha
 from shesha.errors import ConfigError, StorageError
@@ -39,13 +40,6 @@ def sh(sandboxes: SandboxPool, tmp_path: Path) -> Iterator[Shesha]:
         home=str(tmp_path / "home"), llm=FunctionModel(two_steps), sandboxes=sandboxes
     ) as s:
         yield s
-
-
-def make_docs(root: Path, n: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        (root / f"d{i}.txt").write_text(f"document {i}")
-    return root
 
 
 def test_project_add_query_documents_remove(sh: Shesha, tmp_path: Path) -> None:

@@ -137,9 +137,9 @@ class EvalRunner:
         self.out_dir = out_dir
         self.method = method
         self.spec, self.tasks = read_task_set(task_dir)
-        if not sh.has_model:
+        model = sh.model_name
+        if model is None:
             raise ConfigError("eval run needs a model (--model).")
-        model = sh.settings.model or "custom"
         self.model = model
         local = is_local(model)
         self.window_tokens = window_tokens or (sh.settings.local_ctx if local else 128_000)

@@ -6,10 +6,11 @@ reached (the answer so far, if any, is still printed).
 
 from __future__ import annotations
 
-import sys
 import traceback
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from shesha import __version__
 from shesha.cli import ask, doctor, evals, manage, models
@@ -24,8 +25,24 @@ sandbox, and calls sub-models on the pieces that need reading.
 Exit codes: 0 answered, 1 error, 2 usage, 3 a budget or iteration limit was reached.
 """
 
+
+class _Commands(TyperGroup):
+    """Shows shesha's own errors as one line and a hint (with --verbose, the traceback
+    too), exit 1, wherever the app is run from: ``shesha``, or a test's CliRunner."""
+
+    def invoke(self, ctx: Any) -> Any:  # click.Context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except SheshaError as e:
+            if state.verbose:
+                traceback.print_exc()
+            print_error(str(e))
+            raise typer.Exit(EXIT_ERROR) from e
+
+
 app = typer.Typer(
     name="shesha",
+    cls=_Commands,
     help=HELP,
     no_args_is_help=True,
     add_completion=False,
@@ -69,12 +86,5 @@ def version_command() -> None:
 
 
 def main() -> None:
-    """Typer handles usage errors (exit 2) and exit codes; shesha's own errors are shown
-    here as one line and a hint (with --verbose, the traceback too), exit 1."""
-    try:
-        app()
-    except SheshaError as e:
-        if state.verbose:
-            traceback.print_exc()
-        print_error(str(e))
-        sys.exit(EXIT_ERROR)
+    """The ``shesha`` command. Typer handles usage errors (exit 2) and exit codes."""
+    app()

@@ -11,13 +11,13 @@ from typing import Any
 import typer
 from rich.status import Status
 
-from shesha.api import Shesha
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     EXIT_ERROR,
     EXIT_LIMIT,
     EXIT_OK,
     err_console,
+    open_shesha,
     print_error,
     print_json,
     state,
@@ -139,6 +139,7 @@ def _check_paths(paths: list[str]) -> None:
 
 
 def ask(
+    ctx: typer.Context,
     question: str = typer.Argument(..., help="The question."),
     paths: list[str] = typer.Argument(
         None, help="Files, directories or globs to ask about (stored as a project)."
@@ -179,9 +180,9 @@ def ask(
         "max_tokens": max_tokens,
         "max_wall_s": timeout,
     }
-    with Shesha(config_file=config, **settings) as sh:
+    with open_shesha(ctx, config_file=config, **settings) as sh:
         overrides: dict[str, Any] = {}
-        fallback = None if sh.settings.model else sh.local_fallback()
+        fallback = None if sh.has_model else sh.local_fallback()
         if fallback is not None:
             overrides["model"] = "local"
             err_console.print(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import typer
 from rich.console import Console
 
+from shesha.api import Shesha
 from shesha.storage import StoredDocument
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT = 0, 1, 2, 3
@@ -22,6 +25,17 @@ class _State:
 
 
 state = _State()
+
+SheshaFactory = Callable[..., Shesha]
+"""Makes the Shesha a command works with, from its keyword arguments."""
+
+
+def open_shesha(ctx: typer.Context, **kwargs: Any) -> Shesha:
+    """``Shesha(**kwargs)``, or what the caller of the CLI passed as its ``obj``: a
+    factory, so that tests and programs that embed the CLI can give it a model and
+    sandboxes (``CliRunner().invoke(app, args, obj=factory)``)."""
+    factory: SheshaFactory = ctx.find_root().obj or Shesha
+    return factory(**kwargs)
 
 
 def split_hint(text: str) -> tuple[str, str]:

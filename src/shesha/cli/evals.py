@@ -10,12 +10,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from shesha.api import Shesha
 from shesha.bench import generate
 from shesha.bench.qa import qa_tasks
 from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise, summarise_by_type
 from shesha.bench.tasks import parse_lengths, read_task_set, write_task_set
-from shesha.cli.common import CONFIG_OPTION_HELP, err_console, out_console
+from shesha.cli.common import CONFIG_OPTION_HELP, err_console, open_shesha, out_console
 
 eval_app = typer.Typer(help="Generate task sets and run evaluations (S-NIAH, OOLONG).")
 
@@ -59,6 +58,7 @@ def eval_generate(
 
 @eval_app.command("run")
 def eval_run(
+    ctx: typer.Context,
     task_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A task set."),
     model: str | None = typer.Option(None, help="Root model (e.g. local, openai/...)."),
     sub_model: str | None = typer.Option(None, help="Sub-model for llm_query."),
@@ -83,7 +83,7 @@ def eval_run(
         "api_key": api_key,
         "max_iterations": max_iterations,
     }
-    with Shesha(config_file=config, **settings) as sh:
+    with open_shesha(ctx, config_file=config, **settings) as sh:
         name = (sh.settings.model or "model").replace("/", "_")
         out_dir = out or task_dir / "runs" / f"{method}-{name}"
         total = min(limit or len(tasks), len(tasks))

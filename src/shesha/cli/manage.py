@@ -16,6 +16,7 @@ from shesha.cli.common import (
     EXIT_ERROR,
     document_json,
     err_console,
+    open_shesha,
     out_console,
     print_json,
     split_hint,
@@ -64,6 +65,7 @@ def add_with_progress(
 
 
 def add(
+    ctx: typer.Context,
     project: str = typer.Argument(..., help="The project (made if it does not exist)."),
     paths: list[str] = typer.Argument(..., help="Files, directories (recursive) and globs."),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs."),
@@ -73,7 +75,7 @@ def add(
 ) -> None:
     """Parse and store documents in a project. Exit code 1 if any file failed (the good
     ones are stored all the same)."""
-    with Shesha(config_file=config) as sh:
+    with open_shesha(ctx, config_file=config) as sh:
         p = sh.project(project)
         report = add_with_progress(p, paths, password=password, quiet=json_out)
         docs = {d.name: d for d in p.documents()}
@@ -115,7 +117,7 @@ def _projects_default(
 ) -> None:
     """List projects (the default), or show / delete one."""
     if ctx.invoked_subcommand is None:
-        projects_list(json_out=json_out, config=config)
+        projects_list(ctx, json_out=json_out, config=config)
 
 
 def _summary(sh: Shesha, name: str) -> dict[str, Any]:
@@ -133,9 +135,11 @@ def _summary(sh: Shesha, name: str) -> dict[str, Any]:
 
 
 @projects_app.command("list")
-def projects_list(json_out: bool = JsonOpt, config: Path | None = ConfigOpt) -> None:
+def projects_list(
+    ctx: typer.Context, json_out: bool = JsonOpt, config: Path | None = ConfigOpt
+) -> None:
     """List projects."""
-    with Shesha(config_file=config) as sh:
+    with open_shesha(ctx, config_file=config) as sh:
         rows = [_summary(sh, name) for name in sh.projects()]
         home = sh.store.home
     if json_out:
@@ -152,10 +156,13 @@ def projects_list(json_out: bool = JsonOpt, config: Path | None = ConfigOpt) -> 
 
 @projects_app.command("show")
 def projects_show(
-    name: str = typer.Argument(...), json_out: bool = JsonOpt, config: Path | None = ConfigOpt
+    ctx: typer.Context,
+    name: str = typer.Argument(...),
+    json_out: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Show a project: its documents, size, version and traces."""
-    with Shesha(config_file=config) as sh:
+    with open_shesha(ctx, config_file=config) as sh:
         info = _summary(sh, name)
         docs = [document_json(d) for d in sh.get_project(name).documents()]
     if json_out:
@@ -168,12 +175,13 @@ def projects_show(
 
 @projects_app.command("delete")
 def projects_delete(
+    ctx: typer.Context,
     name: str = typer.Argument(...),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Delete a project, its documents and its traces."""
-    with Shesha(config_file=config) as sh:
+    with open_shesha(ctx, config_file=config) as sh:
         if not sh.store.exists(name):
             raise StorageError(f"No project named {name!r} to delete.")
         if not yes and not typer.confirm(f"Delete project {name!r} and its traces?"):
@@ -196,6 +204,7 @@ def _docs_table(docs: list[dict[str, Any]]) -> None:
 
 
 def docs(
+    ctx: typer.Context,
     project: str = typer.Argument(...),
     show: str | None = typer.Option(
         None, "--show", help="Print this document's text exactly as the model sees it."
@@ -204,7 +213,7 @@ def docs(
     config: Path | None = ConfigOpt,
 ) -> None:
     """List a project's documents, or print one's parsed text."""
-    with Shesha(config_file=config) as sh:
+    with open_shesha(ctx, config_file=config) as sh:
         p = sh.get_project(project)
         if show is not None:
             text = p.text(show)
@@ -235,13 +244,14 @@ def _trace_summary(path: Path) -> dict[str, Any]:
 
 
 def traces(
+    ctx: typer.Context,
     project: str = typer.Argument(...),
     last: int = typer.Option(10, "--last", "-n", help="How many, newest first."),
     json_out: bool = JsonOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """List a project's query traces, newest first."""
-    with Shesha(config_file=config) as sh:
+    with open_shesha(ctx, config_file=config) as sh:
         folder = sh.get_project(project).stored.traces_dir
     paths = sorted(folder.glob("*.jsonl"), key=lambda f: f.name, reverse=True)[:last]
     rows = [_trace_summary(f) for f in paths]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.oracle import make_docs
 
 from shesha import QueryResult, Shesha
 from shesha.testing import FunctionModel, Reply, ScriptedLLMServer
@@ -39,13 +40,6 @@ def sh(server: ScriptedLLMServer, tmp_path: Path) -> Iterator[Shesha]:
         pool_size=3,
     ) as instance:
         yield instance
-
-
-def make_docs(root: Path, n: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        (root / f"d{i}.txt").write_text(f"document {i}")
-    return root
 
 
 def test_a_function_model_answers_against_real_docker_with_no_http_server(

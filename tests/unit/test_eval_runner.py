@@ -1,0 +1,178 @@
+"""The eval runner and `shesha eval` in-process: an oracle FunctionModel that answers
+from each task's gold, and the runner as a local process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.oracle import oracle as gold_answers
+from tests.oracle import read_tasks
+from typer.testing import CliRunner, Result
+
+from shesha import Shesha
+from shesha.bench import generate
+from shesha.bench.runner import EvalRunner
+from shesha.bench.tasks import EvalTask, write_task_set
+from shesha.cli import app
+from shesha.sandbox import SandboxPool
+from shesha.testing import FunctionModel, process_sandboxes
+
+
+def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> FunctionModel:
+    return FunctionModel(gold_answers(tasks, answer), name="oracle")
+
+
+@pytest.fixture(scope="module")
+def sandboxes() -> Iterator[SandboxPool]:
+    with process_sandboxes(1) as pool:
+        yield pool
+
+
+@pytest.fixture
+def task_set(tmp_path: Path) -> tuple[Path, list[EvalTask]]:
+    spec, tasks = generate.oolong(4, 2, [1024, 2048])
+    write_task_set(tmp_path / "tasks", spec, tasks)
+    return tmp_path / "tasks", tasks
+
+
+@pytest.fixture
+def shesha_for(sandboxes: SandboxPool, tmp_path: Path) -> Callable[[FunctionModel], Shesha]:
+    def make(model: FunctionModel) -> Shesha:
+        return Shesha(home=str(tmp_path / "home"), llm=model, sandboxes=sandboxes)
+
+    return make
+
+
+def cli(tmp_path: Path, sandboxes: SandboxPool, model: FunctionModel | None, *args: str) -> Result:
+    """`shesha ...` as a user would type it, with the oracle as its model."""
+
+    def factory(**kwargs: Any) -> Shesha:
+        return Shesha(llm=model, sandboxes=sandboxes, **kwargs)
+
+    env = {"SHESHA_HOME": str(tmp_path / "home"), "SHESHA_MODEL": None}
+    return CliRunner().invoke(app, list(args), obj=factory, env=env)
+
+
+def test_an_oracle_scores_one_and_the_summary_says_so(
+    task_set: tuple[Path, list[EvalTask]], shesha_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    model = oracle(tasks, lambda t: t.gold)
+    with shesha_for(model) as sh:
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run())
+    assert [r.score for r in rows] == [1.0] * 4
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["mean_score"] == 1.0
+    assert [g["length_tokens"] for g in summary["by_length"]] == [1024, 2048]
+    fp = summary["fingerprint_data"]
+    assert fp["model"] == "oracle"
+    assert fp["task_set"]["seed"] == 4
+    assert len(fp["prompt_hash"]) == 16
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    assert all(Path(json.loads(line)["trace_path"]).is_file() for line in lines)
+
+
+def test_scores_follow_the_rules_for_imperfect_answers(
+    task_set: tuple[Path, list[EvalTask]], shesha_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+
+    def off_by_one(t: EvalTask) -> str:
+        return str(int(t.gold) + 1) if t.scoring == "numeric" else "wrong"
+
+    with shesha_for(oracle(tasks, off_by_one)) as sh:
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run())
+    for row, task in zip(rows, tasks, strict=True):
+        assert row.score == (0.75 if task.scoring == "numeric" else 0.0)
+
+
+def test_resume_skips_finished_tasks(
+    task_set: tuple[Path, list[EvalTask]], shesha_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    model = oracle(tasks, lambda t: t.gold)
+    with shesha_for(model) as sh:
+        first = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run(limit=2))
+        asked = len(model.calls)
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run(resume=True))
+    assert len(first) == 2
+    assert len(rows) == 4
+    # Only the two unfinished tasks ran: two steps each (look, then answer).
+    assert len(model.calls) - asked == 2 * 2
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_the_direct_baseline_is_truncated_to_its_window_and_says_so(
+    task_set: tuple[Path, list[EvalTask]], shesha_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    model = oracle(tasks, lambda t: t.gold)
+    with shesha_for(model) as sh:
+        runner = EvalRunner(sh, folder, tmp_path / "direct", method="direct", window_tokens=2000)
+        rows = asyncio.run(runner.run())
+    by_length = {r.length_tokens: r for r in rows}
+    assert by_length[1024].truncated == 0.0
+    assert by_length[2048].truncated > 0.2
+    assert all(r.method == "direct" for r in rows)
+
+
+def test_the_cli_generates_and_runs(sandboxes: SandboxPool, tmp_path: Path) -> None:
+    gen = cli(tmp_path, sandboxes, None, "eval", "generate", "sniah", "--seed", "1", "--n", "2",
+              "--lengths", "1k", "--out", str(tmp_path / "sn"))  # fmt: skip
+    assert gen.exit_code == 0, gen.stderr
+    model = oracle(read_tasks(tmp_path / "sn"), lambda t: t.gold)
+    run = cli(tmp_path, sandboxes, model, "eval", "run", str(tmp_path / "sn"),
+              "--out", str(tmp_path / "res"))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "1.000" in run.stdout
+    assert (tmp_path / "res" / "summary.json").is_file()
+
+
+def test_report_only_without_results_says_what_to_do(tmp_path: Path) -> None:
+    script = Path(__file__).parents[2] / "examples" / "reproduce" / "sniah_rlm_vs_direct.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "empty"), "--report-only"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "no results" in done.stderr
+    assert "without --report-only" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_qa_task_set_from_a_questions_file_runs_and_reports_by_type(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    (tmp_path / "acme.txt").write_text("Acme was founded in 1987. The CEO is Maria Lopez.")
+    rows = [
+        {"id": "ceo", "question": "Who is the CEO?", "documents": ["acme.txt"],
+         "gold": "Maria Lopez", "type": "name", "split": "test"},
+        {"id": "year", "question": "When was Acme founded?", "documents": ["acme.txt"],
+         "gold": "1987", "type": "date", "split": "test"},
+        {"id": "dev", "question": "Dev only?", "documents": ["acme.txt"], "gold": "x",
+         "split": "dev"},
+    ]  # fmt: skip
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions = str(tmp_path / "q.jsonl")
+    gen = cli(tmp_path, sandboxes, None, "eval", "generate", "qa", "--questions", questions,
+              "--split", "test", "--out", str(tmp_path / "qa"))  # fmt: skip
+    assert gen.exit_code == 0, gen.stderr
+    tasks = read_tasks(tmp_path / "qa")
+    assert [t.id for t in tasks] == ["ceo", "year"]
+    model = oracle(tasks, lambda t: t.gold)
+    run = cli(tmp_path, sandboxes, model, "eval", "run", str(tmp_path / "qa"),
+              "--out", str(tmp_path / "res"))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert "right, status success" in run.stdout
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    by_type = {g["type"]: g for g in summary["by_type"]}
+    assert by_type["name"]["right_and_success"] == 1
+    assert by_type["date"]["share"] == 1.0
