@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 import docker
+from shesha.config import load_settings, models_dir
 from shesha.errors import SandboxUnavailableError
 from shesha.local.fetch import is_verified
-from shesha.local.registry import BUILTIN, ModelRegistry, default_models_dir
+from shesha.local.registry import BUILTIN, ModelRegistry
 from shesha.local.server import server_installed
 from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
-from shesha.storage import default_home
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -66,7 +66,7 @@ def local_models() -> ModelRegistry:
     """The real local models (make local-model): required in CI, skipped elsewhere."""
     if not server_installed():
         _unavailable("llama-cpp-python is not installed: run `make local-model`")
-    registry = ModelRegistry(default_models_dir(default_home()))
+    registry = ModelRegistry(models_dir(load_settings()))
     for model in BUILTIN.values():
         if not is_verified(registry.dir / model.filename, model.sha256):
             _unavailable(f"{model.name} is not fetched into {registry.dir}: run `make local-model`")

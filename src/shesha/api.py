@@ -15,36 +15,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from shesha import llm
-from shesha.config import Settings, load_settings
+from shesha.config import QUERY_OVERRIDES, Settings, load_settings, models_dir
 from shesha.endpoints import LOCAL_PROFILE, Endpoints
 from shesha.errors import ConfigError
-from shesha.local.registry import ModelRegistry, RegisteredModel, default_models_dir
+from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
-from shesha.storage import AddReport, ProjectStore, StoredDocument
-from shesha.storage import Project as StoredProject
+from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
 from shesha.storage.store import ProgressCallback
 from shesha.sync import run_sync
 
-QUERY_OVERRIDES = frozenset(
-    {
-        "model",
-        "sub_model",
-        "api_base",
-        "api_key",
-        "llm_timeout_s",
-        "num_retries",
-        "temperature",
-        "prompts_dir",
-        "exec_timeout_s",
-        "max_iterations",
-        "max_subcalls",
-        "max_tokens",
-        "max_cost_usd",
-        "max_wall_s",
-    }
-)
 NO_MODEL_HINT = (
     "Use the local CPU model, with no API key and no internet: --model local, once it is "
     "installed (pip install 'shesha[local]' and `shesha models fetch`, or `make local-model` "
@@ -170,10 +151,9 @@ class Shesha:
         self._sandboxes = sandboxes
         self._pool: SandboxPool | None = None
         self._pool_lock = threading.Lock()
-        s = self.settings
-        models_dir = Path(s.models_dir).expanduser() if s.models_dir else None
         self._endpoints = Endpoints(
-            models_dir or default_models_dir(self.store.home), self.store.home / "logs"
+            models_dir(self.settings.model_copy(update={"home": str(self.store.home)})),
+            self.store.home / "logs",
         )
         self._closed = False
 
@@ -285,13 +265,10 @@ class Shesha:
                 raise ConfigError("This Shesha has been closed.")
             if self._pool is None:
                 s = self.settings
-                pool = SandboxPool(
-                    s.pool_size,
-                    image=s.image,
-                    limits=SandboxLimits(
-                        memory_mb=s.memory_mb, cpus=s.cpus, exec_timeout_s=s.exec_timeout_s
-                    ),
-                )
+                limits = {"memory_mb": s.memory_mb, "cpus": s.cpus}
+                if s.exec_timeout_s is not None:
+                    limits["exec_timeout_s"] = s.exec_timeout_s
+                pool = SandboxPool(s.pool_size, image=s.image, limits=SandboxLimits(**limits))
                 pool.start()
                 self._pool = pool
             return self._pool

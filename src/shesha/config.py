@@ -8,66 +8,118 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
+from shesha.bounds import (
+    AtLeastOne,
+    ContextTokens,
+    Cores,
+    Count,
+    MemoryMB,
+    PoolSize,
+    Seconds,
+    Temperature,
+)
 from shesha.errors import ConfigError
+from shesha.llm.types import DEFAULT_LLM_TIMEOUT_S, DEFAULT_RETRIES
+from shesha.rlm.result import QueryLimits
+from shesha.sandbox.limits import DEFAULT_CPUS, DEFAULT_MEMORY_MB
 
 CONFIG_FILE = "shesha.toml"
 ENV_PREFIX = "SHESHA_"
 
 
-class Settings(BaseModel):
-    """Everything shesha can be told. Every field is a key in shesha.toml and a
-    ``SHESHA_<NAME>`` environment variable."""
+class ModelSettings(BaseModel):
+    """Which models a query uses and how they are called. Each is also a per-query
+    override, like the fields of ``QueryLimits``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # models
     model: str | None = Field(None, description="the root model: any LiteLLM model string")
     sub_model: str | None = Field(None, description="the model for llm_query (default: model)")
     api_base: str | None = Field(None, description="a custom endpoint (Ollama, vLLM, a proxy)")
     api_key: SecretStr | None = Field(None, description="else the provider's own variable")
-    llm_timeout_s: float = Field(120.0, gt=0, description="per LLM call")
-    num_retries: int = Field(3, ge=0, description="on rate limits and transient errors")
-    temperature: float | None = Field(None, ge=0, le=2)
+    llm_timeout_s: Seconds = Field(DEFAULT_LLM_TIMEOUT_S, description="per LLM call")
+    num_retries: Count = Field(DEFAULT_RETRIES, description="on rate limits and transient errors")
+    temperature: Temperature | None = None
     prompts_dir: str | None = Field(None, description="a directory of prompt overrides")
+
+
+class Settings(ModelSettings, QueryLimits):
+    """Everything shesha can be told. Every field is a key in shesha.toml and a
+    ``SHESHA_<NAME>`` environment variable. The model settings and the query limits are
+    declared where they are used (``ModelSettings``, ``QueryLimits``); the rest here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     # storage
     home: str | None = Field(None, description="the data directory (default: per-user)")
     # local models (--model local)
     models_dir: str | None = Field(None, description="GGUF models (default: <home>/models)")
-    local_ctx: int = Field(8192, ge=2048, description="context window of the local server")
-    local_threads: int | None = Field(None, ge=1, description="CPU threads for the local server")
+    local_ctx: ContextTokens = Field(8192, description="context window of the local server")
+    local_threads: AtLeastOne | None = Field(None, description="CPU threads for the local server")
     # sandbox
-    pool_size: int = Field(3, ge=1, le=64, description="warm containers")
+    pool_size: PoolSize = Field(3, description="warm sandboxes")
     image: str | None = Field(None, description="the sandbox image (default: the matching one)")
-    memory_mb: int = Field(1024, ge=64, description="per container")
-    cpus: float = Field(1.0, gt=0, le=64, description="per container")
-    exec_timeout_s: float = Field(60.0, gt=0, description="per code execution")
-    # query limits
-    max_iterations: int = Field(20, ge=1)
-    max_subcalls: int | None = Field(1000, ge=0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_wall_s: float | None = Field(None, gt=0)
+    memory_mb: MemoryMB = Field(DEFAULT_MEMORY_MB, description="per sandbox")
+    cpus: Cores = Field(DEFAULT_CPUS, description="per sandbox")
+
+
+QUERY_OVERRIDES = frozenset(ModelSettings.model_fields) | frozenset(QueryLimits.model_fields)
+"""What a single query may override: the model settings and the query limits."""
+
+
+def environment_setting(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``SHESHA_<NAME>``; unset or empty is None. The one place shesha
+    reads its settings from the environment."""
+    value = (os.environ if env is None else env).get(ENV_PREFIX + name.upper())
+    return value or None
+
+
+def default_home() -> Path:
+    """The data directory when no ``home`` is set: SHESHA_HOME, else the per-user one."""
+    home = environment_setting("home")
+    return Path(home).expanduser() if home else Path(platformdirs.user_data_dir("shesha"))
+
+
+def home_dir(settings: Settings) -> Path:
+    return Path(settings.home).expanduser() if settings.home else default_home()
+
+
+def models_dir(settings: Settings) -> Path:
+    """Where local GGUF models live: ``models_dir``, else ``<home>/models``."""
+    if settings.models_dir:
+        return Path(settings.models_dir).expanduser()
+    return home_dir(settings) / "models"
+
+
+def _bounds(metadata: Iterable[Any]) -> list[str]:
+    found = []
+    for m in metadata:
+        if isinstance(m, FieldInfo):  # a shared bound's Field(...) inside Annotated
+            found += _bounds(m.metadata)
+        found += [f"{k} {getattr(m, k)}" for k in ("gt", "ge", "lt", "le") if hasattr(m, k)]
+    return found
 
 
 def _describe(field: str) -> str:
+    """What a setting takes, e.g. "float or None (gt 0)"."""
     info = Settings.model_fields[field]
-    annotation = info.annotation
-    allowed = getattr(annotation, "__name__", None) or str(annotation)
-    allowed = allowed.replace("typing.", "").replace("NoneType", "None")
-    bounds = [
-        f"{k} {getattr(m, k)}"
-        for m in info.metadata
-        for k in ("gt", "ge", "lt", "le")
-        if getattr(m, k, None) is not None
-    ]
-    return allowed + (f" ({', '.join(bounds)})" if bounds else "")
+    bounds = _bounds(info.metadata)
+    names = []
+    for arg in get_args(info.annotation) or (info.annotation,):
+        kind = arg
+        if get_origin(arg) is Annotated:  # an optional shared bound: X | None
+            kind, *metadata = get_args(arg)
+            bounds += _bounds(metadata)
+        names.append("None" if kind is type(None) else getattr(kind, "__name__", str(kind)))
+    return " or ".join(names) + (f" ({', '.join(bounds)})" if bounds else "")
 
 
 def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -98,11 +150,11 @@ def _file_layer(path: Path) -> dict[str, Any]:
 
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key, value in env.items():
+    for key in env:
         if key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX) :].lower()
             if name in Settings.model_fields:
-                values[name] = None if value == "" else value
+                values[name] = environment_setting(name, env)
     return values
 
 

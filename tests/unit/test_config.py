@@ -5,9 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from shesha.config import load_settings
+from shesha.config import (
+    QUERY_OVERRIDES,
+    Settings,
+    environment_setting,
+    load_settings,
+    models_dir,
+)
 from shesha.errors import ConfigError
+from shesha.rlm import QueryLimits
+from shesha.sandbox import SandboxLimits
 
 
 @pytest.fixture
@@ -90,3 +99,31 @@ def test_the_api_key_is_secret() -> None:
     assert "sk-very-secret" not in repr(s)
     assert s.api_key is not None
     assert s.api_key.get_secret_value() == "sk-very-secret"
+
+
+def test_every_query_limit_is_a_setting_and_a_query_override() -> None:
+    assert set(QueryLimits.model_fields) <= set(Settings.model_fields)
+    assert set(QueryLimits.model_fields) <= QUERY_OVERRIDES
+    assert {"model", "sub_model", "temperature"} <= QUERY_OVERRIDES
+    assert not {"home", "pool_size", "memory_mb"} & QUERY_OVERRIDES  # not per query
+    s = load_settings(env={"SHESHA_SUBCALL_CONCURRENCY": "4"})
+    assert s.subcall_concurrency == 4
+    assert (
+        QueryLimits(**s.model_dump(include=set(QueryLimits.model_fields))).subcall_concurrency == 4
+    )
+
+
+def test_a_shared_bound_is_the_same_everywhere_and_named_in_the_error() -> None:
+    with pytest.raises(ConfigError, match=r"exec_timeout_s takes float or None \(gt 0\)"):
+        load_settings(env={"SHESHA_EXEC_TIMEOUT_S": "0"})
+    for model in (QueryLimits, SandboxLimits):
+        with pytest.raises(ValidationError):
+            model(exec_timeout_s=0)
+
+
+def test_the_data_and_models_directories_come_from_the_settings(tmp_path: Path) -> None:
+    env = {"SHESHA_HOME": str(tmp_path / "h")}
+    assert models_dir(load_settings(env=env)) == tmp_path / "h" / "models"
+    env["SHESHA_MODELS_DIR"] = str(tmp_path / "m")
+    assert models_dir(load_settings(env=env)) == tmp_path / "m"
+    assert environment_setting("home", {"SHESHA_HOME": ""}) is None

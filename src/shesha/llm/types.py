@@ -8,7 +8,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from shesha.bounds import Count, Seconds, Temperature
+
 Message = dict[str, str]
+DEFAULT_LLM_TIMEOUT_S = 120.0
+DEFAULT_RETRIES = 3
 
 
 class Price(BaseModel):
@@ -42,9 +46,9 @@ class LLMSettings(BaseModel):
 
     api_base: str | None = None
     api_key: SecretStr | None = None
-    timeout_s: float = Field(120.0, gt=0, description="per call")
-    num_retries: int = Field(3, ge=0, description="on rate limits and transient errors")
-    temperature: float | None = None
+    timeout_s: Seconds = Field(DEFAULT_LLM_TIMEOUT_S, description="per call")
+    num_retries: Count = Field(DEFAULT_RETRIES, description="on rate limits and transient errors")
+    temperature: Temperature | None = None
     max_output_tokens: int | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict, description="passed to LiteLLM")

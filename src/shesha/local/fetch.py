@@ -18,9 +18,9 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from shesha.config import load_settings, models_dir
 from shesha.errors import ConfigError
-from shesha.local.registry import BUILTIN, DEFAULT_LOCAL_MODEL, KnownModel, default_models_dir
-from shesha.storage.store import default_home
+from shesha.local.registry import BUILTIN, DEFAULT_LOCAL_MODEL, KnownModel
 
 CHUNK = 1 << 22
 
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", default=DEFAULT_LOCAL_MODEL, choices=sorted(BUILTIN))
     parser.add_argument("--dir", type=Path, help="models directory (default: <data dir>/models)")
     args = parser.parse_args(argv)
-    models_dir = args.dir or default_models_dir(default_home())
+    target = args.dir or models_dir(load_settings())
     try:
-        fetch(BUILTIN[args.name], models_dir)
+        fetch(BUILTIN[args.name], target)
     except (ConfigError, subprocess.CalledProcessError, KeyError, OSError) as e:
         print(f"fetch failed: {e}", file=sys.stderr)
         return 1

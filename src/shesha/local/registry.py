@@ -79,11 +79,6 @@ class RegisteredModel(BaseModel):
     note: str = ""
 
 
-def default_models_dir(home: Path) -> Path:
-    env = os.environ.get("SHESHA_MODELS_DIR")
-    return Path(env).expanduser() if env else home / "models"
-
-
 class ModelRegistry:
     """Built-in models plus the user's own, in one models directory."""
 

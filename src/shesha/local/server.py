@@ -129,9 +129,6 @@ class LocalModelServer:
             )
         return path
 
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and self._answers()
-
     def _answers(self) -> bool:
         if self.port is None:
             return False

@@ -6,25 +6,28 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shesha.bounds import AtLeastOne, Count, Dollars, Seconds, Steps, Tokens
+
 QueryStatus = Literal["success", "max_iterations", "stalled", "budget_exceeded", "timeout", "error"]
 """``stalled``: the model repeated one failing step until the loop stopped it, and its
 last call gave no FINAL."""
 
 
 class QueryLimits(BaseModel):
-    """Per-query limits. ``None`` means no limit."""
+    """Per-query limits. ``None`` means no limit. Every field is also a setting (see
+    ``shesha.config.Settings``) and a per-query override."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_iterations: int = Field(20, ge=1, description="root-model steps")
-    max_subcalls: int | None = Field(1000, ge=0, description="llm_query calls in all")
-    max_tokens: int | None = Field(None, ge=1, description="root and sub tokens, added up")
-    max_cost_usd: float | None = Field(None, gt=0, description="root and sub cost, added up")
-    max_wall_s: float | None = Field(None, gt=0, description="wall time for the whole query")
-    exec_timeout_s: float | None = Field(
-        None, gt=0, description="per execution (default: the sandbox's)"
+    max_iterations: Steps = Field(20, description="root-model steps")
+    max_subcalls: Count | None = Field(1000, description="llm_query calls in all")
+    max_tokens: Tokens | None = Field(None, description="root and sub tokens, added up")
+    max_cost_usd: Dollars | None = Field(None, description="root and sub cost, added up")
+    max_wall_s: Seconds | None = Field(None, description="wall time for the whole query")
+    exec_timeout_s: Seconds | None = Field(
+        None, description="per code execution (default: the sandbox's, 60 s)"
     )
-    subcall_concurrency: int = Field(16, ge=1, description="llm_query_batched calls at once")
+    subcall_concurrency: AtLeastOne = Field(16, description="llm_query_batched calls at once")
 
 
 class UsageBucket(BaseModel):

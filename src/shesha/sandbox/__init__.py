@@ -1,4 +1,6 @@
-"""The code sandbox: hardened, network-isolated Docker containers in a warm pool."""
+"""The code sandbox: hardened, network-isolated Docker containers in a warm pool, all
+speaking one frame protocol to the same runner (``runner_client``); ``process`` runs that
+runner as a local child process, without isolation, for tests."""
 
 from shesha.sandbox.container import DockerSandbox
 from shesha.sandbox.corpus import Corpus, InMemoryCorpus, content_version

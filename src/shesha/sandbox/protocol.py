@@ -80,7 +80,6 @@ class FrameChannel:
         self._stderr = bytearray()
         self._timeout: float | None = -1.0  # what the socket is set to; -1 = unknown
         self.bytes_sent = 0
-        self.bytes_received = 0
 
     # -- sending ------------------------------------------------------------------------
 
@@ -149,7 +148,6 @@ class FrameChannel:
             raise ChannelClosed(f"the sandbox channel failed ({e})") from e
         if n == 0:
             raise ChannelClosed("the sandbox closed the channel")
-        self.bytes_received += n
         if self._mux:
             self._demux(self._view[:n])
         else:

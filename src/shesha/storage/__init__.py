@@ -6,10 +6,9 @@ from shesha.storage.store import (
     AddProgress,
     AddReport,
     FailedInput,
-    Project,
     ProjectStore,
     StoredDocument,
-    default_home,
+    StoredProject,
 )
 
 __all__ = [
@@ -18,8 +17,7 @@ __all__ = [
     "AddReport",
     "AddedDocument",
     "FailedInput",
-    "Project",
     "ProjectStore",
     "StoredDocument",
-    "default_home",
+    "StoredProject",
 ]

@@ -30,10 +30,10 @@ from multiprocessing import get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
-import platformdirs
 from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
+from shesha.config import default_home
 from shesha.errors import SheshaError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument, parse_file
 from shesha.storage.atomic import atomic_write, sweep_temporaries
@@ -41,11 +41,6 @@ from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
 from shesha.storage.names import validate_document_name, validate_project_name
 
 FORMAT_VERSION = 1
-
-
-def default_home() -> Path:
-    env = os.environ.get("SHESHA_HOME")
-    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("shesha"))
 
 
 def _now() -> str:
@@ -121,7 +116,7 @@ def _mp_context() -> BaseContext:
     return get_context("fork") if sys.platform.startswith("linux") else get_context()
 
 
-class Project:
+class StoredProject:
     """A named set of parsed documents. It is a ``Corpus`` for the sandbox."""
 
     def __init__(self, store: ProjectStore, name: str) -> None:
@@ -134,7 +129,7 @@ class Project:
         self._lock = FileLock(str(self.path / ".lock"))
 
     def __repr__(self) -> str:
-        return f"Project({self.name!r})"
+        return f"StoredProject({self.name!r})"
 
     # -- reading --------------------------------------------------------------------------
 
@@ -341,7 +336,7 @@ class ProjectStore:
     def exists(self, name: str) -> bool:
         return (self._project_path(name) / "project.json").is_file()
 
-    def create(self, name: str) -> Project:
+    def create(self, name: str) -> StoredProject:
         path = self._project_path(name)
         try:
             self.projects_dir.mkdir(parents=True, exist_ok=True)
@@ -364,21 +359,21 @@ class ProjectStore:
         except OSError as e:  # another process made it first (or a stale empty directory)
             shutil.rmtree(staging, ignore_errors=True)
             if (path / "project.json").exists():
-                return Project(self, name)
+                return StoredProject(self, name)
             raise StorageError(f"Cannot create project {name!r} at {path}: {e}") from e
-        return Project(self, name)
+        return StoredProject(self, name)
 
-    def get(self, name: str) -> Project:
+    def get(self, name: str) -> StoredProject:
         if not self.exists(name):
             raise StorageError(
                 f"No project named {name!r} in {self.projects_dir}.",
                 hint="`shesha projects list` shows the projects; `shesha add` makes one.",
             )
-        project = Project(self, name)
+        project = StoredProject(self, name)
         project.sweep()
         return project
 
-    def get_or_create(self, name: str) -> Project:
+    def get_or_create(self, name: str) -> StoredProject:
         return self.get(name) if self.exists(name) else self.create(name)
 
     def list(self) -> list[str]:
