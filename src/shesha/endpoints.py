@@ -28,6 +28,7 @@ LOCAL_PROFILE: dict[str, Any] = {
     "keep_full_outputs": 1,
     "subcall_chars": 12_000,
     "max_subcall_chars": 16_000,
+    "show_whole_chars": 14_000,  # about half of the 8K window
 }
 """Engine settings for a local model (see ``EngineConfig``)."""
 

@@ -833,3 +833,47 @@ def test_a_trace_line_cut_short_or_of_an_unknown_kind_is_passed_over(tmp_path: P
     trace = read_trace(path)
     assert [e.type for e in trace.events] == ["code"]
     assert trace.summary is None
+
+
+# -- no answer, and documents shown whole -------------------------------------------
+
+
+def test_a_final_that_says_none_is_not_an_answer(harness_factory: Any) -> None:
+    # Seen with the 1.5B model: FINAL(None) is refused, then FINAL("None") slipped through.
+    h = harness_factory(by_role([repl("print(context[0])"), repl('FINAL("None")'), "FINAL(4711)"]))
+    r = h.run()
+    assert (r.answer, r.status) == ("4711", "success")
+    assert "says that no answer was found" in h.root_requests()[2][-1]["content"]
+
+
+def test_the_repeat_nudge_never_suggests_final_none_as_text(harness_factory: Any) -> None:
+    h = harness_factory(
+        by_role(
+            [repl("print(context[0])"), repl("FINAL(None)"), repl("FINAL(None)"), "FINAL(4711)"]
+        )
+    )
+    r = h.run()
+    assert r.answer == "4711"
+    nudge = h.root_requests()[3][-1]["content"]
+    assert "failed in the same way" in nudge
+    assert 'FINAL("None")' not in nudge
+
+
+def test_short_documents_are_shown_whole_before_the_first_step(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(len(context))"), "FINAL(4711)"]))
+    r = h.run(show_whole_chars=1000, keep_full_outputs=0, old_output_chars=100)
+    assert (r.answer, r.status, r.iterations) == ("4711", "success", 2)
+    first, second = h.root_requests()
+    assert "=== a.txt ===\nAlpha document. The secret code is 4711." in first[-1]["content"]
+    assert "That is every document, in full." in first[-1]["content"]
+    # Older outputs are shortened, but never the documents.
+    assert "The secret code is 4711." in second[3]["content"]
+    trace = read_trace(r.trace_path or "")
+    shown = next(e for e in trace.events if isinstance(e, CodeRun))
+    assert (shown.iteration, shown.code.startswith("for name, text in zip(")) == (0, True)
+
+
+def test_longer_documents_are_not_shown(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(len(context))"), "FINAL(2)"]))
+    h.run(show_whole_chars=20)
+    assert len(h.root_requests()[0]) == 2  # the system prompt and the question only

@@ -22,6 +22,12 @@ class EngineConfig(BaseModel):
         None, description="larger llm_query content is refused with advice to chunk it"
     )
     keep_full_outputs: int = Field(2, ge=0, description="recent steps whose output stays whole")
+    show_whole_chars: int = Field(
+        0,
+        ge=0,
+        description="documents this short (in all) are printed whole before the first step "
+        "(0: never; the local profile sets it)",
+    )
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
 
     @property

@@ -63,12 +63,14 @@ from shesha.rlm.extract import (
 from shesha.rlm.history import UNTRUSTED, Turn, history, opening, wrap
 from shesha.rlm.progress import (
     NO_OUTPUT,
+    NOT_AN_ANSWER,
     REPEAT_NUDGE_AT,
     REPEATED,
     SHORT_CORPUS,
     STALL_AT,
     Streak,
     failure,
+    no_answer,
     same_step,
     supported,
     typed_answer,
@@ -79,6 +81,11 @@ from shesha.rlm.result import QueryResult, QueryStatus
 from shesha.rlm.trace import EventCallback, TraceRecorder, prompt_key
 from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import ExecResult, ExecStep, SubcallBatch, SubcallItem
+
+SHOW_WHOLE = """for name, text in zip(doc_names, context):
+    print(f"=== {name} ===")
+    print(text)"""
+"""What the engine runs first when the documents are short enough to read whole."""
 
 
 class ExecSession(Protocol):
@@ -282,11 +289,28 @@ class RLMEngine:
     def _messages(self, run: _Run, start: list[Message]) -> list[Message]:
         return history(self.prompts, run.config, run.nonce, start, run.turns)
 
+    async def _show_whole(self, run: _Run, session: ExecSession) -> None:
+        """Documents short enough to read are printed whole before the first step, so
+        the model reads them rather than guessing at searches. The step is the engine's
+        (iteration 0); its output stays whole in the history."""
+        limit = run.config.show_whole_chars
+        if not 0 < run.corpus_chars <= limit:
+            return
+        code = SHOW_WHOLE
+        result = await self._execute(run, session, code, 1, max_output_chars=limit + 4_000)
+        if result.status == "ok":
+            output = result.output.rstrip("\n")
+            attrs = ' block="1" status="ok"'
+            turn = Turn(f"```repl\n{code}\n```", [(attrs, output)], whole=True)
+            turn.escalation = self.prompts.render("shown_whole")
+            run.turns.append(turn)
+
     async def _loop(
         self, run: _Run, session: ExecSession, start: list[Message]
     ) -> tuple[str | None, QueryStatus]:
         turns = run.turns
         streak = Streak()
+        await self._show_whole(run, session)
         while run.iteration < run.config.limits.max_iterations:
             run.iteration += 1
             text = await self._root_call(run, self._messages(run, start))
@@ -341,13 +365,13 @@ class RLMEngine:
         # Nothing runs after this call, so a FINAL inside a code block counts too.
         answer = final_in_last_reply(text)
         source: FinalSource = "stalled" if stalled else "max_iterations"
-        if answer is not None and answer != "None":
+        if answer is not None and not no_answer(answer):
             run.emit(Final(answer=answer, source=source))
             # A stuck model's last answer counts only if output could have shown it.
             if not stalled:
                 return answer, "max_iterations"
             return answer, "stalled" if unseen(answer, run.turns) else "success"
-        fallback = None if answer == "None" else (text.strip() or None)
+        fallback = None if answer is not None else (text.strip() or None)
         run.emit(Final(answer=fallback, source=source))
         return fallback, "stalled" if stalled else "max_iterations"
 
@@ -357,7 +381,7 @@ class RLMEngine:
         code = turn.failed_code or ""
         line = failing_line(code, turn.error or "")
         final = final_argument(line) if line else None
-        if final is not None:
+        if final is not None and not no_answer(final):
             advice = (
                 f"If {final} is the answer itself, write exactly this line and nothing else:\n"
                 f"FINAL({json.dumps(final, ensure_ascii=False)})"
@@ -421,6 +445,11 @@ class RLMEngine:
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
             outputs.append((attrs, result.output.rstrip("\n") or self._no_output(run)))
+            if result.final is not None and no_answer(result.final):
+                # FINAL("None") after FINAL(None) was refused: still no answer.
+                error, failed = NOT_AN_ANSWER.format(answer=result.final), code
+                outputs[-1] = (attrs.replace('"ok"', '"error"'), error)
+                break
             if result.final is not None:
                 run.emit(Final(answer=result.final, source="code", block=index))
                 return result.final, None
@@ -449,11 +478,19 @@ class RLMEngine:
         turn.escalation = note
         return None, turn
 
-    async def _execute(self, run: _Run, session: ExecSession, code: str, index: int) -> ExecResult:
+    async def _execute(
+        self,
+        run: _Run,
+        session: ExecSession,
+        code: str,
+        index: int,
+        *,
+        max_output_chars: int | None = None,
+    ) -> ExecResult:
         run.emit(CodeRun(block=index, code=code))
         started = time.perf_counter()
         try:
-            result = await self._pull(run, session, code)
+            result = await self._pull(run, session, code, max_output_chars)
         except SandboxError as e:  # the container misbehaved; the session restarts it
             result = ExecResult(status="crashed", error=f"SandboxError: {e}")
         run.emit(
@@ -472,13 +509,15 @@ class RLMEngine:
         )
         return result
 
-    async def _pull(self, run: _Run, session: ExecSession, code: str) -> ExecResult:
+    async def _pull(
+        self, run: _Run, session: ExecSession, code: str, max_output_chars: int | None
+    ) -> ExecResult:
         """Run code, relaying each batch of sub-calls it asks for on this event loop."""
         await asyncio.to_thread(
             session.start,
             code,
             timeout=run.config.limits.exec_timeout_s,
-            max_output_chars=run.config.max_output_chars,
+            max_output_chars=max_output_chars or run.config.max_output_chars,
         )
         while isinstance(step := await asyncio.to_thread(session.next), SubcallBatch):
             answers = await self._subcalls(run, step.items)

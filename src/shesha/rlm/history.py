@@ -29,6 +29,8 @@ class Turn:
     failed_code: str | None = None
     escalation: str | None = None
     """The engine's word after the output (a note or a nudge, never output itself)."""
+    whole: bool = False
+    """Its output is never shortened (the documents, shown whole at the start)."""
 
 
 def wrap(nonce: str, tag: str, text: str, attrs: str = "", *, typed: bool = False) -> str:
@@ -84,7 +86,7 @@ def history(
         parts = [note]
         for attrs, full in turn.outputs:
             text = full
-            if i < keep_from and len(full) > config.old_output_chars:
+            if i < keep_from and not turn.whole and len(full) > config.old_output_chars:
                 cut = len(full) - config.old_output_chars
                 text = (
                     full[: config.old_output_chars]

@@ -29,6 +29,18 @@ STALL_AT = 3
 """The third ends the loop with one "answer now" call: no query repeats one error more."""
 
 
+NOT_ANSWERS = frozenset({"none", "null", "nil", "n/a", "unknown", ""})
+"""What a FINAL may hold that says no answer was found (``FINAL("None")``)."""
+NOT_AN_ANSWER = (
+    "FINAL({answer!r}) says that no answer was found, so it is not an answer. Read the "
+    "output above again, or search with other words, and print what you find."
+)
+
+
+def no_answer(answer: str) -> bool:
+    return answer.strip().strip("'\"").casefold() in NOT_ANSWERS | PLACEHOLDERS
+
+
 def printed(text: str) -> bool:
     return not text.startswith(NO_OUTPUT)
 

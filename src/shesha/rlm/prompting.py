@@ -16,7 +16,7 @@ from typing import Literal
 
 from shesha.errors import ConfigError
 
-PROMPT_VERSION = "3"
+PROMPT_VERSION = "4"
 PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {
@@ -32,6 +32,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "unseen_answer": frozenset({"answer"}),
     "subcall_system": frozenset(),
     "output_note": frozenset({"nonce"}),
+    "shown_whole": frozenset(),
 }
 
 
