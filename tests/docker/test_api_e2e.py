@@ -4,6 +4,8 @@ FunctionModel with no server at all. (tests/unit/test_api.py covers the rest in-
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,12 @@ def test_concurrent_queries_across_projects_use_the_pools_containers(
     answers = [r.answer or "" for r in results]
     assert [a.split()[0] for a in answers] == ["1", "2", "3"]
     assert len({a.split()[-1] for a in answers}) == 3  # three different containers
+
+
+def test_the_function_model_example_runs_against_docker() -> None:
+    script = Path(__file__).parents[2] / "examples" / "function_model.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "lease.txt · success · 2 sub-calls · 5 calls"
