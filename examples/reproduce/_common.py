@@ -169,14 +169,30 @@ def report(kind: str, args: argparse.Namespace) -> None:
     table = {m: summarise(rows) for m, rows in results.items()}
     (args.out / "table.json").write_text(json.dumps(table, indent=1))
     lines = [
-        "| length (tokens) | RLM score | RLM p50 s | direct score | direct p50 s "
-        "| direct truncated |",
-        "|---|---|---|---|---|---|",
+        "| length (tokens) | RLM score | RLM p50 s | RLM sub-calls (mean) | RLM sub-call tokens "
+        "(mean) | direct score | direct p50 s | direct truncated |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r, d in zip(table["rlm"], table["direct"], strict=True):
         lines.append(
             f"| {r['length_tokens']:,} | {r['mean_score']:.2f} | {r['p50_latency_s']:.1f} "
+            f"| {r.get('mean_subcalls', 0):g} | {r.get('mean_subcall_tokens', 0):,} "
             f"| {d['mean_score']:.2f} | {d['p50_latency_s']:.1f} | {d['mean_truncated']:.0%} |"
+        )
+    direct = {row.task_id: row for row in results["direct"]}
+    lines += [
+        "",
+        "| task | gold | RLM answer | RLM score | steps | sub-calls | sub-call tokens "
+        "| direct answer | direct score |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rlm"]:
+        other = direct.get(row.task_id)
+        lines.append(
+            f"| {row.task_id} | {row.gold[:40]} | {_cell(row.answer)} | {row.score:.2f} "
+            f"({row.status}) | {row.iterations} | {row.subcalls} | {row.subcall_tokens:,} "
+            f"| {_cell(other.answer if other else None)} "
+            f"| {f'{other.score:.2f}' if other else 'n/a'} |"
         )
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -199,6 +215,10 @@ def report(kind: str, args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(args.out / f"{kind}.png", dpi=120)
     print(f"plot: {args.out / f'{kind}.png'}")
+
+
+def _cell(text: str | None, width: int = 40) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")[:width]
 
 
 def tokens_label(n: int) -> str:

@@ -859,21 +859,42 @@ def test_the_repeat_nudge_never_suggests_final_none_as_text(harness_factory: Any
     assert 'FINAL("None")' not in nudge
 
 
-def test_short_documents_are_shown_whole_before_the_first_step(harness_factory: Any) -> None:
-    h = harness_factory(by_role([repl("print(len(context))"), "FINAL(4711)"]))
-    r = h.run(show_whole_chars=1000, keep_full_outputs=0, old_output_chars=100)
-    assert (r.answer, r.status, r.iterations) == ("4711", "success", 2)
-    first, second = h.root_requests()
-    assert "=== a.txt ===\nAlpha document. The secret code is 4711." in first[-1]["content"]
-    assert "That is every document, in full." in first[-1]["content"]
-    # Older outputs are shortened, but never the documents.
-    assert "The secret code is 4711." in second[3]["content"]
+def test_short_documents_are_read_whole_and_a_plain_reply_is_the_answer(
+    harness_factory: Any,
+) -> None:
+    h = harness_factory(by_role(["4711"]))
+    r = h.run(show_whole_chars=1000)
+    assert (r.answer, r.status, r.iterations) == ("4711", "success", 1)
+    (first,) = h.root_requests()
+    assert first[0]["content"].startswith("You answer a question about a set of documents.")
+    user = first[1]["content"]
+    assert "=== a.txt ===\nAlpha document. The secret code is 4711." in user
+    assert user.index("The secret code") < user.index("Question: What is the code?")
+    assert '<untrusted_document_content id="' in user
     trace = read_trace(r.trace_path or "")
     shown = next(e for e in trace.events if isinstance(e, CodeRun))
     assert (shown.iteration, shown.code.startswith("for name, text in zip(")) == (0, True)
+
+
+def test_reading_whole_documents_the_model_may_still_compute(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(len(context) * 2)"), "FINAL(4)"]))
+    r = h.run(show_whole_chars=1000, keep_full_outputs=0, old_output_chars=100)
+    assert (r.answer, r.status, r.iterations) == ("4", "success", 2)
+    second = h.root_requests()[1]
+    assert "The secret code is 4711." in second[1]["content"]  # never shortened
+    assert "4" in second[-1]["content"]
 
 
 def test_longer_documents_are_not_shown(harness_factory: Any) -> None:
     h = harness_factory(by_role([repl("print(len(context))"), "FINAL(2)"]))
     h.run(show_whole_chars=20)
     assert len(h.root_requests()[0]) == 2  # the system prompt and the question only
+
+
+def test_a_block_that_does_not_parse_is_run_and_its_error_returned(harness_factory: Any) -> None:
+    # Seen with the 1.5B model: an unclosed string made the engine itself raise.
+    broken = 'context = [\n    "x"\n]\nre = import("re")\nFINAL(\'answer) = 1\')'
+    h = harness_factory(by_role([repl(broken), repl("print(context[0])"), "FINAL(4711)"]))
+    r = h.run()
+    assert (r.answer, r.status) == ("4711", "success")
+    assert "SyntaxError" in h.root_requests()[1][-1]["content"]

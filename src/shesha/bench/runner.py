@@ -55,6 +55,8 @@ class ResultRow(BaseModel):
     latency_s: float
     iterations: int
     subcalls: int
+    subcall_tokens: int = 0
+    """Tokens the sub-calls read and wrote (included in prompt and completion tokens)."""
     truncated: float = 0.0
     """Direct method: the fraction of the context cut to fit the window."""
     trace_path: str | None = None
@@ -116,6 +118,8 @@ def summarise(rows: list[ResultRow]) -> list[dict[str, Any]]:
                 "p50_latency_s": round(percentile([r.latency_s for r in group], 0.5), 3),
                 "p95_latency_s": round(percentile([r.latency_s for r in group], 0.95), 3),
                 "mean_truncated": round(statistics.fmean(r.truncated for r in group), 4),
+                "mean_subcalls": round(statistics.fmean(r.subcalls for r in group), 2),
+                "mean_subcall_tokens": round(statistics.fmean(r.subcall_tokens for r in group)),
             }
         )
     return out
@@ -246,6 +250,7 @@ class EvalRunner:
             latency_s=round(time.perf_counter() - started, 3),
             iterations=result.iterations,
             subcalls=result.subcalls,
+            subcall_tokens=u.sub.tokens,
             trace_path=result.trace_path,
             fingerprint=self.fingerprint,
             group=task.meta.get("type"),

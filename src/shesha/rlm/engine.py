@@ -49,6 +49,7 @@ from shesha.rlm.events import (
     Warned,
 )
 from shesha.rlm.extract import (
+    Reply,
     failing_line,
     final_argument,
     final_in_last_reply,
@@ -60,7 +61,7 @@ from shesha.rlm.extract import (
     typed_final,
     without_last_statement,
 )
-from shesha.rlm.history import UNTRUSTED, Turn, history, opening, wrap
+from shesha.rlm.history import UNTRUSTED, Turn, history, opening, reading, wrap
 from shesha.rlm.progress import (
     NO_OUTPUT,
     NOT_AN_ANSWER,
@@ -128,7 +129,10 @@ class _Run:
     budget: Budget
     iteration: int = 0
     corpus_chars: int = 0
+    docs: list[tuple[str, int]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
+    reading: bool = False
+    """The documents were read whole: a first reply with no code is the answer."""
 
     def emit(self, event: TraceEvent) -> None:
         event = event.model_copy(update={"iteration": self.iteration})
@@ -213,8 +217,8 @@ class RLMEngine:
         self, run: _Run, corpus: Corpus, project: str | None, trace_path: Path | None
     ) -> QueryResult:
         cfg = run.config
-        docs = corpus.sizes()
-        run.corpus_chars = sum(chars for _, chars in docs)
+        docs = list(corpus.sizes())
+        run.docs, run.corpus_chars = docs, sum(chars for _, chars in docs)
         run.recorder.write(
             TraceHeader(
                 trace_version=TRACE_VERSION,
@@ -238,6 +242,8 @@ class RLMEngine:
         try:
             session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
             start = opening(self.prompts, cfg, run.question, docs)
+            if self._whole(run):
+                start = await self._read_whole(run, session) or start
             answer, status = await self._loop(run, session, start)
         except LimitReached as hit:
             status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
@@ -289,59 +295,35 @@ class RLMEngine:
     def _messages(self, run: _Run, start: list[Message]) -> list[Message]:
         return history(self.prompts, run.config, run.nonce, start, run.turns)
 
-    async def _show_whole(self, run: _Run, session: ExecSession) -> None:
-        """Documents short enough to read are printed whole before the first step, so
-        the model reads them rather than guessing at searches. The step is the engine's
-        (iteration 0); its output stays whole in the history."""
+    def _whole(self, run: _Run) -> bool:
+        """Whether the documents are short enough to be shown whole."""
+        return 0 < run.corpus_chars <= run.config.show_whole_chars
+
+    async def _read_whole(self, run: _Run, session: ExecSession) -> list[Message] | None:
+        """Documents short enough to read are printed whole by the sandbox and put in the
+        opening message, with the question after them: a small model reads them better
+        than it searches them. The step is the engine's (iteration 0). None when they
+        could not be printed."""
         limit = run.config.show_whole_chars
-        if not 0 < run.corpus_chars <= limit:
-            return
-        code = SHOW_WHOLE
-        result = await self._execute(run, session, code, 1, max_output_chars=limit + 4_000)
-        if result.status == "ok":
-            output = result.output.rstrip("\n")
-            attrs = ' block="1" status="ok"'
-            turn = Turn(f"```repl\n{code}\n```", [(attrs, output)], whole=True)
-            turn.escalation = self.prompts.render("shown_whole")
-            run.turns.append(turn)
+        result = await self._execute(run, session, SHOW_WHOLE, 1, max_output_chars=limit + 4_000)
+        if result.status != "ok":
+            return None
+        text = result.output.rstrip("\n")
+        run.turns.append(Turn("", [(' block="1" status="ok"', text)], shown=True))
+        run.reading = True
+        return reading(self.prompts, run.nonce, run.question, run.docs, text)
 
     async def _loop(
         self, run: _Run, session: ExecSession, start: list[Message]
     ) -> tuple[str | None, QueryStatus]:
         turns = run.turns
         streak = Streak()
-        await self._show_whole(run, session)
         while run.iteration < run.config.limits.max_iterations:
             run.iteration += 1
             text = await self._root_call(run, self._messages(run, start))
-            reply = read_reply(text)
-            blocks = list(reply.blocks)
-            seen_output = any(t.outputs for t in turns)
-            typed = literal_block(blocks[0]) if len(blocks) == 1 and seen_output else None
-            answer = typed_answer(reply.answer, blocks)
-            if answer is not None and unseen(answer, turns):
-                turn = self._unseen_nudge(run, text, answer)
-            elif reply.answer is not None:
-                run.emit(Final(answer=reply.answer, source="reply"))
-                return reply.answer, "success"
-            elif typed is not None:
-                # Only a number or a string, after output: the model is answering.
-                turn = self._nudge(run, text, supported(typed, turns))
-            elif not blocks and reply.mentioned:
-                # FINAL(...) inside a sentence: ask for it on a line of its own.
-                turn = self._nudge(run, text, reply.mentioned[-1])
-            elif not blocks:
-                turn = self._nudge(run, text, supported(short_answer(text), turns))
-            else:
-                if reply.unfenced:
-                    run.emit(UnfencedCode(code=blocks[0]))
-                found, done = await self._run_blocks(run, session, text, blocks)
-                if done is None:
-                    return found, "success"
-                turn = done
-                ran_before = [t for t in turns if t.outputs]
-                if ran_before and same_step(ran_before[-1], turn):
-                    turn.outputs.append(("", REPEATED))
+            found, turn = await self._step(run, session, text)
+            if turn is None:
+                return found, "success"
             failures = streak.add(failure(turn, turns))
             turns.append(turn)
             if failures == REPEAT_NUDGE_AT:
@@ -349,6 +331,57 @@ class RLMEngine:
             elif failures >= STALL_AT:
                 return await self._answer_now(run, start, stalled=True)
         return await self._answer_now(run, start, stalled=False)
+
+    async def _step(
+        self, run: _Run, session: ExecSession, text: str
+    ) -> tuple[str | None, Turn | None]:
+        """What one reply does: (the answer, None) when it ends the query, else (None, the
+        turn the history shows next)."""
+        reply = read_reply(text)
+        blocks = list(reply.blocks)
+        answer = self._answer_in(run, text, reply, blocks)
+        if answer is not None:
+            run.emit(Final(answer=answer, source="reply"))
+            return answer, None
+        nudged = self._without_code(run, text, reply, blocks)
+        if nudged is not None:
+            return None, nudged
+        if reply.unfenced:
+            run.emit(UnfencedCode(code=blocks[0]))
+        found, turn = await self._run_blocks(run, session, text, blocks)
+        if turn is not None:
+            ran_before = [t for t in run.turns if t.outputs and not t.shown]
+            if ran_before and same_step(ran_before[-1], turn):
+                turn.outputs.append(("", REPEATED))
+        return found, turn
+
+    def _answer_in(self, run: _Run, text: str, reply: Reply, blocks: list[str]) -> str | None:
+        """The answer a reply gives as text, if it counts: a FINAL line no output has to
+        back (see ``unseen``), or, having read the documents whole, a first plain reply."""
+        if run.reading and run.iteration == 1 and not blocks:
+            said = reply.answer or short_answer(text) or text.strip()
+            return None if no_answer(said) else said
+        typed = typed_answer(reply.answer, blocks)
+        if reply.answer is not None and not (typed is not None and unseen(typed, run.turns)):
+            return reply.answer
+        return None
+
+    def _without_code(self, run: _Run, text: str, reply: Reply, blocks: list[str]) -> Turn | None:
+        """The nudge for a reply with nothing to run (a guess, a bare answer, prose)."""
+        turns = run.turns
+        answer = typed_answer(reply.answer, blocks)
+        if answer is not None and unseen(answer, turns):
+            return self._unseen_nudge(run, text, answer)
+        if len(blocks) == 1 and any(t.outputs for t in turns):
+            typed = literal_block(blocks[0])
+            if typed is not None:  # only a number or a string, after output: an answer
+                return self._nudge(run, text, supported(typed, turns))
+        if not blocks and reply.mentioned:
+            # FINAL(...) inside a sentence: ask for it on a line of its own.
+            return self._nudge(run, text, reply.mentioned[-1])
+        if not blocks:
+            return self._nudge(run, text, supported(short_answer(text), turns))
+        return None
 
     async def _answer_now(
         self, run: _Run, start: list[Message], *, stalled: bool

@@ -392,8 +392,14 @@ def typed_final(code: str) -> str | None:
 
 
 def without_last_statement(code: str) -> str:
-    """The block minus its last top-level statement (a typed FINAL to leave out)."""
-    tree = ast.parse(code)
+    """The block minus its last top-level statement (a typed FINAL to leave out). Code
+    that does not parse is returned whole: the sandbox reports its SyntaxError."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    if not tree.body:
+        return ""
     last = tree.body[-1]
     lines = code.splitlines(keepends=True)
     return "".join(lines[: last.lineno - 1]).rstrip("\n")

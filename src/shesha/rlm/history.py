@@ -29,8 +29,9 @@ class Turn:
     failed_code: str | None = None
     escalation: str | None = None
     """The engine's word after the output (a note or a nudge, never output itself)."""
-    whole: bool = False
-    """Its output is never shortened (the documents, shown whole at the start)."""
+    shown: bool = False
+    """The documents, read whole into the opening message: judged like output, never
+    shown as a step of its own."""
 
 
 def wrap(nonce: str, tag: str, text: str, attrs: str = "", *, typed: bool = False) -> str:
@@ -66,6 +67,19 @@ def opening(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def reading(
+    prompts: PromptSet, nonce: str, question: str, docs: Sequence[tuple[str, int]], text: str
+) -> list[Message]:
+    """The opening when the documents are short enough to read whole: a system prompt
+    for reading, then the documents (as the sandbox printed them) and the question."""
+    system = prompts.render(
+        "read_system", doc_count=len(docs), total_chars=f"{sum(c for _, c in docs):,}"
+    )
+    documents = wrap(nonce, UNTRUSTED, text)
+    user = prompts.render("read_user", documents=documents, question=question)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def history(
     prompts: PromptSet,
     config: EngineConfig,
@@ -79,6 +93,8 @@ def history(
     keep_from = len(turns) - config.keep_full_outputs
     note = prompts.render("output_note", nonce=nonce)
     for i, turn in enumerate(turns):
+        if turn.shown:
+            continue  # already in the opening message
         messages.append({"role": "assistant", "content": turn.reply})
         if turn.nudge is not None:
             messages.append({"role": "user", "content": joined(turn.nudge, turn.escalation)})
@@ -86,7 +102,7 @@ def history(
         parts = [note]
         for attrs, full in turn.outputs:
             text = full
-            if i < keep_from and not turn.whole and len(full) > config.old_output_chars:
+            if i < keep_from and len(full) > config.old_output_chars:
                 cut = len(full) - config.old_output_chars
                 text = (
                     full[: config.old_output_chars]

@@ -32,7 +32,8 @@ EXPECTED: dict[str, frozenset[str]] = {
     "unseen_answer": frozenset({"answer"}),
     "subcall_system": frozenset(),
     "output_note": frozenset({"nonce"}),
-    "shown_whole": frozenset(),
+    "read_system": frozenset({"doc_count", "total_chars"}),
+    "read_user": frozenset({"documents", "question"}),
 }
 
 
