@@ -218,6 +218,11 @@ class Shesha:
 
     # -- queries ----------------------------------------------------------------------
 
+    def query_settings(self, **overrides: Any) -> Settings:
+        """The settings one query would run with: these, with its overrides. A
+        ConfigError names an unknown or invalid option."""
+        return _with_overrides(self.settings, overrides)
+
     async def aquery_corpus(
         self,
         question: str,

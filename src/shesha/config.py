@@ -60,6 +60,11 @@ class Settings(ModelSettings, QueryLimits):
 
     # storage
     home: str | None = Field(None, description="the data directory (default: per-user)")
+    # a running server (shesha serve)
+    server: str | None = Field(
+        None, description="the server the CLI uses (default: the local one, if it runs); off"
+    )
+    token: SecretStr | None = Field(None, description="the server's token")
     # local models (--model local)
     models_dir: str | None = Field(None, description="GGUF models (default: <home>/models)")
     local_ctx: ContextTokens = Field(8192, description="context window of the local server")

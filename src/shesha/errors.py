@@ -17,8 +17,13 @@ class SheshaError(Exception):
         if hint is not None:
             self.hint = hint
 
+    @property
+    def message(self) -> str:
+        """What went wrong, without the hint."""
+        return super().__str__()
+
     def __str__(self) -> str:
-        base = super().__str__()
+        base = self.message
         return f"{base}\nHint: {self.hint}" if self.hint else base
 
 
@@ -73,6 +78,10 @@ class SandboxProtocolError(SandboxError):
 
 class StorageError(SheshaError):
     """The project store could not be read or written."""
+
+
+class NotFoundError(StorageError):
+    """No such project, document or trace."""
 
 
 class ParseError(SheshaError):

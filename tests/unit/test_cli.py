@@ -124,6 +124,7 @@ def test_a_missing_model_says_how_to_set_one(workdir: Path) -> None:
     # The local model comes first: it needs no key and no internet.
     text = " ".join(r.stderr.split())
     assert text.index("--model local") < text.index("shesha models fetch") < text.index("openai/")
+    assert "pip install 'shesha[local]'" in text  # brackets are text, not markup
 
 
 def test_an_unreachable_api_base_fails_clearly_and_quickly(

@@ -9,21 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.status import Status
 
+from shesha.cli.backend import Backend, RemoteBackend, open_backend, warm_llm_import
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     EXIT_ERROR,
     EXIT_LIMIT,
     EXIT_OK,
+    SERVER_OPTION_HELP,
     err_console,
-    open_shesha,
     print_error,
     print_json,
     state,
 )
 from shesha.cli.manage import add_with_progress
-from shesha.rlm import QueryResult, TraceEvent
+from shesha.rlm import TraceEvent
 from shesha.rlm.events import (
     CodeRun,
     Failed,
@@ -34,6 +36,7 @@ from shesha.rlm.events import (
     SubcallResponse,
     Warned,
 )
+from shesha.views import result_json
 
 LIMIT_STATUSES = {"max_iterations", "stalled", "budget_exceeded", "timeout"}
 
@@ -83,6 +86,11 @@ class Progress:
         elif not self.quiet:
             err_console.print(line, highlight=False, markup=False)
 
+    def queued(self, position: int) -> None:
+        """The server has more queries than sandboxes: this one waits in line."""
+        self.activity = f"waiting: {position} ahead in line" if position > 1 else "next in line"
+        self._log(f"waiting for a sandbox: position {position} in the server's line")
+
     def on_event(self, e: TraceEvent) -> None:
         self.step = e.iteration
         match e:
@@ -109,27 +117,6 @@ class Progress:
                 self._log(f"step {e.iteration}: error: {error.splitlines()[0]}")
             case _:
                 pass  # the other events change nothing on the progress line
-
-
-def result_json(result: QueryResult, project: str) -> dict[str, Any]:
-    u = result.usage
-    return {
-        "answer": result.answer,
-        "status": result.status,
-        "iterations": result.iterations,
-        "subcalls": result.subcalls,
-        "usage": {
-            "root": u.root.model_dump(),
-            "sub": u.sub.model_dump(),
-            "total_tokens": u.total_tokens,
-        },
-        "cost_usd": u.total_cost_usd,
-        "duration_s": result.duration_s,
-        "trace_path": result.trace_path,
-        "project": project,
-        "error": result.error,
-        "limit": result.limit,
-    }
 
 
 def _check_paths(paths: list[str]) -> None:
@@ -161,9 +148,11 @@ def ask(
     password: str | None = typer.Option(None, help="Password for encrypted PDFs in PATHS."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_OPTION_HELP),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
 ) -> None:
-    """Ask a question about documents. The answer goes to stdout, progress to stderr."""
+    """Ask a question about documents. The answer goes to stdout, progress to stderr.
+    Uses a running `shesha serve` when one answers, else runs in this process."""
     state.verbose = state.verbose or verbose
     paths = paths or []
     if not paths and not project:
@@ -180,29 +169,31 @@ def ask(
         "max_tokens": max_tokens,
         "max_wall_s": timeout,
     }
-    with open_shesha(ctx, config_file=config, **settings) as sh:
-        overrides: dict[str, Any] = {}
-        fallback = None if sh.has_model else sh.local_fallback()
-        if fallback is not None:
-            overrides["model"] = "local"
-            err_console.print(
-                f"No model is configured: using the local model {fallback.name} "
-                "(--model local). Choose another with --model or SHESHA_MODEL.",
-                markup=False,
-            )
-        name = project or project_name_for(paths)
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    name = project or project_name_for(paths)
+    with open_backend(ctx, server, config, **settings) as backend:
+        if not backend_is_remote(backend):
+            warm_llm_import()  # seconds of LiteLLM import, overlapped with parsing and the pool
+        note = backend.local_model_note()
+        if note is not None:
+            err_console.print(note, markup=False)
         if paths:
-            p = sh.project(name)
-            report = add_with_progress(p, paths, password=password, quiet=json_out)
+            report, docs = add_with_progress(
+                backend, name, paths, password=password, quiet=json_out
+            )
             for bad in report.failed:
                 err_console.print(f"skipped {bad.path}: {bad.error.splitlines()[0]}", markup=False)
-            if not p.documents():
+            if not docs:
                 err_console.print("error: none of the paths gave a document to ask about")
                 raise typer.Exit(EXIT_ERROR)
-        else:
-            p = sh.get_project(name)
         with Progress(quiet=json_out and not err_console.is_terminal) as progress:
-            result = p.query(question, on_event=progress.on_event, **overrides)
+            result = backend.ask(
+                name,
+                question,
+                on_event=progress.on_event,
+                on_queue=progress.queued,
+                overrides=overrides,
+            )
     if json_out:
         print_json(result_json(result, name))
     else:
@@ -213,15 +204,19 @@ def ask(
             f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls · "
             f"{result.usage.total_tokens:,} tokens · "
             f"{f'${cost:.4f}' if cost is not None else 'cost unknown'} · "
-            f"{result.duration_s:.1f} s · trace: {result.trace_path}[/]",
+            f"{result.duration_s:.1f} s · trace: {escape(str(result.trace_path))}[/]",
             highlight=False,
         )
         if result.status == "error":
             print_error(result.error or "the query failed")
         elif result.status in LIMIT_STATUSES:
             err_console.print(
-                f"[yellow]stopped:[/] {result.error or result.status}", highlight=False
+                f"[yellow]stopped:[/] {escape(result.error or result.status)}", highlight=False
             )
     if result.status == "error":
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_LIMIT if result.status in LIMIT_STATUSES else EXIT_OK)
+
+
+def backend_is_remote(backend: Backend) -> bool:
+    return isinstance(backend, RemoteBackend)

@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from shesha.api import Shesha
-from shesha.storage import StoredDocument
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -47,9 +47,9 @@ def split_hint(text: str) -> tuple[str, str]:
 def print_error(text: str) -> None:
     """One clear line on stderr, and the hint on the next."""
     message, hint = split_hint(text)
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     if hint:
-        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
 
 
 def print_json(payload: Any) -> None:
@@ -57,15 +57,8 @@ def print_json(payload: Any) -> None:
     print(json.dumps(payload, ensure_ascii=False, default=str))
 
 
-def document_json(doc: StoredDocument) -> dict[str, Any]:
-    m = doc.meta
-    return {
-        "name": doc.name,
-        "format": m.format,
-        "pages": m.pages,
-        "chars": m.chars,
-        "warnings": list(m.warnings),
-    }
-
-
 CONFIG_OPTION_HELP = "A shesha.toml to read (default: ./shesha.toml, then the user config dir)."
+SERVER_OPTION_HELP = (
+    "A shesha server to use (default: SHESHA_SERVER, else the local one when it runs); "
+    "off: run in this process."
+)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from docker.errors import DockerException, ImageNotFound
+from rich.markup import escape
 
 import docker
 from shesha import llm
@@ -177,8 +178,8 @@ def doctor(
     else:
         for c in checks:
             mark = "[green]pass[/]" if c.ok else "[red]FAIL[/]"
-            out_console.print(f"{mark}  {c.name:<17} {c.detail}", highlight=False)
+            out_console.print(f"{mark}  {c.name:<17} {escape(c.detail)}", highlight=False)
             if not c.ok and c.fix:
-                out_console.print(f"      {'':<17} fix: {c.fix}", highlight=False)
+                out_console.print(f"      {'':<17} fix: {escape(c.fix)}", highlight=False)
     if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_ERROR)

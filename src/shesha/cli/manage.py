@@ -10,19 +10,18 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from shesha.api import Project, Shesha
+from shesha.cli.backend import Backend, open_backend
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     EXIT_ERROR,
-    document_json,
+    SERVER_OPTION_HELP,
     err_console,
-    open_shesha,
     out_console,
     print_json,
     split_hint,
 )
 from shesha.config import CONFIG_FILE, INIT_TEMPLATE
-from shesha.errors import StorageError
+from shesha.errors import NotFoundError, StorageError
 from shesha.rlm.events import (
     CodeRun,
     ExecDone,
@@ -40,14 +39,20 @@ from shesha.storage import AddProgress, AddReport
 
 ConfigOpt = typer.Option(None, "--config", help=CONFIG_OPTION_HELP)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+ServerOpt = typer.Option(None, "--server", help=SERVER_OPTION_HELP)
 
 
 def add_with_progress(
-    project: Project, paths: Sequence[str], *, password: str | None, quiet: bool = False
-) -> AddReport:
+    backend: Backend,
+    project: str,
+    paths: Sequence[str],
+    *,
+    password: str | None,
+    quiet: bool = False,
+) -> tuple[AddReport, dict[str, dict[str, Any]]]:
     """Add with a progress bar on stderr (when it is a terminal)."""
     if quiet or not err_console.is_terminal:
-        return project.add(list(paths), password=password)
+        return backend.add(project, paths, password=password, on_progress=None)
     with Progress(
         TextColumn("adding"),
         BarColumn(),
@@ -61,7 +66,7 @@ def add_with_progress(
         def step(p: AddProgress) -> None:
             bar.update(task, total=p.total, completed=p.done, description=p.name[-50:])
 
-        return project.add(list(paths), password=password, on_progress=step)
+        return backend.add(project, paths, password=password, on_progress=step)
 
 
 def add(
@@ -69,21 +74,19 @@ def add(
     project: str = typer.Argument(..., help="The project (made if it does not exist)."),
     paths: list[str] = typer.Argument(..., help="Files, directories (recursive) and globs."),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs."),
-    keep_originals: bool = typer.Option(False, help="Also store a copy of each original."),
     json_out: bool = JsonOpt,
+    server: str | None = ServerOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """Parse and store documents in a project. Exit code 1 if any file failed (the good
     ones are stored all the same)."""
-    with open_shesha(ctx, config_file=config) as sh:
-        p = sh.project(project)
-        report = add_with_progress(p, paths, password=password, quiet=json_out)
-        docs = {d.name: d for d in p.documents()}
+    with open_backend(ctx, server, config) as backend:
+        report, docs = add_with_progress(backend, project, paths, password=password, quiet=json_out)
     if json_out:
         print_json(
             {
                 "project": project,
-                "stored": [document_json(docs[d.name]) for d in report.stored if d.name in docs],
+                "stored": [docs[d.name] for d in report.stored if d.name in docs],
                 "failed": [{"path": f.path, "error": f.error} for f in report.failed],
             }
         )
@@ -113,40 +116,31 @@ projects_app = typer.Typer(help="List, show or delete projects.", no_args_is_hel
 
 @projects_app.callback(invoke_without_command=True)
 def _projects_default(
-    ctx: typer.Context, json_out: bool = JsonOpt, config: Path | None = ConfigOpt
+    ctx: typer.Context,
+    json_out: bool = JsonOpt,
+    server: str | None = ServerOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """List projects (the default), or show / delete one."""
     if ctx.invoked_subcommand is None:
-        projects_list(ctx, json_out=json_out, config=config)
-
-
-def _summary(sh: Shesha, name: str) -> dict[str, Any]:
-    p = sh.get_project(name)
-    docs = p.documents()
-    traces = sorted(p.stored.traces_dir.glob("*.jsonl"))
-    return {
-        "name": name,
-        "documents": len(docs),
-        "chars": sum(d.meta.chars for d in docs),
-        "version": p.stored.version,
-        "traces": len(traces),
-        "path": str(p.stored.path),
-    }
+        projects_list(ctx, json_out=json_out, server=server, config=config)
 
 
 @projects_app.command("list")
 def projects_list(
-    ctx: typer.Context, json_out: bool = JsonOpt, config: Path | None = ConfigOpt
+    ctx: typer.Context,
+    json_out: bool = JsonOpt,
+    server: str | None = ServerOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """List projects."""
-    with open_shesha(ctx, config_file=config) as sh:
-        rows = [_summary(sh, name) for name in sh.projects()]
-        home = sh.store.home
+    with open_backend(ctx, server, config) as backend:
+        rows = backend.project_rows()
     if json_out:
         print_json({"projects": rows})
         return
     if not rows:
-        err_console.print(f"No projects yet in {home}. Make one with `shesha add NAME PATHS...`.")
+        err_console.print("No projects yet. Make one with `shesha add NAME PATHS...`.")
         return
     table = Table("project", "documents", "characters", "traces")
     for r in rows:
@@ -159,18 +153,18 @@ def projects_show(
     ctx: typer.Context,
     name: str = typer.Argument(...),
     json_out: bool = JsonOpt,
+    server: str | None = ServerOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """Show a project: its documents, size, version and traces."""
-    with open_shesha(ctx, config_file=config) as sh:
-        info = _summary(sh, name)
-        docs = [document_json(d) for d in sh.get_project(name).documents()]
+    with open_backend(ctx, server, config) as backend:
+        info = backend.project_info(name)
     if json_out:
-        print_json({**info, "docs": docs})
+        print_json(info)
         return
     for key in ("name", "documents", "chars", "version", "traces", "path"):
         out_console.print(f"{key:>10}: {info[key]}", markup=False)
-    _docs_table(docs)
+    _docs_table(info["docs"])
 
 
 @projects_app.command("delete")
@@ -178,21 +172,22 @@ def projects_delete(
     ctx: typer.Context,
     name: str = typer.Argument(...),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    server: str | None = ServerOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """Delete a project, its documents and its traces."""
-    with open_shesha(ctx, config_file=config) as sh:
-        if not sh.store.exists(name):
-            raise StorageError(f"No project named {name!r} to delete.")
+    with open_backend(ctx, server, config) as backend:
+        if not backend.project_exists(name):
+            raise NotFoundError(f"No project named {name!r} to delete.")
         if not yes and not typer.confirm(f"Delete project {name!r} and its traces?"):
             raise typer.Abort()
-        sh.delete_project(name)
+        backend.delete_project(name)
     err_console.print(f"Deleted {name}.", markup=False)
 
 
-def _docs_table(docs: list[dict[str, Any]]) -> None:
+def _docs_table(rows: list[dict[str, Any]]) -> None:
     table = Table("document", "format", "pages", "characters", "warnings")
-    for d in docs:
+    for d in rows:
         table.add_row(
             d["name"],
             d["format"],
@@ -210,37 +205,23 @@ def docs(
         None, "--show", help="Print this document's text exactly as the model sees it."
     ),
     json_out: bool = JsonOpt,
+    server: str | None = ServerOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """List a project's documents, or print one's parsed text."""
-    with open_shesha(ctx, config_file=config) as sh:
-        p = sh.get_project(project)
+    with open_backend(ctx, server, config) as backend:
         if show is not None:
-            text = p.text(show)
+            text = backend.text(project, show)
             if json_out:
                 print_json({"project": project, "name": show, "text": text})
             else:
                 typer.echo(text, nl=False)
             return
-        rows = [document_json(d) for d in p.documents()]
+        rows = backend.documents(project)
     if json_out:
         print_json({"project": project, "docs": rows})
     else:
         _docs_table(rows)
-
-
-def _trace_summary(path: Path) -> dict[str, Any]:
-    trace = read_trace(path)
-    header, summary = trace.header, trace.summary
-    return {
-        "path": str(path),
-        "question": header.question if header else None,
-        "model": header.model if header else None,
-        "status": summary.status if summary else "incomplete",
-        "iterations": summary.iterations if summary else None,
-        "duration_s": summary.duration_s if summary else None,
-        "answer": summary.answer if summary else None,
-    }
 
 
 def traces(
@@ -248,13 +229,12 @@ def traces(
     project: str = typer.Argument(...),
     last: int = typer.Option(10, "--last", "-n", help="How many, newest first."),
     json_out: bool = JsonOpt,
+    server: str | None = ServerOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """List a project's query traces, newest first."""
-    with open_shesha(ctx, config_file=config) as sh:
-        folder = sh.get_project(project).stored.traces_dir
-    paths = sorted(folder.glob("*.jsonl"), key=lambda f: f.name, reverse=True)[:last]
-    rows = [_trace_summary(f) for f in paths]
+    with open_backend(ctx, server, config) as backend:
+        rows, folder = backend.traces(project, max(1, last))
     if json_out:
         print_json({"project": project, "traces": rows})
         return

@@ -106,6 +106,9 @@ class ExecSession(Protocol):
     def cancel(self) -> None:
         """Stop running code at once; called from any thread."""
 
+    def reset(self) -> None:
+        """A fresh namespace; the documents stay loaded."""
+
     def close(self) -> None: ...
 
 

@@ -391,6 +391,13 @@ class SandboxSession:
             self, code, on_subcall=on_subcall, timeout=timeout, max_output_chars=max_output_chars
         )
 
+    def reset(self) -> None:
+        """A fresh namespace; the documents stay loaded."""
+        if self._closed:
+            raise SandboxError("this sandbox session has been closed")
+        if self._sandbox is not None:
+            self._guarded(self._sandbox, lambda s: s.reset())
+
     def cancel(self) -> None:
         """Stop running code at once, from any thread: the container is killed and
         replaced, and a waiting :meth:`next` returns a lost result."""

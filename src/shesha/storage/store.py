@@ -34,7 +34,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
 from shesha.config import default_home
-from shesha.errors import SheshaError, StorageError
+from shesha.errors import NotFoundError, SheshaError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument, parse_file
 from shesha.storage.atomic import atomic_write, sweep_temporaries
 from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
@@ -155,7 +155,7 @@ class StoredProject:
         validate_document_name(name)
         p = self.docs_dir / f"{_key(name)}.json"
         if not p.exists():
-            raise StorageError(
+            raise NotFoundError(
                 f"Project {self.name!r} has no document {name!r}.",
                 hint=f"`shesha docs {self.name}` lists its documents.",
             )
@@ -365,7 +365,7 @@ class ProjectStore:
 
     def get(self, name: str) -> StoredProject:
         if not self.exists(name):
-            raise StorageError(
+            raise NotFoundError(
                 f"No project named {name!r} in {self.projects_dir}.",
                 hint="`shesha projects list` shows the projects; `shesha add` makes one.",
             )
@@ -388,7 +388,7 @@ class ProjectStore:
     def delete(self, name: str) -> None:
         path = self._project_path(name)
         if not (path / "project.json").is_file():
-            raise StorageError(f"No project named {name!r} to delete.")
+            raise NotFoundError(f"No project named {name!r} to delete.")
         # Rename first, so the project vanishes at once and whole; then remove the files.
         trash = self.projects_dir / f".deleting-{uuid.uuid4().hex}"
         os.replace(path, trash)

@@ -1,0 +1,279 @@
+"""What the CLI's commands work with: shesha in this process, or a running server. Both
+give the same JSON shapes (``shesha.views``) and the same errors, so the commands print
+the same output and exit with the same codes either way."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import typer
+from pydantic import TypeAdapter, ValidationError
+
+from shesha.api import Shesha
+from shesha.cli.common import open_shesha
+from shesha.client import ServerClient, find_server
+from shesha.config import default_home, load_settings
+from shesha.errors import SheshaError
+from shesha.rlm import QueryResult, TraceEvent
+from shesha.server.security import Forbidden
+from shesha.storage import AddProgress, AddReport, FailedInput
+from shesha.storage.inputs import expand
+from shesha.views import document_json, project_json, trace_files, trace_json
+
+EventHandler = Callable[[TraceEvent], None]
+QueueHandler = Callable[[int], None]
+_EVENT: TypeAdapter[TraceEvent] = TypeAdapter(TraceEvent)
+
+
+class Backend(Protocol):
+    where: str
+    """In a sentence: where the work happens."""
+
+    def local_model_note(self) -> str | None: ...
+    def project_rows(self) -> list[dict[str, Any]]: ...
+    def project_info(self, name: str) -> dict[str, Any]: ...
+    def delete_project(self, name: str) -> None: ...
+    def project_exists(self, name: str) -> bool: ...
+    def documents(self, project: str) -> list[dict[str, Any]]: ...
+    def text(self, project: str, name: str) -> str: ...
+    def add(
+        self,
+        project: str,
+        paths: Sequence[str],
+        *,
+        password: str | None,
+        on_progress: Callable[[AddProgress], None] | None,
+    ) -> tuple[AddReport, dict[str, dict[str, Any]]]: ...
+    def traces(self, project: str, last: int) -> tuple[list[dict[str, Any]], str]: ...
+    def ask(
+        self,
+        project: str,
+        question: str,
+        *,
+        on_event: EventHandler,
+        on_queue: QueueHandler,
+        overrides: dict[str, Any],
+    ) -> QueryResult: ...
+
+
+class LocalBackend:
+    """shesha in this process: the classic CLI."""
+
+    where = "in this process"
+
+    def __init__(self, sh: Shesha) -> None:
+        self.sh = sh
+
+    def local_model_note(self) -> str | None:
+        """Said on stderr when no model is configured and the local one steps in."""
+        fallback = None if self.sh.has_model else self.sh.local_fallback()
+        if fallback is None:
+            return None
+        return (
+            f"No model is configured: using the local model {fallback.name} "
+            "(--model local). Choose another with --model or SHESHA_MODEL."
+        )
+
+    def project_rows(self) -> list[dict[str, Any]]:
+        return [project_json(self.sh.store.get(n)) for n in self.sh.projects()]
+
+    def project_info(self, name: str) -> dict[str, Any]:
+        p = self.sh.get_project(name)
+        return {**project_json(p.stored), "docs": [document_json(d) for d in p.documents()]}
+
+    def delete_project(self, name: str) -> None:
+        self.sh.delete_project(name)
+
+    def project_exists(self, name: str) -> bool:
+        return self.sh.store.exists(name)
+
+    def documents(self, project: str) -> list[dict[str, Any]]:
+        return [document_json(d) for d in self.sh.get_project(project).documents()]
+
+    def text(self, project: str, name: str) -> str:
+        return self.sh.get_project(project).text(name)
+
+    def add(
+        self,
+        project: str,
+        paths: Sequence[str],
+        *,
+        password: str | None,
+        on_progress: Callable[[AddProgress], None] | None,
+    ) -> tuple[AddReport, dict[str, dict[str, Any]]]:
+        p = self.sh.project(project)
+        report = p.add(list(paths), password=password, on_progress=on_progress)
+        return report, {d.name: document_json(d) for d in p.documents()}
+
+    def traces(self, project: str, last: int) -> tuple[list[dict[str, Any]], str]:
+        p = self.sh.get_project(project)
+        return [trace_json(f) for f in trace_files(p.stored, last)], str(p.stored.traces_dir)
+
+    def ask(
+        self,
+        project: str,
+        question: str,
+        *,
+        on_event: EventHandler,
+        on_queue: QueueHandler,
+        overrides: dict[str, Any],
+    ) -> QueryResult:
+        if not self.sh.has_model and not overrides.get("model") and self.sh.local_fallback():
+            overrides = {**overrides, "model": "local"}
+        return self.sh.get_project(project).query(question, on_event=on_event, **overrides)
+
+
+class RemoteBackend:
+    """A running `shesha serve`: the warm pool, LiteLLM already imported, corpora loaded."""
+
+    def __init__(self, client: ServerClient) -> None:
+        self.client = client
+        self.where = f"on the server at {client.url}"
+
+    def local_model_note(self) -> str | None:
+        return None  # the server chose its model when it started
+
+    def project_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.client.get("/api/projects")["projects"]
+        return rows
+
+    def project_info(self, name: str) -> dict[str, Any]:
+        info: dict[str, Any] = self.client.get(f"/api/projects/{name}")
+        return info
+
+    def delete_project(self, name: str) -> None:
+        self.client.delete(f"/api/projects/{name}")
+
+    def project_exists(self, name: str) -> bool:
+        return any(row["name"] == name for row in self.project_rows())
+
+    def documents(self, project: str) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = self.client.get(f"/api/projects/{project}/documents")["docs"]
+        return docs
+
+    def text(self, project: str, name: str) -> str:
+        parts: list[str] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = self.client.get(f"/api/projects/{project}/documents/{name}/text", offset=offset)
+            parts.append(page["text"])
+            offset = page["next_offset"]
+        return "".join(parts)
+
+    def add(
+        self,
+        project: str,
+        paths: Sequence[str],
+        *,
+        password: str | None,
+        on_progress: Callable[[AddProgress], None] | None,
+    ) -> tuple[AddReport, dict[str, dict[str, Any]]]:
+        """By path when the server may read them, else as an upload (and globs are
+        expanded here, as the shell would)."""
+        failed: list[FailedInput] = []
+        if any(glob.has_magic(p) for p in paths):
+            body, failed = self._upload(project, paths, password)
+        else:
+            resolved = [str(Path(p).expanduser().resolve()) for p in paths]
+            try:
+                body = self.client.post(
+                    f"/api/projects/{project}/paths",
+                    {"paths": resolved, "password": password},
+                    timeout=None,
+                )
+            except Forbidden:
+                body, failed = self._upload(project, paths, password)
+        report = AddReport.model_validate(body)
+        report.failed[:0] = failed
+        return report, {d["name"]: d for d in body["docs"]}
+
+    def _upload(
+        self, project: str, paths: Sequence[str], password: str | None
+    ) -> tuple[dict[str, Any], list[FailedInput]]:
+        candidates, problems = expand(list(paths))
+        failed = [FailedInput(path=p.path, error=p.error) for p in problems]
+        if not candidates:
+            return {"project": project, "stored": [], "failed": [], "docs": []}, failed
+        with contextlib.ExitStack() as stack:
+            files = [
+                ("files", (c.name, stack.enter_context(open(c.path, "rb")))) for c in candidates
+            ]
+            body = self.client.request(
+                "POST",
+                f"/api/projects/{project}/documents",
+                files=files,
+                params={"password": password} if password else None,
+                timeout=None,
+            )
+        return body, failed
+
+    def traces(self, project: str, last: int) -> tuple[list[dict[str, Any]], str]:
+        body = self.client.get(f"/api/projects/{project}/traces", last=last)
+        return body["traces"], body["folder"]
+
+    def ask(
+        self,
+        project: str,
+        question: str,
+        *,
+        on_event: EventHandler,
+        on_queue: QueueHandler,
+        overrides: dict[str, Any],
+    ) -> QueryResult:
+        started = self.client.post(
+            f"/api/projects/{project}/queries", {"question": question, **overrides}
+        )
+        try:
+            for record in self.client.events(started["events_url"]):
+                kind = record.get("type")
+                if kind == "queued":
+                    on_queue(int(record["position"]))
+                elif kind == "done":
+                    return QueryResult.model_validate(record["result"])
+                elif kind in ("failed", "cancelled"):
+                    raise SheshaError(
+                        f"The query {kind} on the server: {record.get('error') or kind}."
+                    )
+                else:
+                    with contextlib.suppress(ValidationError):  # a server-only event kind
+                        on_event(_EVENT.validate_python(record))
+        except KeyboardInterrupt:
+            self.client.post(f"/api/queries/{started['id']}/cancel")
+            raise
+        raise SheshaError("The server's event stream ended before the query did.")
+
+
+@contextlib.contextmanager
+def open_backend(
+    ctx: typer.Context, server: str | None, config: Path | None, **settings: Any
+) -> Iterator[Backend]:
+    """A running server when one answers (``--server``, SHESHA_SERVER, the local one),
+    else shesha in this process, with these settings."""
+    base = load_settings(config_file=config)
+    token = settings.get("token") or (base.token.get_secret_value() if base.token else None)
+    home = Path(base.home).expanduser() if base.home else None
+    client = None
+    if ctx.find_root().obj is None:  # a test's or an embedder's factory runs in-process
+        client = find_server(server, base.server, token, home or default_home())
+    if client is not None:
+        with client:
+            yield RemoteBackend(client)
+        return
+    with open_shesha(ctx, config_file=config, **settings) as sh:
+        yield LocalBackend(sh)
+
+
+def warm_llm_import() -> None:
+    """Import LiteLLM in the background while the CLI parses documents and starts the
+    sandbox pool: it takes seconds, and a query needs it only at its first model call."""
+
+    def load() -> None:
+        with contextlib.suppress(SheshaError, ImportError):  # the query reports it properly
+            import shesha.llm.client  # noqa: F401, PLC0415
+
+    threading.Thread(target=load, name="shesha-warm-litellm", daemon=True).start()

@@ -1,0 +1,367 @@
+"""The HTTP API of `shesha serve`: projects, documents, queries streamed as Server-Sent
+Events, traces; MCP at /mcp. One long-lived process holds the sandbox pool, the loaded
+corpora, LiteLLM and any local model server.
+
+Errors are JSON: ``{"error": message, "hint": hint, "kind": class name}``, with the same
+messages and hints as the CLI. With a token, every request but ``GET /api/health`` needs
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp
+
+from shesha import __version__
+from shesha.api import Shesha
+from shesha.errors import (
+    ConfigError,
+    LLMError,
+    NotFoundError,
+    ParseError,
+    SandboxBusyError,
+    SandboxUnavailableError,
+    SheshaError,
+    StorageError,
+)
+from shesha.rlm.result import QueryResult
+from shesha.rlm.trace import read_trace
+from shesha.server.queries import QueryManager, QueryRun, event_record
+from shesha.server.security import Forbidden, TokenGuard, UploadLimit, allowed_path
+from shesha.storage import AddReport
+from shesha.storage.names import validate_document_name
+from shesha.views import document_json, project_json, trace_files, trace_json
+
+TRACE_NAME = re.compile(r"^[\w.-]+\.jsonl$")
+DEFAULT_PAGE = 100_000
+
+
+class AddPaths(BaseModel):
+    paths: list[str] = Field(min_length=1)
+    password: str | None = None
+
+
+class Ask(BaseModel):
+    """A question, and any per-query overrides (model, limits...)."""
+
+    model_config = {"extra": "allow"}
+    question: str = Field(min_length=1)
+
+
+def _status(error: SheshaError) -> int:
+    for kind, status in (
+        (NotFoundError, 404),
+        (Forbidden, 403),
+        (ConfigError, 400),
+        (ParseError, 422),
+        (SandboxBusyError, 503),
+        (SandboxUnavailableError, 503),
+        (LLMError, 502),
+    ):
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_body(error: SheshaError) -> dict[str, Any]:
+    return {"error": error.message, "hint": error.hint, "kind": type(error).__name__}
+
+
+@dataclass
+class Served:
+    """What the routes work with: the Shesha, its query line, where paths may come from."""
+
+    sh: Shesha
+    manager: QueryManager
+    roots: list[Path]
+
+
+def served(request: Request) -> Served:
+    value: Served = request.app.state.served
+    return value
+
+
+def get_run(request: Request, run_id: str) -> QueryRun:
+    run = served(request).manager.get(run_id)
+    if run is None:
+        raise NotFoundError(
+            f"No query {run_id!r} on this server.", hint="GET /api/queries lists them."
+        )
+    return run
+
+
+router = APIRouter(prefix="/api")
+
+
+# -- about the server -------------------------------------------------------------------
+
+
+@router.get("/health")
+def health() -> dict[str, Any]:
+    """Unauthenticated: only that this is shesha, and its version."""
+    return {"service": "shesha", "version": __version__}
+
+
+@router.get("/status")
+def status(request: Request) -> dict[str, Any]:
+    s = served(request)
+    runs = s.manager.list()
+    return {
+        "service": "shesha",
+        "version": __version__,
+        "home": str(s.sh.store.home),
+        "model": s.sh.model_name,
+        "slots": s.manager.slots,
+        "running": sum(1 for r in runs if r.state == "running"),
+        "waiting": s.manager.waiting(),
+        "pool_started": s.sh.pool_started,
+    }
+
+
+# -- projects and documents -------------------------------------------------------------
+
+
+@router.get("/projects")
+def list_projects(request: Request) -> dict[str, Any]:
+    sh = served(request).sh
+    return {"projects": [project_json(sh.store.get(n)) for n in sh.projects()]}
+
+
+@router.get("/projects/{name}")
+def show_project(request: Request, name: str) -> dict[str, Any]:
+    p = served(request).sh.get_project(name)
+    return {**project_json(p.stored), "docs": [document_json(d) for d in p.documents()]}
+
+
+@router.post("/projects/{name}", status_code=201)
+def create_project(request: Request, name: str) -> dict[str, Any]:
+    return project_json(served(request).sh.project(name).stored)
+
+
+@router.delete("/projects/{name}")
+def delete_project(request: Request, name: str) -> dict[str, Any]:
+    served(request).sh.delete_project(name)
+    return {"deleted": name}
+
+
+@router.get("/projects/{name}/documents")
+def list_documents(request: Request, name: str) -> dict[str, Any]:
+    docs = served(request).sh.get_project(name).documents()
+    return {"project": name, "docs": [document_json(d) for d in docs]}
+
+
+@router.get("/projects/{name}/documents/{doc:path}/text")
+def document_text(
+    request: Request, name: str, doc: str, offset: int = 0, limit: int = DEFAULT_PAGE
+) -> dict[str, Any]:
+    """A document's parsed text as the model sees it, a page at a time."""
+    text = served(request).sh.get_project(name).text(doc)
+    offset, limit = max(0, offset), max(1, min(limit, 10 * DEFAULT_PAGE))
+    page = text[offset : offset + limit]
+    end = offset + len(page)
+    return {
+        "project": name,
+        "name": doc,
+        "offset": offset,
+        "text": page,
+        "total_chars": len(text),
+        "next_offset": end if end < len(text) else None,
+    }
+
+
+@router.delete("/projects/{name}/documents/{doc:path}")
+def remove_document(request: Request, name: str, doc: str) -> dict[str, Any]:
+    served(request).sh.get_project(name).remove(doc)
+    return {"project": name, "removed": doc}
+
+
+def add_json(sh: Shesha, name: str, report: AddReport) -> dict[str, Any]:
+    docs = {d.name: d for d in sh.get_project(name).documents()}
+    return {
+        **report.model_dump(mode="json"),
+        "docs": [document_json(docs[d.name]) for d in report.stored if d.name in docs],
+    }
+
+
+@router.post("/projects/{name}/paths")
+def add_paths(request: Request, name: str, body: AddPaths) -> dict[str, Any]:
+    """Add files and directories this server may read (its ``--allow-path``)."""
+    s = served(request)
+    paths = [allowed_path(p, s.roots) for p in body.paths]
+    return add_json(s.sh, name, s.sh.project(name).add(paths, password=body.password))
+
+
+@router.post("/projects/{name}/documents")
+def upload(
+    request: Request,
+    name: str,
+    files: Annotated[list[UploadFile], File()],
+    password: str | None = None,
+) -> dict[str, Any]:
+    """Add uploaded files, each named by its file name (which may hold a relative path,
+    such as ``notes/call.md``, like a file found under a directory)."""
+    sh = served(request).sh
+    with tempfile.TemporaryDirectory(prefix="shesha-upload-") as tmp:
+        for f in files:
+            try:
+                doc = validate_document_name(f.filename or "")
+            except StorageError as e:
+                raise ConfigError(f"The uploaded file name {f.filename!r} is refused: {e}") from e
+            target = Path(tmp, *doc.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(f.file, out)
+        report = sh.project(name).add([tmp], password=password)
+    return add_json(sh, name, report)
+
+
+# -- queries ----------------------------------------------------------------------------
+
+
+@router.post("/projects/{name}/queries", status_code=202)
+async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
+    """Start a query; follow it at ``events_url``."""
+    s = served(request)
+    overrides = body.model_extra or {}
+    s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
+    await asyncio.to_thread(s.sh.get_project, name)  # and a missing project with a 404
+    run = s.manager.submit(name, body.question, overrides)
+    return {**run.summary(), "events_url": f"/api/queries/{run.id}/events"}
+
+
+@router.get("/queries")
+def list_queries(request: Request) -> dict[str, Any]:
+    return {"queries": [r.summary() for r in served(request).manager.list()]}
+
+
+@router.get("/queries/{run_id}")
+def show_query(request: Request, run_id: str) -> dict[str, Any]:
+    return get_run(request, run_id).summary()
+
+
+@router.post("/queries/{run_id}/cancel")
+async def cancel_query(request: Request, run_id: str) -> dict[str, Any]:
+    run = get_run(request, run_id)
+    served(request).manager.cancel(run_id)
+    return run.summary()
+
+
+@router.get("/queries/{run_id}/events")
+async def query_events(request: Request, run_id: str, start: int = 0) -> StreamingResponse:
+    """Server-Sent Events: every event of the query from ``start`` on, live, ending with
+    ``done``, ``cancelled`` or ``failed``. Each event's ``id`` is its index."""
+    run = get_run(request, run_id)
+
+    async def stream() -> AsyncIterator[str]:
+        index = max(0, start)
+        async for record in run.follow(index):
+            yield f"id: {index}\nevent: {record['type']}\ndata: {json.dumps(record)}\n\n"
+            index += 1
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+# -- traces -----------------------------------------------------------------------------
+
+
+@router.get("/projects/{name}/traces")
+def list_traces(request: Request, name: str, last: int = 10) -> dict[str, Any]:
+    p = served(request).sh.get_project(name)
+    rows = [trace_json(f) for f in trace_files(p.stored, max(1, last))]
+    return {"project": name, "traces": rows, "folder": str(p.stored.traces_dir)}
+
+
+@router.get("/projects/{name}/traces/{trace_name}")
+def show_trace(request: Request, name: str, trace_name: str) -> dict[str, Any]:
+    p = served(request).sh.get_project(name)
+    path = p.stored.traces_dir / trace_name
+    if not TRACE_NAME.match(trace_name) or not path.is_file():
+        raise NotFoundError(f"Project {name!r} has no trace {trace_name!r}.")
+    trace = read_trace(path)
+    return {
+        "project": name,
+        "name": trace_name,
+        "header": trace.header.model_dump(mode="json") if trace.header else None,
+        "events": [event_record(e) for e in trace.events],
+    }
+
+
+# -- the app ----------------------------------------------------------------------------
+
+
+async def _shesha_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, SheshaError)
+    return JSONResponse(error_body(error), status_code=_status(error))
+
+
+async def _bad_request(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0] if error.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return JSONResponse(
+        {
+            "error": f"Invalid request: {where or 'body'}: {first.get('msg', 'invalid')}.",
+            "hint": "See /api/docs for what each endpoint takes.",
+            "kind": "RequestValidationError",
+        },
+        status_code=422,
+    )
+
+
+def create_app(
+    sh: Shesha,
+    *,
+    token: str | None = None,
+    allow_paths: Sequence[Path] = (),
+    max_upload_mb: int = 100,
+    slots: int | None = None,
+    mcp_app: ASGIApp | None = None,
+    mcp_lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+) -> ASGIApp:
+    """The server for one Shesha. ``allow_paths``: the directories "add by path" may read
+    from. ``slots``: queries run at once (default: the sandbox pool's size)."""
+    roots = [Path(p).expanduser().resolve() for p in allow_paths]
+
+    async def run_query(run: QueryRun) -> QueryResult:
+        project = await asyncio.to_thread(sh.get_project, run.project)
+        return await project.aquery(run.question, on_event=run.publish, **run.overrides)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager = QueryManager(run_query, slots or sh.settings.pool_size)
+        app.state.served = Served(sh, manager, roots)
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp_lifespan is not None:
+                await stack.enter_async_context(mcp_lifespan())
+            yield
+            await manager.shutdown()
+
+    app = FastAPI(
+        title="shesha",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
+    app.add_exception_handler(SheshaError, _shesha_error)
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    app.include_router(router)
+    if mcp_app is not None:
+        app.mount("/mcp", mcp_app)
+    return TokenGuard(UploadLimit(app, max_upload_mb * 1024 * 1024), token, ("/api/health",))

@@ -1,0 +1,385 @@
+"""shesha over MCP, with the official SDK: `shesha mcp` (stdio) and /mcp on `shesha serve`
+(streamable HTTP).
+
+Two kinds of agent use it:
+
+- **Agents that want answers**: ``ask`` (with progress notifications), ``add_documents``,
+  ``list_projects``, ``list_documents``, ``read_document`` (paged), ``list_traces``,
+  ``read_trace``.
+- **Agents that want to be the root model themselves**: ``open_session`` gives a warm
+  sandbox with a project's documents loaded as ``context``; ``execute_python``,
+  ``get_variable``, ``reset_session``, ``list_sessions``, ``close_session``. Sessions
+  expire after a time without use. ``llm_query`` inside such a session is relayed to the
+  client through MCP sampling when the client offers it, else to the configured
+  sub-model, else it returns an error that says which of the two to set up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import ClientCapabilities, SamplingCapability, SamplingMessage, TextContent
+from starlette.types import ASGIApp
+
+from shesha import __version__
+from shesha.api import Shesha
+from shesha.errors import ConfigError, LLMError, NotFoundError
+from shesha.llm.types import Message
+from shesha.rlm.engine import ExecSession
+from shesha.rlm.events import CodeRun, LLMResponse, TraceEvent
+from shesha.rlm.history import UNTRUSTED, wrap
+from shesha.rlm.prompting import PromptSet
+from shesha.rlm.trace import read_trace as load_trace
+from shesha.sandbox.execution import ExecResult, SubcallBatch, SubcallItem
+from shesha.server.queries import event_record
+from shesha.server.security import allowed_path
+from shesha.views import document_json, project_json, result_json, trace_files, trace_json
+
+SESSION_TTL_S = 30 * 60
+MAX_READ = 50_000
+IDENTIFIER_HELP = "a Python name, like `hits` or `total_2024`"
+INSTRUCTIONS = """shesha answers questions about large document sets with a Recursive Language
+Model. Use `ask` for answers (it runs the whole loop with shesha's model). To be the root model
+yourself, `open_session` on a project: `context` then holds its documents in a sandbox
+with no network, and `execute_python` runs your code there (`llm_query`,
+`llm_query_batched` and `FINAL` are defined)."""
+
+
+@dataclass
+class McpSession:
+    """A warm sandbox holding one project's documents, for one client."""
+
+    id: str
+    project: str
+    sandbox: ExecSession
+    created: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def info(self, ttl: float) -> dict[str, Any]:
+        return {
+            "session_id": self.id,
+            "project": self.project,
+            "created": self.created,
+            "idle_s": round(time.time() - self.last_used, 1),
+            "expires_in_s": round(max(0.0, ttl - (time.time() - self.last_used)), 1),
+        }
+
+
+def _text(result: ExecResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "error": result.error,
+        "final": result.final,
+        "subcalls": result.subcalls,
+    }
+
+
+class McpHub:
+    """The MCP server over one Shesha, and the sessions its clients hold."""
+
+    def __init__(
+        self,
+        sh: Shesha,
+        *,
+        allow_paths: Sequence[Path] = (),
+        session_ttl_s: float = SESSION_TTL_S,
+    ) -> None:
+        self.sh = sh
+        self.roots = [Path(p).expanduser().resolve() for p in allow_paths]
+        self.ttl = session_ttl_s
+        self.sessions: dict[str, McpSession] = {}
+        self.server = MCPServer(
+            "shesha", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
+        )
+        self._prompts = PromptSet.load()
+        self._mounted = False
+        self._register()
+
+    # -- transports ---------------------------------------------------------------------
+
+    def http_app(self) -> ASGIApp:
+        """The streamable-HTTP endpoint, to mount at /mcp."""
+        app: ASGIApp = self.server.streamable_http_app(streamable_http_path="/")
+        self._mounted = True
+        return app
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Runs the HTTP session manager (when mounted) and expires idle sessions."""
+        reaper = asyncio.get_running_loop().create_task(self._expire_forever())
+        try:
+            if self._mounted:
+                async with self.server.session_manager.run():
+                    yield
+            else:
+                yield
+        finally:
+            reaper.cancel()
+
+    def run_stdio(self) -> None:
+        """Serve one client over stdin/stdout until it goes away."""
+
+        async def main() -> None:
+            async with self.running():
+                try:
+                    await self.server.run_stdio_async()
+                finally:
+                    await self.close()
+
+        asyncio.run(main())
+
+    async def close(self) -> None:
+        for session_id in list(self.sessions):
+            await self._close(session_id)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, self.ttl / 2))
+            await self.expire()
+
+    async def expire(self) -> list[str]:
+        """Close the sessions unused for longer than the TTL; return their ids."""
+        now = time.time()
+        old = [s.id for s in self.sessions.values() if now - s.last_used > self.ttl]
+        for session_id in old:
+            await self._close(session_id)
+        return old
+
+    async def _close(self, session_id: str) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is not None:
+            await asyncio.to_thread(session.sandbox.close)
+
+    def _session(self, session_id: str) -> McpSession:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFoundError(
+                f"No session {session_id!r}: it was closed, or it expired after "
+                f"{self.ttl:g} s without use.",
+                hint="list_sessions shows the open ones; open_session makes a new one.",
+            )
+        session.last_used = time.time()
+        return session
+
+    # -- sub-calls from a session -------------------------------------------------------
+
+    async def _answer(self, ctx: Context, items: Sequence[SubcallItem]) -> list[str]:
+        """llm_query from a session: the client's model through sampling, else shesha's
+        configured sub-model, else an error that says how to get either."""
+        if ctx.session.can_send_request and ctx.session.check_client_capability(
+            ClientCapabilities(sampling=SamplingCapability())
+        ):
+            return list(await asyncio.gather(*(self._sample(ctx, item) for item in items)))
+        if self.sh.has_model:
+            models = await asyncio.to_thread(self.sh.resolve_models)
+            return list(
+                await asyncio.gather(
+                    *(self._sub_model(models.sub, models.sub_model, item) for item in items)
+                )
+            )
+        message = (
+            "[llm_query error: no model can answer here. Either let your MCP client answer "
+            "(enable sampling in it), or configure a model for shesha (SHESHA_MODEL, "
+            "`model` in shesha.toml, or --model local)]"
+        )
+        return [message] * len(items)
+
+    def _subcall_messages(self, item: SubcallItem) -> tuple[str, str]:
+        nonce = secrets.token_hex(16)
+        user = item.instruction
+        if item.content:
+            user += "\n\n" + wrap(nonce, UNTRUSTED, item.content)
+        return self._prompts.render("subcall_system"), user
+
+    async def _sample(self, ctx: Context, item: SubcallItem) -> str:
+        system, user = self._subcall_messages(item)
+        try:
+            result = await ctx.session.create_message(
+                messages=[
+                    SamplingMessage(role="user", content=TextContent(type="text", text=user))
+                ],
+                max_tokens=2000,
+                system_prompt=system,
+                related_request_id=ctx.request_id,
+            )
+        except Exception as e:  # noqa: BLE001  the client's failure goes back to the code as text
+            return f"[llm_query error: the MCP client's sampling failed: {e}]"
+        content = result.content
+        return content.text if isinstance(content, TextContent) else str(content)
+
+    async def _sub_model(self, model: Any, name: str, item: SubcallItem) -> str:
+        system, user = self._subcall_messages(item)
+        messages: list[Message] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        try:
+            c = await model.complete(messages, model=name)
+        except LLMError as e:
+            return f"[llm_query error: {str(e).splitlines()[0]}]"
+        return str(c.text)
+
+    async def _run(self, ctx: Context, session: McpSession, code: str) -> ExecResult:
+        sandbox = session.sandbox
+        await asyncio.to_thread(sandbox.start, code)
+        while isinstance(step := await asyncio.to_thread(sandbox.next), SubcallBatch):
+            answers = await self._answer(ctx, step.items)
+            await asyncio.to_thread(sandbox.answer, answers)
+        return step
+
+    # -- the tools ----------------------------------------------------------------------
+
+    def _register(self) -> None:  # noqa: PLR0915  one place lists every tool
+        sh, mcp = self.sh, self.server
+
+        @mcp.tool()
+        async def ask(
+            project: str,
+            question: str,
+            ctx: Context,
+            model: str | None = None,
+            max_iterations: int | None = None,
+        ) -> dict[str, Any]:
+            """Ask a question about a project's documents; shesha's model runs the whole
+            loop. Progress is reported step by step."""
+            p = await asyncio.to_thread(sh.get_project, project)
+            limit = max_iterations or sh.settings.max_iterations
+            pending: set[asyncio.Task[None]] = set()
+
+            def on_event(event: TraceEvent) -> None:
+                if isinstance(event, LLMResponse | CodeRun):
+                    what = "model replied" if isinstance(event, LLMResponse) else "running code"
+                    task = asyncio.get_running_loop().create_task(
+                        ctx.report_progress(
+                            event.iteration, limit, f"step {event.iteration}: {what}"
+                        )
+                    )
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+
+            overrides = {"model": model, "max_iterations": max_iterations}
+            result = await p.aquery(question, on_event=on_event, **overrides)
+            await asyncio.gather(*pending, return_exceptions=True)
+            return result_json(result, project)
+
+        @mcp.tool()
+        async def add_documents(project: str, paths: list[str]) -> dict[str, Any]:
+            """Parse and store files and directories (recursively) in a project, made if
+            it does not exist. Paths must lie where this server may read."""
+            allowed = [allowed_path(p, self.roots) for p in paths]
+            report = await asyncio.to_thread(lambda: sh.project(project).add(allowed))
+            return report.model_dump(mode="json")
+
+        @mcp.tool()
+        async def list_projects() -> list[dict[str, Any]]:
+            """Every project: documents, characters, traces."""
+            return [project_json(sh.store.get(n)) for n in sh.projects()]
+
+        @mcp.tool()
+        async def list_documents(project: str) -> list[dict[str, Any]]:
+            """A project's documents: name, format, pages, characters, warnings."""
+            return [document_json(d) for d in sh.get_project(project).documents()]
+
+        @mcp.tool()
+        async def read_document(
+            project: str, name: str, offset: int = 0, limit: int = 20_000
+        ) -> dict[str, Any]:
+            """A page of a document's parsed text, as the model sees it."""
+            text = sh.get_project(project).text(name)
+            offset, limit = max(0, offset), max(1, min(limit, MAX_READ))
+            page = text[offset : offset + limit]
+            end = offset + len(page)
+            return {
+                "name": name,
+                "offset": offset,
+                "text": page,
+                "total_chars": len(text),
+                "next_offset": end if end < len(text) else None,
+            }
+
+        @mcp.tool()
+        async def list_traces(project: str, last: int = 10) -> list[dict[str, Any]]:
+            """A project's query traces, newest first."""
+            return [trace_json(f) for f in trace_files(sh.get_project(project).stored, last)]
+
+        @mcp.tool()
+        async def read_trace(project: str, trace: str) -> dict[str, Any]:
+            """One trace: its header and every event (code, output, sub-calls, answer)."""
+            path = sh.get_project(project).stored.traces_dir / Path(trace).name
+            if not path.is_file():
+                raise NotFoundError(f"Project {project!r} has no trace {trace!r}.")
+            t = load_trace(path)
+            return {
+                "header": t.header.model_dump(mode="json") if t.header else None,
+                "events": [event_record(e) for e in t.events],
+            }
+
+        @mcp.tool()
+        async def open_session(project: str) -> dict[str, Any]:
+            """A warm sandbox with the project's documents loaded as `context` (a list of
+            texts, in `doc_names` order), for you to explore with execute_python."""
+            p = await asyncio.to_thread(sh.get_project, project)
+            provider = await asyncio.to_thread(sh.sandboxes)
+            sandbox = await asyncio.to_thread(provider.acquire, p.stored)
+            session = McpSession(secrets.token_hex(8), project, sandbox)
+            self.sessions[session.id] = session
+            docs = p.documents()
+            return {
+                **session.info(self.ttl),
+                "documents": [d.name for d in docs],
+                "chars": sum(d.meta.chars for d in docs),
+            }
+
+        @mcp.tool()
+        async def execute_python(session_id: str, code: str, ctx: Context) -> dict[str, Any]:
+            """Run Python in a session's sandbox: variables persist between calls.
+            `llm_query(instruction, content)` asks a model about a piece of text."""
+            session = self._session(session_id)
+            async with session.lock:
+                result = await self._run(ctx, session, code)
+            session.last_used = time.time()
+            return _text(result)
+
+        @mcp.tool()
+        async def get_variable(session_id: str, name: str, ctx: Context) -> dict[str, Any]:
+            """The repr of a variable in a session (cut to the output limit)."""
+            if not name.isidentifier():
+                raise ConfigError(f"{name!r} is not a variable name.", hint=IDENTIFIER_HELP)
+            session = self._session(session_id)
+            async with session.lock:
+                result = await self._run(ctx, session, f"print(repr({name}))")
+            return {"name": name, **_text(result)}
+
+        @mcp.tool()
+        async def reset_session(session_id: str) -> dict[str, Any]:
+            """Forget a session's variables; its documents stay loaded."""
+            session = self._session(session_id)
+            async with session.lock:
+                await asyncio.to_thread(session.sandbox.reset)
+            return session.info(self.ttl)
+
+        @mcp.tool()
+        async def list_sessions() -> list[dict[str, Any]]:
+            """The open sessions, and when each expires."""
+            return [s.info(self.ttl) for s in self.sessions.values()]
+
+        @mcp.tool()
+        async def close_session(session_id: str) -> dict[str, Any]:
+            """Close a session and give its sandbox back."""
+            self._session(session_id)
+            await self._close(session_id)
+            return {"session_id": session_id, "closed": True}
+
+
+__all__ = ["McpHub"]
