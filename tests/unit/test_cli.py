@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.fixtures import make_pdf
 from typer.testing import CliRunner, Result
@@ -18,6 +19,7 @@ from shesha import Shesha
 from shesha.cli import app
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
+from shesha.server.run import RunningServer
 from shesha.testing import FunctionModel, process_sandboxes
 
 
@@ -53,25 +55,37 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 class Cli:
-    """Runs shesha's commands in this process, with a model and sandboxes passed in."""
+    """Runs shesha's commands in this process. ``local``: the model and sandboxes are
+    passed in through the CLI's factory. ``server``: a server holds them, recorded in the
+    data directory, and the CLI finds it there as it would a `shesha serve --background`."""
 
-    def __init__(self, workdir: Path, sandboxes: SandboxPool, fn: Any = scripted) -> None:
-        self.model = FunctionModel(fn)
+    def __init__(self, workdir: Path, sandboxes: SandboxPool, mode: str) -> None:
+        self.model = FunctionModel(scripted)
         self.env = {"SHESHA_HOME": str(workdir / "home"), "SHESHA_MODEL": None}
         self.sandboxes = sandboxes
+        self.mode = mode
+        self.url: str | None = None
 
     def factory(self, **kwargs: Any) -> Shesha:
         return Shesha(llm=self.model, sandboxes=self.sandboxes, **kwargs)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(
-            app, list(args), obj=self.factory, env={**self.env, **(env or {})}
-        )
+        obj = self.factory if self.mode == "local" else None
+        return CliRunner().invoke(app, list(args), obj=obj, env={**self.env, **(env or {})})
 
 
-@pytest.fixture
-def cli(workdir: Path, sandboxes: SandboxPool) -> Cli:
-    return Cli(workdir, sandboxes)
+@pytest.fixture(params=["local", "server"])
+def cli(workdir: Path, sandboxes: SandboxPool, request: pytest.FixtureRequest) -> Iterator[Cli]:
+    c = Cli(workdir, sandboxes, request.param)
+    if c.mode == "local":
+        yield c
+        return
+    with (
+        Shesha(home=str(workdir / "home"), llm=c.model, sandboxes=sandboxes) as sh,
+        RunningServer(sh, allow_paths=[workdir], announce=True) as url,
+    ):
+        c.url = url
+        yield c
 
 
 def plain(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -85,6 +99,8 @@ def test_ask_about_paths_prints_the_answer_on_stdout(cli: Cli) -> None:
     assert r.exit_code == 0, r.stderr
     assert r.stdout == "There are 2 documents.\n"
     assert "success" in r.stderr
+    if cli.url is not None:  # the server answered it, not this process
+        assert len(httpx.get(f"{cli.url}/api/queries").json()["queries"]) == 1
 
 
 def test_ask_json_prints_exactly_one_object(cli: Cli) -> None:

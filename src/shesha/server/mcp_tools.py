@@ -18,20 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import ClientCapabilities, SamplingCapability, SamplingMessage, TextContent
 from starlette.types import ASGIApp
 
 from shesha import __version__
 from shesha.api import Shesha
-from shesha.errors import ConfigError, LLMError, NotFoundError
+from shesha.errors import ConfigError, LLMError, NotFoundError, SheshaError
 from shesha.llm.types import Message
 from shesha.rlm.engine import ExecSession
 from shesha.rlm.events import CodeRun, LLMResponse, TraceEvent
@@ -72,6 +76,23 @@ class McpSession:
             "idle_s": round(time.time() - self.last_used, 1),
             "expires_in_s": round(max(0.0, ttl - (time.time() - self.last_used)), 1),
         }
+
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+def said_plainly(fn: _F) -> _F:
+    """A tool whose shesha errors reach the client with their message and hint (the SDK
+    hides other exceptions behind "Error executing tool")."""
+
+    @functools.wraps(fn)
+    async def tool(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except SheshaError as e:
+            raise ToolError(str(e)) from e
+
+    return cast(_F, tool)
 
 
 def _text(result: ExecResult) -> dict[str, Any]:
@@ -205,14 +226,18 @@ class McpHub:
     async def _sample(self, ctx: Context, item: SubcallItem) -> str:
         system, user = self._subcall_messages(item)
         try:
-            result = await ctx.session.create_message(
-                messages=[
-                    SamplingMessage(role="user", content=TextContent(type="text", text=user))
-                ],
-                max_tokens=2000,
-                system_prompt=system,
-                related_request_id=ctx.request_id,
-            )
+            with warnings.catch_warnings():
+                # Sampling mid-call is the 2025-11-25 protocol's; newer clients get the
+                # configured sub-model instead (see _answer), so the notice is not for users.
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                result = await ctx.session.create_message(
+                    messages=[
+                        SamplingMessage(role="user", content=TextContent(type="text", text=user))
+                    ],
+                    max_tokens=2000,
+                    system_prompt=system,
+                    related_request_id=ctx.request_id,
+                )
         except Exception as e:  # noqa: BLE001  the client's failure goes back to the code as text
             return f"[llm_query error: the MCP client's sampling failed: {e}]"
         content = result.content
@@ -244,6 +269,7 @@ class McpHub:
         sh, mcp = self.sh, self.server
 
         @mcp.tool()
+        @said_plainly
         async def ask(
             project: str,
             question: str,
@@ -274,6 +300,7 @@ class McpHub:
             return result_json(result, project)
 
         @mcp.tool()
+        @said_plainly
         async def add_documents(project: str, paths: list[str]) -> dict[str, Any]:
             """Parse and store files and directories (recursively) in a project, made if
             it does not exist. Paths must lie where this server may read."""
@@ -282,16 +309,19 @@ class McpHub:
             return report.model_dump(mode="json")
 
         @mcp.tool()
+        @said_plainly
         async def list_projects() -> list[dict[str, Any]]:
             """Every project: documents, characters, traces."""
             return [project_json(sh.store.get(n)) for n in sh.projects()]
 
         @mcp.tool()
+        @said_plainly
         async def list_documents(project: str) -> list[dict[str, Any]]:
             """A project's documents: name, format, pages, characters, warnings."""
             return [document_json(d) for d in sh.get_project(project).documents()]
 
         @mcp.tool()
+        @said_plainly
         async def read_document(
             project: str, name: str, offset: int = 0, limit: int = 20_000
         ) -> dict[str, Any]:
@@ -309,11 +339,13 @@ class McpHub:
             }
 
         @mcp.tool()
+        @said_plainly
         async def list_traces(project: str, last: int = 10) -> list[dict[str, Any]]:
             """A project's query traces, newest first."""
             return [trace_json(f) for f in trace_files(sh.get_project(project).stored, last)]
 
         @mcp.tool()
+        @said_plainly
         async def read_trace(project: str, trace: str) -> dict[str, Any]:
             """One trace: its header and every event (code, output, sub-calls, answer)."""
             path = sh.get_project(project).stored.traces_dir / Path(trace).name
@@ -326,6 +358,7 @@ class McpHub:
             }
 
         @mcp.tool()
+        @said_plainly
         async def open_session(project: str) -> dict[str, Any]:
             """A warm sandbox with the project's documents loaded as `context` (a list of
             texts, in `doc_names` order), for you to explore with execute_python."""
@@ -342,6 +375,7 @@ class McpHub:
             }
 
         @mcp.tool()
+        @said_plainly
         async def execute_python(session_id: str, code: str, ctx: Context) -> dict[str, Any]:
             """Run Python in a session's sandbox: variables persist between calls.
             `llm_query(instruction, content)` asks a model about a piece of text."""
@@ -352,6 +386,7 @@ class McpHub:
             return _text(result)
 
         @mcp.tool()
+        @said_plainly
         async def get_variable(session_id: str, name: str, ctx: Context) -> dict[str, Any]:
             """The repr of a variable in a session (cut to the output limit)."""
             if not name.isidentifier():
@@ -362,6 +397,7 @@ class McpHub:
             return {"name": name, **_text(result)}
 
         @mcp.tool()
+        @said_plainly
         async def reset_session(session_id: str) -> dict[str, Any]:
             """Forget a session's variables; its documents stay loaded."""
             session = self._session(session_id)
@@ -370,11 +406,13 @@ class McpHub:
             return session.info(self.ttl)
 
         @mcp.tool()
+        @said_plainly
         async def list_sessions() -> list[dict[str, Any]]:
             """The open sessions, and when each expires."""
             return [s.info(self.ttl) for s in self.sessions.values()]
 
         @mcp.tool()
+        @said_plainly
         async def close_session(session_id: str) -> dict[str, Any]:
             """Close a session and give its sandbox back."""
             self._session(session_id)
