@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
@@ -255,6 +256,13 @@ class Shesha:
     def pool_started(self) -> bool:
         """Whether the Docker sandbox pool is running (it starts on the first query)."""
         return self._pool is not None
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """The sandbox pool's counters (containers, document bytes sent...), once it
+        runs; None before."""
+        provider = self._sandboxes if self._sandboxes is not None else self._pool
+        stats = getattr(provider, "stats", None)
+        return dataclasses.asdict(stats()) if callable(stats) else None
 
     def sandboxes(self) -> SandboxProvider:
         """What queries run code in: the ``sandboxes`` passed in, else the shared Docker

@@ -233,3 +233,13 @@ def test_doctor_checks_a_local_model(workdir: Path) -> None:
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert checks["model"]["ok"] is False
     assert "No local model named 'nope'" in checks["model"]["detail"]
+
+
+def test_doctor_says_whether_a_server_runs(cli: Cli) -> None:
+    r = cli("doctor", "--json")
+    server = {c["name"]: c for c in json.loads(r.stdout)["checks"]}["server"]
+    assert server["ok"] is True
+    if cli.url is None:
+        assert server["detail"].startswith("none running")
+    else:
+        assert server["detail"].startswith(cli.url)

@@ -16,6 +16,7 @@ import docker
 from shesha import llm
 from shesha.api import NO_MODEL_HINT, Shesha
 from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json, split_hint
+from shesha.client import OFF, answers
 from shesha.config import Settings, config_file_path, load_settings
 from shesha.endpoints import is_local
 from shesha.errors import SheshaError
@@ -24,6 +25,7 @@ from shesha.local.server import INSTALL_HINT, server_installed
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.docker_client import DOCKER_HINT, daemon_address
 from shesha.sandbox.image import REBUILD_HINT
+from shesha.server.state import read_state
 from shesha.storage import ProjectStore
 
 MIN_FREE_GB = 1.0
@@ -154,11 +156,36 @@ def _data_dir(settings: Settings) -> tuple[Check, Check]:
     return writable, disk
 
 
+def _server(settings: Settings) -> Check:
+    """A running `shesha serve` is optional; say whether one answers, and where."""
+    home = ProjectStore(settings.home).home
+    token = settings.token.get_secret_value() if settings.token else None
+    if settings.server and settings.server != OFF:
+        status = answers(settings.server, token)
+        if status is None:
+            return Check(
+                "server",
+                False,
+                f"SHESHA_SERVER={settings.server}, but no shesha server answers there",
+                "Start it, fix the URL or token, or unset SHESHA_SERVER.",
+            )
+        return Check("server", True, f"{settings.server} (shesha {status.get('version')})")
+    state = read_state(home)
+    if state is None or answers(state.url, state.token) is None:
+        return Check(
+            "server",
+            True,
+            "none running (optional: `shesha serve --background` keeps one warm)",
+        )
+    return Check("server", True, f"{state.url} (pid {state.pid}, shesha {state.version})")
+
+
 def doctor(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
 ) -> None:
-    """Check Docker, the sandbox image, the model setup, the data directory and disk."""
+    """Check Docker, the sandbox image, the model setup, the data directory, disk and
+    whether a shesha server runs."""
     checks: list[Check] = []
     try:
         settings = load_settings(config_file=config)
@@ -170,7 +197,7 @@ def doctor(
         settings = Settings()
     docker_check, client = _docker()
     checks += [docker_check, _image(client, settings), _model(settings), _cost_map()]
-    checks += list(_data_dir(settings))
+    checks += [*_data_dir(settings), _server(settings)]
     if client is not None:
         client.close()
     if json_out:

@@ -128,7 +128,7 @@ def status(request: Request) -> dict[str, Any]:
         "slots": s.manager.slots,
         "running": sum(1 for r in runs if r.state == "running"),
         "waiting": s.manager.waiting(),
-        "pool_started": s.sh.pool_started,
+        "pool": s.sh.pool_stats(),
     }
 
 
