@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/serve.py
 
 DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
 demo: setup local-model

@@ -87,6 +87,8 @@ def adapt(command: str, api_base: str) -> list[str]:
         if "--api-base" not in out:
             out += ["--api-base", api_base]
         out += ["--api-key", "test"]
+    if out[:2] == ["serve", "--background"]:
+        out += ["--port", "0"]  # the default port may be taken on a test machine
     return out
 
 
