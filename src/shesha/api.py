@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shesha import llm
-from shesha.config import QUERY_OVERRIDES, Settings, load_settings, models_dir
+from shesha.config import NO_MODEL_HINT, QUERY_OVERRIDES, Settings, load_settings, models_dir
 from shesha.endpoints import LOCAL_PROFILE, Endpoints
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
@@ -26,13 +26,6 @@ from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
 from shesha.storage.store import ProgressCallback
 from shesha.sync import run_sync
-
-NO_MODEL_HINT = (
-    "Use the local CPU model, with no API key and no internet: --model local, once it is "
-    "installed (pip install 'shesha[local]' and `shesha models fetch`, or `make local-model` "
-    "in a checkout). Or a hosted model: --model openai/gpt-4o-mini or any LiteLLM model "
-    'string, as model= here, SHESHA_MODEL, or model = "..." in shesha.toml.'
-)
 
 
 def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:

@@ -31,6 +31,12 @@ from shesha.llm.types import DEFAULT_LLM_TIMEOUT_S, DEFAULT_RETRIES
 from shesha.rlm.result import QueryLimits
 from shesha.sandbox.limits import DEFAULT_CPUS, DEFAULT_MEMORY_MB
 
+NO_MODEL_HINT = (
+    "Use the local CPU model, with no API key and no internet: --model local, once it is "
+    "installed (pip install 'shesha[local]' and `shesha models fetch`, or `make local-model` "
+    "in a checkout). Or a hosted model: --model openai/gpt-4o-mini or any LiteLLM model "
+    'string, as model= here, SHESHA_MODEL, or model = "..." in shesha.toml.'
+)
 CONFIG_FILE = "shesha.toml"
 ENV_PREFIX = "SHESHA_"
 

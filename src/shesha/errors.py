@@ -84,5 +84,9 @@ class NotFoundError(StorageError):
     """No such project, document or trace."""
 
 
+class Forbidden(SheshaError):
+    """A request for something a server may not touch (a path outside its allow-list)."""
+
+
 class ParseError(SheshaError):
     """A document could not be parsed."""

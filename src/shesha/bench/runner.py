@@ -14,12 +14,11 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from shesha import __version__
-from shesha.api import Shesha
 from shesha.bench.scoring import score
 from shesha.bench.tasks import EvalTask, read_task_set
 from shesha.endpoints import is_local
@@ -28,6 +27,9 @@ from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits
 from shesha.sandbox import InMemoryCorpus
 from shesha.storage.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from shesha.api import Shesha
 
 Method = Literal["rlm", "direct"]
 DIRECT_SYSTEM = (

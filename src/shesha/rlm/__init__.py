@@ -1,12 +1,49 @@
 """The RLM engine: the loop, sub-calls, budgets, events and traces."""
 
-from shesha.rlm import events
-from shesha.rlm.config import EngineConfig
-from shesha.rlm.engine import ExecSession, RLMEngine, SandboxProvider
-from shesha.rlm.events import Event, TraceEvent, TraceHeader
-from shesha.rlm.prompting import PromptSet
-from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage, UsageBucket
-from shesha.rlm.trace import EventCallback, ReplayLLM, Trace, read_trace
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shesha.rlm import events
+    from shesha.rlm.config import EngineConfig
+    from shesha.rlm.engine import ExecSession, RLMEngine, SandboxProvider
+    from shesha.rlm.events import Event, TraceEvent, TraceHeader
+    from shesha.rlm.prompting import PromptSet
+    from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage, UsageBucket
+    from shesha.rlm.trace import EventCallback, ReplayLLM, Trace, read_trace
+
+_LAZY = {
+    "EngineConfig": "shesha.rlm.config",
+    "Event": "shesha.rlm.events",
+    "EventCallback": "shesha.rlm.trace",
+    "ExecSession": "shesha.rlm.engine",
+    "PromptSet": "shesha.rlm.prompting",
+    "QueryLimits": "shesha.rlm.result",
+    "QueryResult": "shesha.rlm.result",
+    "QueryStatus": "shesha.rlm.result",
+    "RLMEngine": "shesha.rlm.engine",
+    "ReplayLLM": "shesha.rlm.trace",
+    "SandboxProvider": "shesha.rlm.engine",
+    "Trace": "shesha.rlm.trace",
+    "TraceEvent": "shesha.rlm.events",
+    "TraceHeader": "shesha.rlm.events",
+    "Usage": "shesha.rlm.result",
+    "UsageBucket": "shesha.rlm.result",
+    "events": "shesha.rlm.events",
+    "read_trace": "shesha.rlm.trace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded on first use, so that importing one module of this package does not
+    import all the others (see ``shesha.__getattr__``)."""
+    if name in _LAZY:
+        module = import_module(_LAZY[name])
+        return module if _LAZY[name].endswith("." + name) else getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EngineConfig",

@@ -2,13 +2,48 @@
 speaking one frame protocol to the same runner (``runner_client``); ``process`` runs that
 runner as a local child process, without isolation, for tests."""
 
-from shesha.sandbox.container import DockerSandbox
-from shesha.sandbox.corpus import Corpus, InMemoryCorpus, content_version
-from shesha.sandbox.docker_client import connect
-from shesha.sandbox.execution import ExecResult, ExecStatus, SubcallHandler, SubcallItem
-from shesha.sandbox.image import default_image, runner_hash
-from shesha.sandbox.limits import SandboxLimits
-from shesha.sandbox.pool import PoolStats, Sandbox, SandboxPool, SandboxSession
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shesha.sandbox.container import DockerSandbox
+    from shesha.sandbox.corpus import Corpus, InMemoryCorpus, content_version
+    from shesha.sandbox.docker_client import connect
+    from shesha.sandbox.execution import ExecResult, ExecStatus, SubcallHandler, SubcallItem
+    from shesha.sandbox.image import default_image, runner_hash
+    from shesha.sandbox.limits import SandboxLimits
+    from shesha.sandbox.pool import PoolStats, Sandbox, SandboxPool, SandboxSession
+
+_LAZY = {
+    "Corpus": "shesha.sandbox.corpus",
+    "DockerSandbox": "shesha.sandbox.container",
+    "ExecResult": "shesha.sandbox.execution",
+    "ExecStatus": "shesha.sandbox.execution",
+    "InMemoryCorpus": "shesha.sandbox.corpus",
+    "PoolStats": "shesha.sandbox.pool",
+    "Sandbox": "shesha.sandbox.pool",
+    "SandboxLimits": "shesha.sandbox.limits",
+    "SandboxPool": "shesha.sandbox.pool",
+    "SandboxSession": "shesha.sandbox.pool",
+    "SubcallHandler": "shesha.sandbox.execution",
+    "SubcallItem": "shesha.sandbox.execution",
+    "connect": "shesha.sandbox.docker_client",
+    "content_version": "shesha.sandbox.corpus",
+    "default_image": "shesha.sandbox.image",
+    "runner_hash": "shesha.sandbox.image",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded on first use, so that importing one module of this package does not
+    import all the others (see ``shesha.__getattr__``)."""
+    if name in _LAZY:
+        module = import_module(_LAZY[name])
+        return module if _LAZY[name].endswith("." + name) else getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Corpus",

@@ -30,6 +30,7 @@ from shesha import __version__
 from shesha.api import Shesha
 from shesha.errors import (
     ConfigError,
+    Forbidden,
     LLMError,
     NotFoundError,
     ParseError,
@@ -41,7 +42,7 @@ from shesha.errors import (
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
 from shesha.server.queries import QueryManager, QueryRun, event_record
-from shesha.server.security import Forbidden, TokenGuard, UploadLimit, allowed_path
+from shesha.server.security import TokenGuard, UploadLimit, allowed_path
 from shesha.storage import AddReport
 from shesha.storage.names import validate_document_name
 from shesha.views import document_json, project_json, trace_files, trace_json

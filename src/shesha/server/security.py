@@ -11,7 +11,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shesha.errors import ConfigError, SheshaError
+from shesha.errors import ConfigError, Forbidden
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -33,10 +33,6 @@ def check_bind(host: str, token: str | None) -> None:
             "read your documents and spend your model budget.",
             hint="Set --token (or SHESHA_TOKEN), or listen on 127.0.0.1 (the default).",
         )
-
-
-class Forbidden(SheshaError):
-    """A request for something this server may not touch."""
 
 
 def allowed_path(raw: str, roots: Sequence[Path]) -> Path:
