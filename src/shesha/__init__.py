@@ -9,11 +9,11 @@ with Shesha(model="openai/gpt-4o-mini") as sh:
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shesha.errors import SheshaError
+from shesha.lazy import lazy_attributes
 
 try:
     __version__ = version("shesha")
@@ -27,12 +27,7 @@ if TYPE_CHECKING:
 _LAZY = {"Shesha": "shesha.api", "Project": "shesha.api", "QueryResult": "shesha.rlm.result"}
 
 
-def __getattr__(name: str) -> Any:
-    """The API loads on first use: `shesha --help` and a CLI call through a running
-    server need none of it (nor the sandbox, parsers and Docker client it imports)."""
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'shesha' has no attribute {name!r}")
-
+# The API loads on first use (see shesha.lazy).
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = ["Project", "QueryResult", "Shesha", "SheshaError", "__version__"]

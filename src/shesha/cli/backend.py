@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 EventHandler = Callable[[TraceEvent], None]
 QueueHandler = Callable[[int], None]
+
+
 @functools.cache
 def _events() -> TypeAdapter[TraceEvent]:
     """Built on first use: a union of every event costs tens of milliseconds."""

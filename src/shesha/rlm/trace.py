@@ -22,6 +22,8 @@ NONCE = re.compile(r'id="[0-9a-f]{32}"')
 
 
 EventCallback = Callable[[TraceEvent], None]
+
+
 @functools.cache
 def _events() -> TypeAdapter[TraceEvent]:
     """Built on first use: a union of every event costs tens of milliseconds."""

@@ -4,8 +4,9 @@ runner as a local child process, without isolation, for tests."""
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from shesha.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from shesha.sandbox.container import DockerSandbox
@@ -36,14 +37,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Loaded on first use, so that importing one module of this package does not
-    import all the others (see ``shesha.__getattr__``)."""
-    if name in _LAZY:
-        module = import_module(_LAZY[name])
-        return module if _LAZY[name].endswith("." + name) else getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "Corpus",

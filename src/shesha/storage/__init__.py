@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from shesha.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from shesha.storage.inputs import DEFAULT_IGNORE
@@ -29,13 +30,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Loaded on first use: the store imports the parsers, which `shesha.storage.atomic`
-    and the names module do not need (see ``shesha.__getattr__``)."""
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_IGNORE",
