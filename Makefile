@@ -6,9 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup venv docker sandbox-image local-model lint format typecheck test test-unit all bench demo clean
+.PHONY: setup venv docker sandbox-image chromium local-model lint format typecheck test test-unit all bench demo clean
 
-setup: venv sandbox-image
+setup: venv sandbox-image chromium
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ docker:
 
 sandbox-image: docker
 	@bash sandbox_image/build.sh
+
+# Debian's Chromium, for the web page's browser tests (Playwright drives it by its path).
+chromium:
+	@bash scripts/ensure-chromium.sh
 
 # The local CPU model: the llama.cpp server (built once, 4-7 min) and the pinned weights.
 local-model: venv

@@ -79,6 +79,7 @@ app.add_typer(models.models_app, name="models")
 app.add_typer(evals.eval_app, name="eval")
 app.add_typer(serve.serve_app, name="serve")
 app.command("mcp")(serve.mcp)
+app.command("view")(serve.view)
 
 
 @app.command("version")

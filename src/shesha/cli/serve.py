@@ -187,3 +187,20 @@ def mcp(
     chosen = _model_settings(ctx, config, model)
     with open_shesha(ctx, config_file=config, **chosen) as sh:
         McpHub(sh, allow_paths=_allowed(allow_path)).run_stdio()
+
+
+def view(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="A trace file (.jsonl)."),
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0: any free port)."),
+) -> None:
+    """Show one trace in the browser: its steps, charts and answer (Ctrl-C stops)."""
+    import uvicorn  # noqa: PLC0415  the web stack loads only for the commands that serve
+
+    from shesha.server.run import bind, url_of  # noqa: PLC0415
+    from shesha.server.security import SecurityHeaders  # noqa: PLC0415
+    from shesha.server.web import viewer_app  # noqa: PLC0415
+
+    sock = bind("127.0.0.1", port)
+    app = SecurityHeaders(viewer_app(path.resolve()))
+    err_console.print(f"Showing {path} at {url_of(sock)}/ · Ctrl-C stops", markup=False)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
@@ -41,13 +39,20 @@ from shesha.errors import (
 )
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
+from shesha.server.context import TRACE_NAME, Served, served
 from shesha.server.queries import QueryManager, QueryRun, event_record
-from shesha.server.security import TokenGuard, UploadLimit, allowed_path
+from shesha.server.security import (
+    SameOrigin,
+    SecurityHeaders,
+    TokenGuard,
+    UploadLimit,
+    allowed_path,
+)
+from shesha.server.web import add_web, error_page
 from shesha.storage import AddReport
 from shesha.storage.names import validate_document_name
 from shesha.views import document_json, project_json, trace_files, trace_json
 
-TRACE_NAME = re.compile(r"^[\w.-]+\.jsonl$")
 DEFAULT_PAGE = 100_000
 
 
@@ -80,20 +85,6 @@ def _status(error: SheshaError) -> int:
 
 def error_body(error: SheshaError) -> dict[str, Any]:
     return {"error": error.message, "hint": error.hint, "kind": type(error).__name__}
-
-
-@dataclass
-class Served:
-    """What the routes work with: the Shesha, its query line, where paths may come from."""
-
-    sh: Shesha
-    manager: QueryManager
-    roots: list[Path]
-
-
-def served(request: Request) -> Served:
-    value: Served = request.app.state.served
-    return value
 
 
 def get_run(request: Request, run_id: str) -> QueryRun:
@@ -305,9 +296,15 @@ def show_trace(request: Request, name: str, trace_name: str) -> dict[str, Any]:
 # -- the app ----------------------------------------------------------------------------
 
 
-async def _shesha_error(_: Request, error: Exception) -> JSONResponse:
+async def _shesha_error(request: Request, error: Exception) -> Response:
+    """JSON for the API; a page for a person (a browser asking for a page)."""
     assert isinstance(error, SheshaError)
-    return JSONResponse(error_body(error), status_code=_status(error))
+    status = _status(error)
+    if not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
+        "accept", ""
+    ):
+        return error_page(request, status, type(error).__name__, error.message, error.hint)
+    return JSONResponse(error_body(error), status_code=status)
 
 
 async def _bad_request(_: Request, error: Exception) -> JSONResponse:
@@ -363,6 +360,12 @@ def create_app(
     app.add_exception_handler(SheshaError, _shesha_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.include_router(router)
+    add_web(app, token)
     if mcp_app is not None:
         app.mount("/mcp", mcp_app)
-    return TokenGuard(UploadLimit(app, max_upload_mb * 1024 * 1024), token, ("/api/health",))
+    guarded = TokenGuard(
+        UploadLimit(app, max_upload_mb * 1024 * 1024),
+        token,
+        open_paths=("/api/health", "/login", "/static/"),
+    )
+    return SecurityHeaders(SameOrigin(guarded))
