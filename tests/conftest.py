@@ -16,6 +16,7 @@ from shesha.local.fetch import is_verified
 from shesha.local.registry import BUILTIN, ModelRegistry
 from shesha.local.server import server_installed
 from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
+from shesha.testing import process_sandboxes
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -71,3 +72,11 @@ def local_models() -> ModelRegistry:
         if not is_verified(registry.dir / model.filename, model.sha256):
             _unavailable(f"{model.name} is not fetched into {registry.dir}: run `make local-model`")
     return registry
+
+
+@pytest.fixture(scope="session")
+def sandboxes() -> Iterator[SandboxPool]:
+    """Three warm runners as local processes (no Docker, no isolation): the sandboxes of
+    every in-process test of the API, CLI, server, MCP and web page."""
+    with process_sandboxes(3) as pool:
+        yield pool

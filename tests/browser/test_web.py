@@ -17,7 +17,7 @@ from shesha import Shesha
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel, process_sandboxes
+from shesha.testing import FunctionModel
 from tests.browser.conftest import shot
 
 pytestmark = pytest.mark.browser
@@ -42,12 +42,6 @@ def model(messages: list[Message], name: str) -> str:
     if step == 1:
         return "```repl\nimport time\ntime.sleep(1.0)\nprint(context[0])\n```"
     return "FINAL(The lease renews every year.)"
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(2) as pool:
-        yield pool
 
 
 @pytest.fixture

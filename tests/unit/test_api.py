@@ -14,7 +14,7 @@ from shesha.errors import ConfigError, StorageError
 from shesha.llm.types import Message
 from shesha.rlm import TraceEvent
 from shesha.sandbox import SandboxPool
-from shesha.testing import FunctionModel, process_sandboxes
+from shesha.testing import FunctionModel
 
 SUBCALL = "You follow one instruction"
 
@@ -26,12 +26,6 @@ def two_steps(messages: list[Message], model: str) -> str:
     if sum(1 for m in messages if m["role"] == "assistant") == 0:
         return "```repl\nnames = list(doc_names)\nprint(names)\n```"
     return "```repl\nFINAL(f'{len(context)} docs: {names}')\n```"
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(3) as pool:
-        yield pool
 
 
 @pytest.fixture

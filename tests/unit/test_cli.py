@@ -20,7 +20,7 @@ from shesha.cli import app
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel, process_sandboxes
+from shesha.testing import FunctionModel
 
 
 def scripted(messages: list[Message], model: str) -> str:
@@ -36,12 +36,6 @@ def scripted(messages: list[Message], model: str) -> str:
     if step == 0:
         return "```repl\nprint(doc_names)\ns = llm_query('Summarise', context[0][:200])\n```"
     return "FINAL(There are 2 documents.)"
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(1) as pool:
-        yield pool
 
 
 @pytest.fixture

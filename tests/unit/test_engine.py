@@ -23,7 +23,7 @@ from shesha.rlm import (
 )
 from shesha.rlm.events import CodeRun, Event
 from shesha.sandbox import InMemoryCorpus, SandboxPool
-from shesha.testing import Fail, Reply, ScriptedLLMServer, process_sandboxes
+from shesha.testing import Fail, Reply, ScriptedLLMServer
 
 DOCS = InMemoryCorpus(
     [("a.txt", "Alpha document. The secret code is 4711."), ("b.md", "# Beta\nnothing here")]
@@ -33,12 +33,6 @@ SECRET_KEY = "sk-test-not-a-real-key-123"
 
 def repl(code: str) -> str:
     return f"Let me look.\n```repl\n{code}\n```"
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(2) as pool:
-        yield pool
 
 
 class Harness:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,11 @@ from shesha.bench.runner import EvalRunner
 from shesha.bench.tasks import EvalTask, write_task_set
 from shesha.cli import app
 from shesha.sandbox import SandboxPool
-from shesha.testing import FunctionModel, process_sandboxes
+from shesha.testing import FunctionModel
 
 
 def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> FunctionModel:
     return FunctionModel(gold_answers(tasks, answer), name="oracle")
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(1) as pool:
-        yield pool
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
 from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel, process_sandboxes
+from shesha.testing import FunctionModel
 
 SUBCALL = "You follow one instruction"
 
@@ -46,12 +46,6 @@ async def sampling(
         model="client-model",
         stop_reason="endTurn",
     )
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(2) as pool:
-        yield pool
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.server.run import RunningServer
 from shesha.server.security import check_bind, is_loopback
-from shesha.testing import FunctionModel, process_sandboxes
+from shesha.testing import FunctionModel
 
 SUBCALL = "You follow one instruction"
 SECRET = "sk-secret-never-shown-123"
@@ -40,12 +40,6 @@ def steps(*replies: str) -> Callable[[list[Message], str], str]:
 
 
 LOOK_THEN_ANSWER = steps("```repl\nprint(doc_names)\n```", "FINAL(Maria Lopez)")
-
-
-@pytest.fixture(scope="module")
-def sandboxes() -> Iterator[SandboxPool]:
-    with process_sandboxes(2) as pool:
-        yield pool
 
 
 @pytest.fixture
