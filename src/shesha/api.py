@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from shesha import llm
 from shesha.config import NO_MODEL_HINT, QUERY_OVERRIDES, Settings, load_settings, models_dir
-from shesha.endpoints import LOCAL_PROFILE, Endpoints
+from shesha.endpoints import Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
@@ -233,7 +233,7 @@ class Shesha:
         config = EngineConfig(
             model=models.model,
             sub_model=models.sub_model,
-            **(LOCAL_PROFILE if models.local else {}),
+            **(local_profile(settings.local_ctx) if models.local else {}),
             prompts_dir=settings.prompts_dir,
             limits=QueryLimits(**settings.model_dump(include=set(QueryLimits.model_fields))),
         )

@@ -28,9 +28,22 @@ LOCAL_PROFILE: dict[str, Any] = {
     "keep_full_outputs": 1,
     "subcall_chars": 12_000,
     "max_subcall_chars": 16_000,
-    "show_whole_chars": 14_000,  # about half of the 8K window
 }
-"""Engine settings for a local model (see ``EngineConfig``)."""
+"""Engine settings for a local model (see ``EngineConfig``); see also ``local_profile``."""
+
+READ_WHOLE_SHARE = 0.5
+"""Documents that fill at most this share of a local model's window are read whole."""
+CHARS_PER_TOKEN = 3.5
+
+
+def local_profile(context_tokens: int) -> dict[str, Any]:
+    """The local profile for a server with this window: documents short enough to fill
+    half of it are read whole (14,336 characters in the default 8,192-token window)."""
+    return {
+        **LOCAL_PROFILE,
+        "show_whole_chars": int(context_tokens * CHARS_PER_TOKEN * READ_WHOLE_SHARE),
+    }
+
 
 LOCAL_STOP = ["\nREPL output"]
 """Small models write made-up "REPL output: ..." after their code. It is never used (the

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shesha import Shesha
-from shesha.endpoints import Endpoint, Endpoints
+from shesha.endpoints import Endpoint, Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.fetch import fetch, is_verified
 from shesha.local.registry import (
@@ -161,3 +161,9 @@ def test_calls_to_a_local_model_are_greedy_and_stop_before_made_up_output(
         body = server.requests[0].body
     assert body["temperature"] == 0
     assert body["stop"] == ["\nREPL output"]
+
+
+def test_a_local_model_reads_whole_the_documents_that_fill_half_its_window() -> None:
+    assert local_profile(8192)["show_whole_chars"] == 14_336
+    assert local_profile(16_384)["show_whole_chars"] == 2 * 14_336
+    assert local_profile(8192)["prompt_style"] == "compact"
