@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/cache.py
 
 DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
 demo: setup local-model

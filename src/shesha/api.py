@@ -21,6 +21,7 @@ from shesha.endpoints import Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
+from shesha.rlm.cache import DiskCache, SubcallCache
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
@@ -107,6 +108,21 @@ class Project:
             on_event=on_event,
             **overrides,
         )
+
+
+def effective_temperature(settings: Settings, local: bool) -> float | None:
+    """The temperature calls run at: the local model's is greedy (0) unless set."""
+    return 0.0 if local and settings.temperature is None else settings.temperature
+
+
+def subcall_cache(settings: Settings, corpus: Corpus, local: bool) -> SubcallCache | None:
+    """A stored project's sub-call cache, when asked for and the answers are
+    deterministic (temperature 0); None otherwise (a corpus in memory has no folder)."""
+    if not settings.cache or effective_temperature(settings, local) != 0:
+        return None
+    if not isinstance(corpus, StoredProject):
+        return None
+    return DiskCache(corpus.path / "cache" / "subcalls")
 
 
 @dataclass(frozen=True)
@@ -236,9 +252,11 @@ class Shesha:
             **(local_profile(settings.local_ctx) if models.local else {}),
             prompts_dir=settings.prompts_dir,
             limits=QueryLimits(**settings.model_dump(include=set(QueryLimits.model_fields))),
+            cache_salt=f"temperature={effective_temperature(settings, models.local)}",
         )
         sandboxes = await asyncio.to_thread(self.sandboxes)
-        engine = RLMEngine(models.root, sandboxes, config, sub_llm=models.sub)
+        cache = subcall_cache(settings, corpus, models.local)
+        engine = RLMEngine(models.root, sandboxes, config, sub_llm=models.sub, cache=cache)
         return await engine.run(
             question, corpus, trace_dir=trace_dir, project=project, on_event=on_event
         )

@@ -55,6 +55,11 @@ class ModelSettings(BaseModel):
     num_retries: Count = Field(DEFAULT_RETRIES, description="on rate limits and transient errors")
     temperature: Temperature | None = None
     prompts_dir: str | None = Field(None, description="a directory of prompt overrides")
+    cache: bool = Field(
+        True,
+        description="reuse the project's sub-call answers (only at temperature 0, or with "
+        "the local model, whose decoding is greedy)",
+    )
 
 
 class Settings(ModelSettings, QueryLimits):

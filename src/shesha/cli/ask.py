@@ -94,7 +94,7 @@ class Progress:
     def on_event(self, e: TraceEvent) -> None:
         self.step = e.iteration
         match e:
-            case LLMResponse() | SubcallResponse(error=None):
+            case LLMResponse() | SubcallResponse(error=None, cached=False):
                 self.tokens += e.prompt_tokens + e.completion_tokens
                 if e.cost_usd is None:
                     self.cost_known = False
@@ -146,6 +146,9 @@ def ask(
     max_tokens: int | None = typer.Option(None, help="Tokens, root and sub-calls together."),
     timeout: float | None = typer.Option(None, help="Seconds for the whole query."),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs in PATHS."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Ask the sub-model again instead of reusing its answers."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
     server: str | None = typer.Option(None, "--server", help=SERVER_OPTION_HELP),
@@ -168,6 +171,7 @@ def ask(
         "max_cost_usd": max_cost,
         "max_tokens": max_tokens,
         "max_wall_s": timeout,
+        "cache": False if no_cache else None,
     }
     overrides = {k: v for k, v in settings.items() if v is not None}
     name = project or project_name_for(paths)
@@ -200,8 +204,11 @@ def ask(
         if result.answer is not None:
             print(result.answer)
         cost = result.usage.total_cost_usd
+        cached = result.usage.cached_subcalls
+        reused = f" ({cached} cached)" if cached else ""
         err_console.print(
-            f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls · "
+            f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls"
+            f"{reused} · "
             f"{result.usage.total_tokens:,} tokens · "
             f"{f'${cost:.4f}' if cost is not None else 'cost unknown'} · "
             f"{result.duration_s:.1f} s · trace: {escape(str(result.trace_path))}[/]",

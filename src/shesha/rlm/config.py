@@ -30,6 +30,10 @@ class EngineConfig(BaseModel):
     )
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
 
+    cache_salt: str = Field(
+        "", description="the settings that change a sub-call's answer, for the cache key"
+    )
+
     @property
     def effective_sub_model(self) -> str:
         return self.sub_model or self.model

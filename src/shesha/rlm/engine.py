@@ -23,6 +23,7 @@ from shesha import __version__
 from shesha.errors import LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.rlm.budget import Budget, LimitReached
+from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.events import (
     TRACE_VERSION,
@@ -134,6 +135,8 @@ class _Run:
     corpus_chars: int = 0
     docs: list[tuple[str, int]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
+    inflight: dict[str, asyncio.Future[CachedAnswer | None]] = field(default_factory=dict)
+    """Sub-calls out now, by cache key: an identical one waits for the same answer."""
     reading: bool = False
     """The documents were read whole: a first reply with no code is the answer."""
 
@@ -166,9 +169,13 @@ class RLMEngine:
         config: EngineConfig,
         *,
         sub_llm: ChatModel | None = None,
+        cache: SubcallCache | None = None,
     ) -> None:
+        """``cache``: sub-call answers to reuse and to keep (give one only when the
+        sub-model is deterministic; see ``shesha.rlm.cache``)."""
         self.llm = llm
         self.sub_llm = sub_llm or llm
+        self.cache = cache
         self.sandboxes = sandboxes
         self.config = config
         self.prompts = PromptSet.load(config.prompts_dir, config.prompt_style)
@@ -606,6 +613,40 @@ class RLMEngine:
                 content_preview=item.content[:500],
             )
         )
+        if self.cache is None:
+            return await self._ask_sub_model(run, model, messages, key)
+        ckey = cache_key(model, messages, run.config.cache_salt)
+        pending = run.inflight.get(ckey)
+        if pending is not None:  # the same prompt is out already, in this query
+            same = await asyncio.shield(pending)
+            if same is None:  # it failed: ask for this one
+                return await self._ask_sub_model(run, model, messages, key)
+            return self._reuse(run, key, same)
+        future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+        run.inflight[ckey] = future  # before any await: identical prompts wait on this one
+        try:
+            found = await asyncio.to_thread(self.cache.get, ckey)
+            if found is not None:
+                future.set_result(found)
+                return self._reuse(run, key, found)
+            text = await self._ask_sub_model(run, model, messages, key, into=future)
+        finally:
+            run.inflight.pop(ckey, None)
+            if not future.done():
+                future.set_result(None)  # it failed: whoever waits asks for itself
+        made = future.result()
+        if found is None and made is not None:
+            await asyncio.to_thread(self.cache.put, ckey, made)
+        return text
+
+    async def _ask_sub_model(
+        self,
+        run: _Run,
+        model: str,
+        messages: list[Message],
+        key: str,
+        into: asyncio.Future[CachedAnswer | None] | None = None,
+    ) -> str:
         started = time.perf_counter()
         try:
             c = await self.sub_llm.complete(messages, model=model)
@@ -623,4 +664,24 @@ class RLMEngine:
                 cost_usd=c.cost_usd,
             )
         )
+        if into is not None:
+            into.set_result(
+                CachedAnswer(c.text, c.model, c.prompt_tokens, c.completion_tokens, c.cost_usd)
+            )
         return c.text
+
+    @staticmethod
+    def _reuse(run: _Run, key: str, found: CachedAnswer) -> str:
+        """An answer already paid for: traced as cached, counted as saved, not spent."""
+        run.budget.usage.add_cached(found.prompt_tokens + found.completion_tokens, found.cost_usd)
+        run.emit(
+            SubcallResponse(
+                key=key,
+                text=found.text,
+                prompt_tokens=found.prompt_tokens,
+                completion_tokens=found.completion_tokens,
+                cost_usd=found.cost_usd,
+                cached=True,
+            )
+        )
+        return found.text

@@ -95,6 +95,9 @@ class SubcallResponse(Event):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
+    cached: bool = False
+    """Answered from the cache: the tokens and cost are what it cost when it was made,
+    and nothing was spent now."""
 
 
 FinalSource = Literal["reply", "code", "text", "stalled", "max_iterations"]

@@ -56,6 +56,16 @@ class Usage(BaseModel):
     sub: UsageBucket = Field(default_factory=UsageBucket)
     known_cost_usd: float = 0.0
     """The cost of the calls whose price is known (what max_cost_usd is checked against)."""
+    cached_subcalls: int = 0
+    """Sub-calls answered from the project's cache (or by an identical one in flight)."""
+    saved_tokens: int = 0
+    saved_cost_usd: float = 0.0
+    """What the cached sub-calls cost when they were made (a known price only)."""
+
+    def add_cached(self, tokens: int, cost: float | None) -> None:
+        self.cached_subcalls += 1
+        self.saved_tokens += tokens
+        self.saved_cost_usd += cost or 0.0
 
     @property
     def total_tokens(self) -> int:

@@ -114,6 +114,7 @@ function liveRun(box) {
     showTotals(r.iteration);
   });
   on("subcall_response", (r) => {
+    if (r.cached) return;  // answered from the cache: nothing spent
     totals.tokens += (r.prompt_tokens || 0) + (r.completion_tokens || 0);
     if (r.error === null && r.cost_usd === null) totals.costKnown = false;
     else if (r.cost_usd) totals.cost += r.cost_usd;
