@@ -7,7 +7,7 @@ import dataclasses
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +22,8 @@ from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.cache import DiskCache, SubcallCache
+from shesha.rlm.output import Output, output_checker
+from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
@@ -87,18 +89,35 @@ class Project:
         self.stored.remove(name)
 
     def query(
-        self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
+        self,
+        question: str,
+        *,
+        on_event: EventCallback | None = None,
+        output: Output | None = None,
+        tools: Sequence[Callable[..., Any]] = (),
+        **overrides: Any,
     ) -> QueryResult:
         """Ask a question. Overrides: model, sub_model, api_base, api_key, and every limit
         (max_iterations, max_subcalls, max_tokens, max_cost_usd, max_wall_s, ...).
+        ``output``: a pydantic model class (or a JSON schema) the answer must match;
+        ``result.output`` holds it. ``tools``: host functions the code may call, besides
+        the Shesha's own.
 
         Inside a running event loop (Jupyter, an async web handler) this works too: the
         query runs on a helper thread with its own loop, and this call blocks until it
         ends. In async code, ``await aquery(...)`` instead, which does not block."""
-        return run_sync(self.aquery(question, on_event=on_event, **overrides))
+        return run_sync(
+            self.aquery(question, on_event=on_event, output=output, tools=tools, **overrides)
+        )
 
     async def aquery(
-        self, question: str, *, on_event: EventCallback | None = None, **overrides: Any
+        self,
+        question: str,
+        *,
+        on_event: EventCallback | None = None,
+        output: Output | None = None,
+        tools: Sequence[Callable[..., Any]] = (),
+        **overrides: Any,
     ) -> QueryResult:
         return await self._shesha.aquery_corpus(
             question,
@@ -106,6 +125,8 @@ class Project:
             trace_dir=self.stored.traces_dir,
             project=self.name,
             on_event=on_event,
+            output=output,
+            tools=tools,
             **overrides,
         )
 
@@ -144,7 +165,8 @@ class Shesha:
     Two seams replace what a query talks to: ``llm`` answers every model call in place of
     LiteLLM (``shesha.testing.FunctionModel``, or your own ``ChatModel``), and
     ``sandboxes`` hands out sandboxes in place of the Docker pool. What you pass in is
-    yours: ``close()`` does not close it.
+    yours: ``close()`` does not close it. ``tools``: host functions that code in the
+    sandbox may call by name (the only door out of the sandbox, opened by you).
     """
 
     def __init__(
@@ -153,9 +175,12 @@ class Shesha:
         config_file: str | os.PathLike[str] | None = None,
         llm: llm.ChatModel | None = None,
         sandboxes: SandboxProvider | None = None,
+        tools: Sequence[Callable[..., Any]] = (),
         **settings: Any,
     ) -> None:
         self.settings = load_settings(settings, config_file=config_file)
+        HostTools(tools)  # a bad tool fails here, not at the first query
+        self._tools = list(tools)
         self.store = ProjectStore(self.settings.home)
         self._llm = llm
         self._sandboxes = sandboxes
@@ -241,10 +266,14 @@ class Shesha:
         trace_dir: str | Path | None = None,
         project: str | None = None,
         on_event: EventCallback | None = None,
+        output: Output | None = None,
+        tools: Sequence[Callable[..., Any]] = (),
         **overrides: Any,
     ) -> QueryResult:
         """Ask any corpus (a stored project, or documents in memory)."""
         settings = _with_overrides(self.settings, overrides)
+        schema, check = output_checker(output) if output is not None else (None, None)
+        host_tools = HostTools([*self._tools, *tools]) if (self._tools or tools) else None
         models = await asyncio.to_thread(self.resolve_models, settings)
         config = EngineConfig(
             model=models.model,
@@ -253,10 +282,20 @@ class Shesha:
             prompts_dir=settings.prompts_dir,
             limits=QueryLimits(**settings.model_dump(include=set(QueryLimits.model_fields))),
             cache_salt=f"temperature={effective_temperature(settings, models.local)}",
+            output_schema=schema,
+            verify_citations=settings.verify_citations,
         )
         sandboxes = await asyncio.to_thread(self.sandboxes)
         cache = subcall_cache(settings, corpus, models.local)
-        engine = RLMEngine(models.root, sandboxes, config, sub_llm=models.sub, cache=cache)
+        engine = RLMEngine(
+            models.root,
+            sandboxes,
+            config,
+            sub_llm=models.sub,
+            cache=cache,
+            tools=host_tools,
+            check_output=check,
+        )
         return await engine.run(
             question, corpus, trace_dir=trace_dir, project=project, on_event=on_event
         )

@@ -55,6 +55,9 @@ class ModelSettings(BaseModel):
     num_retries: Count = Field(DEFAULT_RETRIES, description="on rate limits and transient errors")
     temperature: Temperature | None = None
     prompts_dir: str | None = Field(None, description="a directory of prompt overrides")
+    verify_citations: bool = Field(
+        False, description="ask the sub-model whether each found quote supports the answer"
+    )
     cache: bool = Field(
         True,
         description="reuse the project's sub-call answers (only at temperature 0, or with "

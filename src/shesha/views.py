@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
 from shesha.storage import StoredDocument, StoredProject
@@ -82,4 +84,11 @@ def result_json(result: QueryResult, project: str) -> dict[str, Any]:
         "project": project,
         "error": result.error,
         "limit": result.limit,
+        "citations": [c.model_dump(mode="json") for c in result.citations],
+        "output": _jsonable(result.output),
+        "tool_calls": result.tool_calls,
     }
+
+
+def _jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

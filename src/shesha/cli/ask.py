@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from shesha.cli.common import (
     state,
 )
 from shesha.cli.manage import add_with_progress
-from shesha.rlm import TraceEvent
+from shesha.rlm import QueryResult, TraceEvent
 from shesha.rlm.events import (
     CodeRun,
     Failed,
@@ -146,6 +147,16 @@ def ask(
     max_tokens: int | None = typer.Option(None, help="Tokens, root and sub-calls together."),
     timeout: float | None = typer.Option(None, help="Seconds for the whole query."),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs in PATHS."),
+    output_schema: Path | None = typer.Option(
+        None,
+        "--output-schema",
+        exists=True,
+        dir_okay=False,
+        help="A JSON schema file the answer must match (then printed as JSON).",
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Ask the sub-model whether each cited quote supports the answer."
+    ),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Ask the sub-model again instead of reusing its answers."
     ),
@@ -172,7 +183,9 @@ def ask(
         "max_tokens": max_tokens,
         "max_wall_s": timeout,
         "cache": False if no_cache else None,
+        "verify_citations": True if verify else None,
     }
+    schema = read_schema(output_schema) if output_schema is not None else None
     overrides = {k: v for k, v in settings.items() if v is not None}
     name = project or project_name_for(paths)
     with open_backend(ctx, server, config, **settings) as backend:
@@ -197,12 +210,14 @@ def ask(
                 on_event=progress.on_event,
                 on_queue=progress.queued,
                 overrides=overrides,
+                output=schema,
             )
     if json_out:
         print_json(result_json(result, name))
     else:
         if result.answer is not None:
             print(result.answer)
+        print_citations(result)
         cost = result.usage.total_cost_usd
         cached = result.usage.cached_subcalls
         reused = f" ({cached} cached)" if cached else ""
@@ -227,3 +242,35 @@ def ask(
 
 def backend_is_remote(backend: Backend) -> bool:
     return isinstance(backend, RemoteBackend)
+
+
+def read_schema(path: Path) -> dict[str, Any]:
+    """A JSON schema file, with a clear error naming it when it is not one."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise typer.BadParameter(
+            f"{path}: not a JSON file ({e})", param_hint="--output-schema"
+        ) from e
+    if not isinstance(schema, dict):
+        raise typer.BadParameter(
+            f"{path}: a JSON schema is an object", param_hint="--output-schema"
+        )
+    return schema
+
+
+def print_citations(result: QueryResult) -> None:
+    """Under the answer: each citation, and an unverified one marked so nobody misses it."""
+    if not result.citations:
+        return
+    print("\nCitations:")
+    for c in result.citations:
+        where = f"{c.document}" + (f", page {c.page}" if c.page else "")
+        quote = c.quote if len(c.quote) <= 200 else c.quote[:200] + "..."
+        if c.status == "verified":
+            judged = ""
+            if c.supports is not None:
+                judged = " (supports the answer)" if c.supports else " (does NOT support it)"
+            print(f'  [verified] {where}: "{quote}"{judged}')
+        else:
+            print(f'  [UNVERIFIED: {c.reason}] {where}: "{quote}"')

@@ -65,6 +65,7 @@ class Backend(Protocol):
         on_event: EventHandler,
         on_queue: QueueHandler,
         overrides: dict[str, Any],
+        output: dict[str, Any] | None = None,
     ) -> QueryResult: ...
 
 
@@ -129,10 +130,12 @@ class LocalBackend:
         on_event: EventHandler,
         on_queue: QueueHandler,
         overrides: dict[str, Any],
+        output: dict[str, Any] | None = None,
     ) -> QueryResult:
         if not self.sh.has_model and not overrides.get("model") and self.sh.local_fallback():
             overrides = {**overrides, "model": "local"}
-        return self.sh.get_project(project).query(question, on_event=on_event, **overrides)
+        p = self.sh.get_project(project)
+        return p.query(question, on_event=on_event, output=output, **overrides)
 
 
 class RemoteBackend:
@@ -231,10 +234,12 @@ class RemoteBackend:
         on_event: EventHandler,
         on_queue: QueueHandler,
         overrides: dict[str, Any],
+        output: dict[str, Any] | None = None,
     ) -> QueryResult:
-        started = self.client.post(
-            f"/api/projects/{project}/queries", {"question": question, **overrides}
-        )
+        body = {"question": question, **overrides}
+        if output is not None:
+            body["output_schema"] = output
+        started = self.client.post(f"/api/projects/{project}/queries", body)
         try:
             for record in self.client.events(started["events_url"]):
                 kind = record.get("type")

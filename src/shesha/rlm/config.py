@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shesha.rlm.prompting import PromptStyle
@@ -30,6 +32,12 @@ class EngineConfig(BaseModel):
     )
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
 
+    output_schema: dict[str, Any] | None = Field(
+        None, description="a JSON schema the answer must match (a typed answer)"
+    )
+    verify_citations: bool = Field(
+        False, description="ask the sub-model whether each found quote supports the answer"
+    )
     cache_salt: str = Field(
         "", description="the settings that change a sub-call's answer, for the cache key"
     )

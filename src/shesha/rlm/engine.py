@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +24,11 @@ from shesha.errors import LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
+from shesha.rlm.citations import Citation, check
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.events import (
     TRACE_VERSION,
+    Cited,
     CodeRun,
     ExecDone,
     Failed,
@@ -43,6 +45,7 @@ from shesha.rlm.events import (
     SubcallRequest,
     SubcallResponse,
     Summary,
+    ToolCalled,
     TraceEvent,
     TraceHeader,
     UnfencedCode,
@@ -80,14 +83,35 @@ from shesha.rlm.progress import (
 )
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.result import QueryResult, QueryStatus
+from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback, TraceRecorder, prompt_key
 from shesha.sandbox.corpus import Corpus
-from shesha.sandbox.execution import ExecResult, ExecStep, SubcallBatch, SubcallItem
+from shesha.sandbox.execution import (
+    ExecResult,
+    ExecStep,
+    RawCitation,
+    SubcallItem,
+    ToolCall,
+    ToolOutcome,
+    ToolSpec,
+)
 
+TOOLS_NOTE = (
+    "Host tools you may call from code, by name; arguments and results are JSON (a tool "
+    "that fails raises an error in your code):\n"
+)
+OUTPUT_NOTE = (
+    "Give the answer as FINAL(value), where value is a dict (or JSON text) that matches "
+    "this JSON schema:\n"
+)
 SHOW_WHOLE = """for name, text in zip(doc_names, context):
     print(f"=== {name} ===")
     print(text)"""
 """What the engine runs first when the documents are short enough to read whole."""
+
+
+OutputCheck = Callable[[str], Any]
+"""Parses and validates an answer into the typed output; raises ValueError if it cannot."""
 
 
 class ExecSession(Protocol):
@@ -97,12 +121,19 @@ class ExecSession(Protocol):
     them from a worker thread."""
 
     def start(
-        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> None: ...
 
     def next(self) -> ExecStep: ...
 
     def answer(self, results: Sequence[str]) -> None: ...
+
+    def answer_tool(self, outcome: ToolOutcome) -> None: ...
 
     def cancel(self) -> None:
         """Stop running code at once; called from any thread."""
@@ -139,6 +170,10 @@ class _Run:
     """Sub-calls out now, by cache key: an identical one waits for the same answer."""
     reading: bool = False
     """The documents were read whole: a first reply with no code is the answer."""
+    citations: list[RawCitation] = field(default_factory=list)
+    tool_calls: int = 0
+    output: Any = None
+    """The typed answer, when one was asked for and the answer passed its check."""
 
     def emit(self, event: TraceEvent) -> None:
         event = event.model_copy(update={"iteration": self.iteration})
@@ -153,6 +188,15 @@ class _Run:
         warning = self.budget.account(bucket, c)
         if warning is not None:
             self.emit(Warned(message=warning))
+
+
+async def _no_tools(call: ToolCall) -> ToolOutcome:
+    return ToolOutcome(ok=False, error=f"there is no tool {call.name!r}: this query has none")
+
+
+def _preview(value: Any, limit: int = 500) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _ms_since(started: float) -> float:
@@ -170,12 +214,18 @@ class RLMEngine:
         *,
         sub_llm: ChatModel | None = None,
         cache: SubcallCache | None = None,
+        tools: HostTools | None = None,
+        check_output: OutputCheck | None = None,
     ) -> None:
         """``cache``: sub-call answers to reuse and to keep (give one only when the
-        sub-model is deterministic; see ``shesha.rlm.cache``)."""
+        sub-model is deterministic; see ``shesha.rlm.cache``). ``tools``: host functions
+        the code may call. ``check_output``: turns an answer into the typed value asked
+        for, or raises ValueError saying what is wrong (the model then tries again)."""
         self.llm = llm
         self.sub_llm = sub_llm or llm
         self.cache = cache
+        self.tools = tools
+        self.check_output = check_output
         self.sandboxes = sandboxes
         self.config = config
         self.prompts = PromptSet.load(config.prompts_dir, config.prompt_style)
@@ -254,6 +304,7 @@ class RLMEngine:
             start = opening(self.prompts, cfg, run.question, docs)
             if self._whole(run):
                 start = await self._read_whole(run, session) or start
+            start = self._with_extras(start)
             answer, status = await self._loop(run, session, start)
         except LimitReached as hit:
             status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
@@ -271,6 +322,9 @@ class RLMEngine:
         reached = run.budget.reached
         if answer is None and reached is not None and status == "success":
             status, limit = reached.status, reached.limit
+        citations = await self._citations(run, corpus, answer)
+        if status == "error" and error is None:
+            error = "the answer does not match the output schema"
         result = QueryResult(
             answer=answer,
             status=status,
@@ -281,8 +335,11 @@ class RLMEngine:
             subcalls=run.budget.subcalls,
             duration_s=round(run.budget.elapsed_s, 4),
             trace_path=str(trace_path) if trace_path else None,
+            citations=citations,
+            output=run.output,
+            tool_calls=run.tool_calls,
         )
-        run.emit(Summary(**result.model_dump(exclude={"trace_path"})))
+        run.emit(Summary(**result.model_dump(exclude={"trace_path", "citations", "output"})))
         return result
 
     async def _root_call(self, run: _Run, messages: list[Message]) -> str:
@@ -304,6 +361,42 @@ class RLMEngine:
 
     def _messages(self, run: _Run, start: list[Message]) -> list[Message]:
         return history(self.prompts, run.config, run.nonce, start, run.turns)
+
+    async def _citations(self, run: _Run, corpus: Corpus, answer: str | None) -> list[Citation]:
+        """The code's citations, checked against the stored text; with verify_citations,
+        the sub-model also says whether each found quote supports the answer."""
+        if not run.citations:
+            return []
+        checked = await asyncio.to_thread(check, run.citations, corpus)
+        if run.config.verify_citations and answer is not None:
+            found = [c for c in checked if c.status == "verified"]
+            verdicts = await self._subcalls(
+                run,
+                [
+                    SubcallItem(
+                        f"Does this passage support the answer {answer!r}? Answer yes or no.",
+                        c.quote,
+                    )
+                    for c in found
+                ],
+            )
+            for c, verdict in zip(found, verdicts, strict=True):
+                c.supports = verdict.strip().lower().startswith("yes")
+        run.emit(Cited(citations=[c.model_dump(mode="json") for c in checked]))
+        return checked
+
+    def _with_extras(self, start: list[Message]) -> list[Message]:
+        """The system prompt, with the host tools and the answer's schema when there are."""
+        extras = []
+        if self.tools:
+            extras.append(TOOLS_NOTE + self.tools.describe())
+        if self.config.output_schema is not None:
+            schema = json.dumps(self.config.output_schema, ensure_ascii=False)
+            extras.append(OUTPUT_NOTE + schema)
+        if not extras:
+            return start
+        system = {**start[0], "content": "\n\n".join([start[0]["content"], *extras])}
+        return [system, *start[1:]]
 
     def _whole(self, run: _Run) -> bool:
         """Whether the documents are short enough to be shown whole."""
@@ -333,7 +426,11 @@ class RLMEngine:
             text = await self._root_call(run, self._messages(run, start))
             found, turn = await self._step(run, session, text)
             if turn is None:
-                return found, "success"
+                problem = self._typed(run, found)
+                if problem is None:
+                    return found, "success"
+                turn = Turn(text, [], nudge=problem)
+                run.emit(Nudged(message=problem))
             failures = streak.add(failure(turn, turns))
             turns.append(turn)
             if failures == REPEAT_NUDGE_AT:
@@ -393,6 +490,20 @@ class RLMEngine:
             return self._nudge(run, text, supported(short_answer(text), turns))
         return None
 
+    def _typed(self, run: _Run, answer: str | None) -> str | None:
+        """None when the answer is fine (and, with a schema, its typed value is kept);
+        else what to tell the model."""
+        if self.check_output is None or answer is None:
+            return None
+        try:
+            run.output = self.check_output(answer)
+        except ValueError as e:
+            return (
+                f"That answer does not match the output schema: {e}\n"
+                "Give FINAL(value) again, with a value that matches the schema."
+            )
+        return None
+
     async def _answer_now(
         self, run: _Run, start: list[Message], *, stalled: bool
     ) -> tuple[str | None, QueryStatus]:
@@ -411,6 +522,10 @@ class RLMEngine:
         if answer is not None and not no_answer(answer):
             run.emit(Final(answer=answer, source=source))
             # A stuck model's last answer counts only if output could have shown it.
+            problem = self._typed(run, answer)
+            if problem is not None:
+                run.emit(Failed(error=problem, kind="OutputError"))
+                return answer, "error"
             if not stalled:
                 return answer, "max_iterations"
             return answer, "stalled" if unseen(answer, run.turns) else "success"
@@ -561,11 +676,39 @@ class RLMEngine:
             code,
             timeout=run.config.limits.exec_timeout_s,
             max_output_chars=max_output_chars or run.config.max_output_chars,
+            tools=self.tools.specs() if self.tools else (),
         )
-        while isinstance(step := await asyncio.to_thread(session.next), SubcallBatch):
-            answers = await self._subcalls(run, step.items)
-            await asyncio.to_thread(session.answer, answers)
+        while not isinstance(step := await asyncio.to_thread(session.next), ExecResult):
+            if isinstance(step, ToolCall):
+                outcome = await self._tool(run, step)
+                await asyncio.to_thread(session.answer_tool, outcome)
+            else:
+                answers = await self._subcalls(run, step.items)
+                await asyncio.to_thread(session.answer, answers)
+        run.citations.extend(step.citations)
         return step
+
+    async def _tool(self, run: _Run, call: ToolCall) -> ToolOutcome:
+        """A host tool, called from the sandbox: checked against the budget, traced."""
+        limit = run.config.limits.max_tool_calls
+        if limit is not None and run.tool_calls >= limit:
+            message = f"{run.tool_calls} tool calls made, limit {limit}"
+            run.emit(LimitHit(limit="max_tool_calls", message=message, during="tools"))
+            return ToolOutcome(ok=False, error=f"refused: limit reached: {message}")
+        run.tool_calls += 1
+        started = time.perf_counter()
+        outcome = await (self.tools.call(call) if self.tools else _no_tools(call))
+        run.emit(
+            ToolCalled(
+                duration_ms=_ms_since(started),
+                name=call.name,
+                arguments=_preview([list(call.args), call.kwargs]),
+                ok=outcome.ok,
+                result=_preview(outcome.value) if outcome.ok else None,
+                error=outcome.error,
+            )
+        )
+        return outcome
 
     # -- sub-calls ----------------------------------------------------------------------
 

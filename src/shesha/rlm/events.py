@@ -190,6 +190,24 @@ class UnfencedCode(Event):
     code: str
 
 
+class ToolCalled(Event):
+    """A host tool, called from the code: its arguments and what it gave back."""
+
+    type: Literal["tool_call"] = "tool_call"
+    name: str
+    arguments: str
+    ok: bool
+    result: str | None = None
+    error: str | None = None
+
+
+class Cited(Event):
+    """The code's citations, as the host checked them."""
+
+    type: Literal["citations"] = "citations"
+    citations: list[dict[str, Any]]
+
+
 class Summary(Event):
     """The last event: how the query ended, and what it used."""
 
@@ -202,6 +220,7 @@ class Summary(Event):
     usage: Usage
     subcalls: int
     duration_s: float
+    tool_calls: int = 0
 
 
 TraceEvent = Annotated[
@@ -222,6 +241,8 @@ TraceEvent = Annotated[
     | SkippedBlocks
     | IgnoredFinal
     | UnfencedCode
+    | ToolCalled
+    | Cited
     | Summary,
     Field(discriminator="type"),
 ]

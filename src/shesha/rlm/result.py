@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shesha.bounds import AtLeastOne, Count, Dollars, Seconds, Steps, Tokens
+from shesha.rlm.citations import Citation
 
 QueryStatus = Literal["success", "max_iterations", "stalled", "budget_exceeded", "timeout", "error"]
 """``stalled``: the model repeated one failing step until the loop stopped it, and its
@@ -28,6 +29,7 @@ class QueryLimits(BaseModel):
         None, description="per code execution (default: the sandbox's, 60 s)"
     )
     subcall_concurrency: AtLeastOne = Field(16, description="llm_query_batched calls at once")
+    max_tool_calls: Count | None = Field(100, description="host tool calls in all")
 
 
 class UsageBucket(BaseModel):
@@ -79,6 +81,8 @@ class Usage(BaseModel):
 
 
 class QueryResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     answer: str | None
     status: QueryStatus
     error: str | None = None
@@ -88,3 +92,8 @@ class QueryResult(BaseModel):
     subcalls: int
     duration_s: float
     trace_path: str | None = None
+    citations: list[Citation] = Field(default_factory=list)
+    """The code's citations, each verified (found in the stored text) or not."""
+    output: Any = None
+    """The typed answer, when one was asked for (``output=`` / ``--output-schema``)."""
+    tool_calls: int = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 ExecStatus = Literal["ok", "error", "timeout", "memory", "crashed", "cancelled"]
 """ok: the code ran; error: it raised (see ``error``); timeout: it passed its limit and
@@ -12,6 +12,14 @@ the container was killed; memory: it passed the memory limit and was killed; cra
 the container died or misbehaved; cancelled: the host stopped it. After all but ok and
 error, the namespace is gone: the next execution starts in a fresh container with
 ``context`` loaded again."""
+
+
+class ToolSpec(TypedDict):
+    """A host tool as the sandbox sees it: a name to call, and its documentation."""
+
+    name: str
+    doc: str
+
 
 SANDBOX_LOST: frozenset[str] = frozenset({"timeout", "memory", "crashed", "cancelled"})
 
@@ -22,6 +30,35 @@ class SubcallItem:
 
     instruction: str
     content: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawCitation:
+    """A passage the code cited: a document name and the quote, with offsets when the code
+    gave them. Untrusted until the host has found the quote in that document."""
+
+    document: str
+    quote: str
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """Running code calls a host tool: its name and JSON arguments (untrusted)."""
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What a tool call gives back to the code: a JSON value, or an error to raise."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +87,8 @@ class ExecResult:
     wall_s: float = 0.0
     peak_memory_mb: float = 0.0
     subcalls: int = 0
+    citations: tuple[RawCitation, ...] = ()
+    """What the code cited with ``cite(...)`` in this execution (checked by the host)."""
 
     @property
     def sandbox_lost(self) -> bool:
@@ -66,8 +105,8 @@ class ExecResult:
         return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts if p)
 
 
-ExecStep = SubcallBatch | ExecResult
-"""What waiting on running code gives: sub-calls to answer, or its result."""
+ExecStep = SubcallBatch | ToolCall | ExecResult
+"""What waiting on running code gives: sub-calls or a tool call to answer, or its result."""
 
 
 class Steps(Protocol):
@@ -75,14 +114,22 @@ class Steps(Protocol):
     with ``answer`` after each ``SubcallBatch``."""
 
     def start(
-        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> None: ...
 
     def next(self) -> ExecStep: ...
 
     def answer(self, results: Sequence[str]) -> None: ...
 
+    def answer_tool(self, outcome: ToolOutcome) -> None: ...
 
+
+NO_TOOLS = "no host tools are available in this sandbox session"
 NO_SUBCALLS = "[llm_query is not available in this sandbox session]"
 
 
@@ -97,7 +144,10 @@ def run_to_end(
     """Run code to its result, answering each batch with ``on_subcall`` (without one,
     every sub-call gets a refusal): a convenience for scripts and benchmarks."""
     steps.start(code, timeout=timeout, max_output_chars=max_output_chars)
-    while isinstance(step := steps.next(), SubcallBatch):
+    while not isinstance(step := steps.next(), ExecResult):
+        if isinstance(step, ToolCall):
+            steps.answer_tool(ToolOutcome(ok=False, error=NO_TOOLS))
+            continue
         items = step.items
         results = [NO_SUBCALLS] * len(items) if on_subcall is None else on_subcall(items)
         if len(results) != len(items):

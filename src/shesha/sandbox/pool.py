@@ -30,7 +30,14 @@ from shesha.sandbox.container import (
 )
 from shesha.sandbox.corpus import Corpus, InMemoryCorpus
 from shesha.sandbox.docker_client import connect
-from shesha.sandbox.execution import ExecResult, ExecStep, SubcallHandler, run_to_end
+from shesha.sandbox.execution import (
+    ExecResult,
+    ExecStep,
+    SubcallHandler,
+    ToolOutcome,
+    ToolSpec,
+    run_to_end,
+)
 from shesha.sandbox.image import default_image, runner_hash
 from shesha.sandbox.limits import SandboxLimits
 
@@ -51,10 +58,16 @@ class Sandbox(Protocol):
     def reset(self, timeout: float = ...) -> None: ...
     def load(self, corpus: Corpus, timeout: float = ...) -> int: ...
     def start(
-        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> None: ...
     def next(self) -> ExecStep: ...
     def answer(self, results: Sequence[str]) -> None: ...
+    def answer_tool(self, outcome: ToolOutcome) -> None: ...
     def kill(self) -> None: ...
 
 
@@ -355,7 +368,12 @@ class SandboxSession:
         self._closed = False
 
     def start(
-        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> None:
         if self._closed:
             raise SandboxError("this sandbox session has been closed")
@@ -377,6 +395,9 @@ class SandboxSession:
 
     def answer(self, results: Sequence[str]) -> None:
         self._guarded(self._running(), lambda s: s.answer(results))
+
+    def answer_tool(self, outcome: ToolOutcome) -> None:
+        self._guarded(self._running(), lambda s: s.answer_tool(outcome))
 
     def execute(
         self,

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 PROTOCOL_VERSION = 1
 _HEADER = struct.Struct(">II")
 DEFAULT_MAX_OUTPUT = 20_000
+MAX_CITATIONS = 200
 
 
 def _own_hash() -> str:
@@ -184,7 +185,13 @@ class Runner:
                 "FINAL(None): no answer has been found yet. Read the output and errors "
                 "above, fix the code, and print what it finds before calling FINAL"
             )
-        self.final = value if isinstance(value, str) else str(value)
+        if isinstance(value, str):
+            self.final = value
+        elif isinstance(value, dict | list | tuple | bool | int | float):
+            # Structured answers (a dict or a list, for typed outputs) travel as JSON.
+            self.final = json.dumps(value, ensure_ascii=False, default=str)
+        else:
+            self.final = str(value)
 
     def _final_var(self, name: Any) -> None:
         if not isinstance(name, str):
@@ -197,6 +204,58 @@ class Runner:
                 f"FINAL_VAR: no variable named {name!r}; assign it first, or use FINAL(value)"
             )
         self._final(self.namespace[name])
+
+    def _cite(self, doc: Any, start: Any, end: Any = None) -> dict[str, Any]:
+        """cite(doc, "exact quote") or cite(doc, start, end): supports the answer with a
+        passage of a document (its name or index in context). The host checks it."""
+        if isinstance(doc, int) and not isinstance(doc, bool):
+            if not 0 <= doc < len(self.docs):
+                raise IndexError(f"cite: there is no document {doc} (there are {len(self.docs)})")
+            name = self.names[doc]
+        elif isinstance(doc, str):
+            name = doc
+        else:
+            raise TypeError("cite(doc, quote) takes a document's name or index first")
+        if isinstance(start, str) and end is None:
+            entry: dict[str, Any] = {"document": name, "quote": start}
+        elif isinstance(start, int) and isinstance(end, int) and name in self.names:
+            text = self.docs[self.names.index(name)]
+            entry = {"document": name, "quote": text[start:end], "start": start, "end": end}
+        else:
+            raise TypeError(
+                "cite takes (doc, 'exact quote') or (doc, start, end) with start and end "
+                "offsets into that document's text"
+            )
+        if len(self.citations) < MAX_CITATIONS:
+            self.citations.append(entry)
+        return entry
+
+    def _tool(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._subcall_lock:
+                self._subcall_id += 1
+                tid = self._subcall_id
+                self.wire.write({"kind": "tool", "id": tid, "name": name, "args": list(args),
+                                 "kwargs": kwargs})  # fmt: skip
+                header, _ = self.wire.read()
+            if header.get("kind") != "tool_result" or header.get("id") != tid:
+                raise ProtocolViolation(f"expected tool_result {tid}, got {header.get('kind')}")
+            if not header.get("ok"):
+                raise RuntimeError(f"{name}: {header.get('error')}")
+            return header.get("value")
+
+        call.__name__ = name
+        return call
+
+    def _install_tools(self, tools: Any) -> None:
+        if not isinstance(tools, list):
+            return
+        for tool in tools:
+            if isinstance(tool, dict) and str(tool.get("name", "")).isidentifier():
+                name = str(tool["name"])
+                stub = self._tool(name)
+                stub.__doc__ = str(tool.get("doc") or "")
+                self.namespace[name] = stub
 
     def _subcall(self, items: list[dict[str, str]]) -> list[str]:
         with self._subcall_lock:
@@ -243,6 +302,7 @@ class Runner:
 
     def reset(self) -> None:
         self.final = None
+        self.citations: list[dict[str, Any]] = []
         self.namespace = {
             "__name__": "__main__",
             "__builtins__": __builtins__,
@@ -253,6 +313,7 @@ class Runner:
             "FINAL_VAR": self._final_var,
             "llm_query": self._llm_query,
             "llm_query_batched": self._llm_query_batched,
+            "cite": self._cite,
         }
 
     def load(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
@@ -290,6 +351,8 @@ class Runner:
         limit = int(header.get("max_output") or DEFAULT_MAX_OUTPUT)
         out, err = BoundedText(limit), BoundedText(limit)
         self.final = None
+        cited = len(self.citations)
+        self._install_tools(header.get("tools"))
         error: str | None = None
         self._cell += 1
         filename = f"<repl-{self._cell}>"
@@ -332,6 +395,7 @@ class Runner:
             "stderr_chars": err.total,
             "error": error,
             "final": self.final,
+            "citations": self.citations[cited:],
             "cpu_s": round(cpu, 6),
             "wall_s": round(wall, 6),
             "peak_rss_kb": usage1.ru_maxrss,

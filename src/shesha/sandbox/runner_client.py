@@ -27,13 +27,19 @@ from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import (
     ExecResult,
     ExecStep,
+    RawCitation,
     SubcallBatch,
     SubcallItem,
+    ToolCall,
+    ToolOutcome,
+    ToolSpec,
 )
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.protocol import ChannelClosed, ChannelTimeout, Frame, FrameChannel
 
 MAX_SUBCALL_ITEMS = 10_000
+MAX_CITATIONS = 200
+MAX_QUOTE = 5_000
 
 
 @dataclass(frozen=True)
@@ -171,9 +177,15 @@ class RunnerClient:
     # -- executions, pulled step by step ------------------------------------------------
 
     def start(
-        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> None:
-        """Begin running code in the persistent namespace; then call :meth:`next`."""
+        """Begin running code in the persistent namespace; then call :meth:`next`.
+        ``tools``: the host tools the code may call by name (stubs in the namespace)."""
         if not self.alive:
             raise SandboxError("this sandbox has been discarded")
         if self._execution is not None:
@@ -185,9 +197,10 @@ class RunnerClient:
         self._execution = run
         # A failed send shows in next(), which reports it as the execution's result.
         with contextlib.suppress(ChannelTimeout, ChannelClosed):
-            self._channel.send(
-                {"kind": "exec", "id": rid, "code": code, "max_output": max_output}, timeout=limit
-            )
+            header = {"kind": "exec", "id": rid, "code": code, "max_output": max_output}
+            if tools:
+                header["tools"] = [dict(t) for t in tools]
+            self._channel.send(header, timeout=limit)
 
     def next(self) -> ExecStep:
         """Wait for the running code: a batch of sub-calls to answer, or its result.
@@ -206,6 +219,10 @@ class RunnerClient:
                 run.subcalls += len(items)
                 run.paused_at, run.batch_id = time.monotonic(), frame.header.get("id")
                 return SubcallBatch(items)
+            if frame.header["kind"] == "tool":
+                call = _tool_call(frame.header)
+                run.paused_at, run.batch_id = time.monotonic(), frame.header.get("id")
+                return call
         except ChannelTimeout:
             self._execution = None
             self.kill()
@@ -227,15 +244,25 @@ class RunnerClient:
 
     def answer(self, results: Sequence[str]) -> None:
         """Send the answers to the batch :meth:`next` returned, in its order."""
+        self._resume({"kind": "subcall_result", "results": list(results)})
+
+    def answer_tool(self, outcome: ToolOutcome) -> None:
+        """Send a tool call's outcome: its JSON value, or the error the code will raise."""
+        if outcome.ok:
+            self._resume({"kind": "tool_result", "ok": True, "value": outcome.value})
+        else:
+            self._resume({"kind": "tool_result", "ok": False, "error": outcome.error})
+
+    def _resume(self, header: dict[str, Any]) -> None:
         run = self._execution
         if run is None or run.paused_at is None:
-            raise SandboxError("no sub-call batch is waiting for an answer")
+            raise SandboxError("nothing is waiting for an answer")
         run.deadline += time.monotonic() - run.paused_at
         run.paused_at = None
         # A failed send shows in next(), which reports it as the execution's result.
         with contextlib.suppress(ChannelTimeout, ChannelClosed):
             self._channel.send(
-                {"kind": "subcall_result", "id": run.batch_id, "results": list(results)},
+                {**header, "id": run.batch_id},
                 timeout=max(run.deadline - time.monotonic(), 1.0),
             )
 
@@ -315,6 +342,40 @@ def _subcall_items(header: dict[str, Any]) -> list[SubcallItem]:
     return items
 
 
+MAX_TOOL_NAME = 100
+
+
+def _tool_call(header: dict[str, Any]) -> ToolCall:
+    name, args, kwargs = header.get("name"), header.get("args"), header.get("kwargs")
+    if (
+        not isinstance(name, str)
+        or not name.isidentifier()
+        or len(name) > MAX_TOOL_NAME
+        or not isinstance(args, list)
+        or not isinstance(kwargs, dict)
+        or not all(isinstance(k, str) for k in kwargs)
+    ):
+        raise SandboxProtocolError("the sandbox sent a malformed tool call")
+    return ToolCall(name, tuple(args), dict(kwargs))
+
+
+def _citations(header: dict[str, Any]) -> tuple[RawCitation, ...]:
+    raw = header.get("citations") or []
+    if not isinstance(raw, list) or len(raw) > MAX_CITATIONS:
+        raise SandboxProtocolError("the sandbox sent a malformed list of citations")
+    found = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise SandboxProtocolError("the sandbox sent a malformed citation")
+        document, quote = entry.get("document"), entry.get("quote")
+        start, end = entry.get("start"), entry.get("end")
+        if not isinstance(document, str) or not isinstance(quote, str):
+            raise SandboxProtocolError("the sandbox sent a citation that is not text")
+        offsets = (start, end) if isinstance(start, int) and isinstance(end, int) else (None, None)
+        found.append(RawCitation(document[:1000], quote[:MAX_QUOTE], *offsets))
+    return tuple(found)
+
+
 def _text(header: dict[str, Any], key: str, limit: int) -> str:
     value = header.get(key)
     if value is None:
@@ -350,4 +411,5 @@ def _exec_result(header: dict[str, Any], subcalls: int, max_output: int) -> Exec
         wall_s=_number(header, "wall_s"),
         peak_memory_mb=round(_number(header, "peak_rss_kb") / 1024, 1),
         subcalls=subcalls,
+        citations=_citations(header),
     )

@@ -37,6 +37,7 @@ from shesha.errors import (
     SheshaError,
     StorageError,
 )
+from shesha.rlm.output import output_checker
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
 from shesha.server.context import TRACE_NAME, Served, served
@@ -66,6 +67,9 @@ class Ask(BaseModel):
 
     model_config = {"extra": "allow"}
     question: str = Field(min_length=1)
+    output_schema: dict[str, Any] | None = Field(
+        None, description="a JSON schema the answer must match (result.output)"
+    )
 
 
 def _status(error: SheshaError) -> int:
@@ -231,7 +235,9 @@ async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     overrides = body.model_extra or {}
     s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
     await asyncio.to_thread(s.sh.get_project, name)  # and a missing project with a 404
-    run = s.manager.submit(name, body.question, overrides)
+    if body.output_schema is not None:
+        output_checker(body.output_schema)  # an invalid schema fails here, with a 400
+    run = s.manager.submit(name, body.question, overrides, output=body.output_schema)
     return {**run.summary(), "events_url": f"/api/queries/{run.id}/events"}
 
 
@@ -337,7 +343,9 @@ def create_app(
 
     async def run_query(run: QueryRun) -> QueryResult:
         project = await asyncio.to_thread(sh.get_project, run.project)
-        return await project.aquery(run.question, on_event=run.publish, **run.overrides)
+        return await project.aquery(
+            run.question, on_event=run.publish, output=run.output, **run.overrides
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -42,7 +42,13 @@ from shesha.rlm.events import CodeRun, LLMResponse, TraceEvent
 from shesha.rlm.history import UNTRUSTED, wrap
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.trace import read_trace as load_trace
-from shesha.sandbox.execution import ExecResult, SubcallBatch, SubcallItem
+from shesha.sandbox.execution import (
+    NO_TOOLS,
+    ExecResult,
+    SubcallBatch,
+    SubcallItem,
+    ToolOutcome,
+)
 from shesha.server.queries import event_record
 from shesha.server.security import allowed_path
 from shesha.views import document_json, project_json, result_json, trace_files, trace_json
@@ -258,9 +264,13 @@ class McpHub:
     async def _run(self, ctx: Context, session: McpSession, code: str) -> ExecResult:
         sandbox = session.sandbox
         await asyncio.to_thread(sandbox.start, code)
-        while isinstance(step := await asyncio.to_thread(sandbox.next), SubcallBatch):
-            answers = await self._answer(ctx, step.items)
-            await asyncio.to_thread(sandbox.answer, answers)
+        while not isinstance(step := await asyncio.to_thread(sandbox.next), ExecResult):
+            if isinstance(step, SubcallBatch):
+                answers = await self._answer(ctx, step.items)
+                await asyncio.to_thread(sandbox.answer, answers)
+            else:  # a host tool: a session's code has none (the client is the root model)
+                outcome = ToolOutcome(ok=False, error=NO_TOOLS)
+                await asyncio.to_thread(sandbox.answer_tool, outcome)
         return step
 
     # -- the tools ----------------------------------------------------------------------
@@ -294,7 +304,7 @@ class McpHub:
                     pending.add(task)
                     task.add_done_callback(pending.discard)
 
-            overrides = {"model": model, "max_iterations": max_iterations}
+            overrides: dict[str, Any] = {"model": model, "max_iterations": max_iterations}
             result = await p.aquery(question, on_event=on_event, **overrides)
             await asyncio.gather(*pending, return_exceptions=True)
             return result_json(result, project)

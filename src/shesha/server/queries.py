@@ -44,6 +44,8 @@ class QueryRun:
     project: str
     question: str
     overrides: dict[str, Any]
+    output: dict[str, Any] | None = None
+    """A JSON schema the answer must match."""
     state: RunState = "queued"
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -111,8 +113,14 @@ class QueryManager:
         self._running = 0
         self._runs: dict[str, QueryRun] = {}
 
-    def submit(self, project: str, question: str, overrides: dict[str, Any]) -> QueryRun:
-        run = QueryRun(secrets.token_hex(8), project, question, overrides)
+    def submit(
+        self,
+        project: str,
+        question: str,
+        overrides: dict[str, Any],
+        output: dict[str, Any] | None = None,
+    ) -> QueryRun:
+        run = QueryRun(secrets.token_hex(8), project, question, overrides, output)
         self._runs[run.id] = run
         self._forget_old()
         self._waiting.append(run)
