@@ -16,7 +16,7 @@ from typing import Literal
 
 from shesha.errors import ConfigError
 
-PROMPT_VERSION = "4"
+PROMPT_VERSION = "5"
 PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {

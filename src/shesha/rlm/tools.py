@@ -47,7 +47,7 @@ class HostTools:
             checked = validate_call(validate_return=True)(fn)
             self.tools[name] = HostTool(
                 name=name,
-                signature=f"{name}{inspect.signature(fn)}",
+                signature=f"{name}{_signature(fn)}",
                 doc=inspect.getdoc(fn) or "",
                 call=checked,
                 is_async=inspect.iscoroutinefunction(fn),
@@ -84,3 +84,11 @@ class HostTools:
             return ToolOutcome(ok=False, error=f"invalid {where}: {first['msg']}")
         except Exception as e:  # noqa: BLE001  a tool's failure goes back to the code that called it
             return ToolOutcome(ok=False, error=f"{type(e).__name__}: {e}")
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """The signature as the prompt shows it, with string annotations resolved."""
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except (NameError, TypeError):  # an annotation that does not resolve: show it as written
+        return inspect.signature(fn)

@@ -383,7 +383,9 @@ class SandboxSession:
             self.restarts += 1
         self._guarded(
             self._sandbox,
-            lambda s: s.start(code, timeout=timeout, max_output_chars=max_output_chars),
+            lambda s: s.start(
+                code, timeout=timeout, max_output_chars=max_output_chars, tools=tools
+            ),
         )
 
     def next(self) -> ExecStep:
