@@ -11,6 +11,7 @@ import pytest
 from shesha.errors import SandboxBusyError, SandboxError, SandboxUnavailableError
 from shesha.sandbox import ExecResult, InMemoryCorpus, SandboxPool
 from shesha.sandbox.corpus import Corpus
+from shesha.sandbox.execution import ToolOutcome, ToolSpec
 
 
 class FakeSandbox:
@@ -43,7 +44,12 @@ class FakeSandbox:
         return n
 
     def start(
-        self, code: str, *, timeout: float | None = None, max_output_chars: int | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_chars: int | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> None:
         self.code = code
 
@@ -53,6 +59,9 @@ class FakeSandbox:
 
     def answer(self, results: Sequence[str]) -> None:
         raise AssertionError("these fakes never ask for sub-calls")
+
+    def answer_tool(self, outcome: ToolOutcome) -> None:
+        raise AssertionError("these fakes never call tools")
 
     def kill(self) -> None:
         self.alive = False
