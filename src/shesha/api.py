@@ -15,13 +15,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shesha import llm
+from shesha import conversation, llm
 from shesha.config import NO_MODEL_HINT, QUERY_OVERRIDES, Settings, load_settings, models_dir
+from shesha.conversation import Conversation
 from shesha.endpoints import Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.cache import DiskCache, SubcallCache
+from shesha.rlm.engine import ExecSession
 from shesha.rlm.output import Output, output_checker
 from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback
@@ -117,6 +119,8 @@ class Project:
         on_event: EventCallback | None = None,
         output: Output | None = None,
         tools: Sequence[Callable[..., Any]] = (),
+        session: ExecSession | None = None,
+        earlier: Sequence[tuple[str, str | None]] = (),
         **overrides: Any,
     ) -> QueryResult:
         return await self._shesha.aquery_corpus(
@@ -127,8 +131,27 @@ class Project:
             on_event=on_event,
             output=output,
             tools=tools,
+            session=session,
+            earlier=earlier,
             **overrides,
         )
+
+    @property
+    def shesha(self) -> Shesha:
+        return self._shesha
+
+    def chat(self, conversation_id: str | None = None) -> Conversation:
+        """A conversation: follow-ups see the earlier questions and answers and run in
+        the same sandbox namespace. ``conversation_id`` takes up a recorded one again
+        (its namespace is rebuilt by replaying its code); None starts a new one."""
+        if conversation_id is None:
+            record = conversation.new_record(self.name)
+        else:
+            record = conversation.load(self.stored.path, conversation_id)
+        return Conversation(self, record)
+
+    def conversations(self) -> list[conversation.Record]:
+        return conversation.listed(self.stored.path)
 
 
 def effective_temperature(settings: Settings, local: bool) -> float | None:
@@ -268,6 +291,8 @@ class Shesha:
         on_event: EventCallback | None = None,
         output: Output | None = None,
         tools: Sequence[Callable[..., Any]] = (),
+        session: ExecSession | None = None,
+        earlier: Sequence[tuple[str, str | None]] = (),
         **overrides: Any,
     ) -> QueryResult:
         """Ask any corpus (a stored project, or documents in memory)."""
@@ -297,7 +322,13 @@ class Shesha:
             check_output=check,
         )
         return await engine.run(
-            question, corpus, trace_dir=trace_dir, project=project, on_event=on_event
+            question,
+            corpus,
+            trace_dir=trace_dir,
+            project=project,
+            on_event=on_event,
+            session=session,
+            earlier=earlier,
         )
 
     # -- sandboxes --------------------------------------------------------------------

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from shesha import __version__
-from shesha.cli import ask, doctor, evals, manage, models, serve
+from shesha.cli import ask, chat, doctor, evals, manage, models, serve
 from shesha.cli.common import EXIT_ERROR, print_error, state
 from shesha.errors import SheshaError
 
@@ -68,6 +68,7 @@ def _root(
 
 
 app.command("ask")(ask.ask)
+app.command("chat")(chat.chat)
 app.command("add")(manage.add)
 app.command("docs")(manage.docs)
 app.command("traces")(manage.traces)

@@ -65,7 +65,15 @@ from shesha.rlm.extract import (
     typed_final,
     without_last_statement,
 )
-from shesha.rlm.history import UNTRUSTED, Turn, history, opening, reading, wrap
+from shesha.rlm.history import (
+    UNTRUSTED,
+    Turn,
+    history,
+    opening,
+    reading,
+    with_earlier,
+    wrap,
+)
 from shesha.rlm.progress import (
     NO_OUTPUT,
     NOT_AN_ANSWER,
@@ -119,6 +127,10 @@ class ExecSession(Protocol):
     by step, and the engine pulls: ``start``, then ``next`` gives a ``SubcallBatch`` to
     answer with ``answer``, or the ``ExecResult``. The methods block; the engine calls
     them from a worker thread."""
+
+    losses: int
+    """Times the sandbox was lost (timeout, out of memory, cancel) and the namespace with
+    it; the next ``start`` gets a fresh one with the documents loaded."""
 
     def start(
         self,
@@ -240,7 +252,12 @@ class RLMEngine:
         trace_dir: str | Path | None = None,
         project: str | None = None,
         on_event: EventCallback | None = None,
+        session: ExecSession | None = None,
+        earlier: Sequence[tuple[str, str | None]] = (),
     ) -> QueryResult:
+        """Ask ``question`` of ``corpus``. A conversation passes its own ``session`` (kept
+        open, with its namespace, between questions) and its ``earlier`` questions and
+        answers."""
         trace_path = None
         if trace_dir is not None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -255,7 +272,9 @@ class RLMEngine:
             budget=Budget(self.config.limits),
         )
         try:
-            result = await self._run(run, corpus, project, trace_path)
+            result = await self._run(
+                run, corpus, project, trace_path, given=session, earlier=earlier
+            )
         finally:
             recorder.close()
         return result
@@ -274,7 +293,14 @@ class RLMEngine:
     # -- the loop -----------------------------------------------------------------------
 
     async def _run(
-        self, run: _Run, corpus: Corpus, project: str | None, trace_path: Path | None
+        self,
+        run: _Run,
+        corpus: Corpus,
+        project: str | None,
+        trace_path: Path | None,
+        *,
+        given: ExecSession | None,
+        earlier: Sequence[tuple[str, str | None]],
     ) -> QueryResult:
         cfg = run.config
         docs = list(corpus.sizes())
@@ -298,13 +324,14 @@ class RLMEngine:
         status: QueryStatus = "success"
         error: str | None = None
         limit: str | None = None
-        session: ExecSession | None = None
+        session: ExecSession | None = given
         try:
-            session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
+            if session is None:
+                session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
             start = opening(self.prompts, cfg, run.question, docs)
             if self._whole(run):
                 start = await self._read_whole(run, session) or start
-            start = self._with_extras(start)
+            start = with_earlier(self.prompts, self._with_extras(start), earlier)
             answer, status = await self._loop(run, session, start)
         except LimitReached as hit:
             status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
@@ -317,7 +344,7 @@ class RLMEngine:
                 session.cancel()  # stop its code now; the container is replaced
             raise
         finally:
-            if session is not None:
+            if session is not None and given is None:
                 await asyncio.to_thread(session.close)
         reached = run.budget.reached
         if answer is None and reached is not None and status == "success":

@@ -80,6 +80,45 @@ def reading(
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+EARLIER_BUDGET = 4_000
+"""Characters of earlier questions and answers a follow-up is shown, newest first."""
+ANSWER_CHARS = 600
+
+
+def earlier_exchanges(
+    exchanges: Sequence[tuple[str, str | None]], budget: int = EARLIER_BUDGET
+) -> str:
+    """A conversation's earlier questions and answers, compacted: the newest first fit the
+    budget whole (long answers cut); what does not fit is counted, not shown."""
+    shown: list[str] = []
+    used = 0
+    for question, answer in reversed(exchanges):
+        said = answer if answer is not None else "(no answer)"
+        if len(said) > ANSWER_CHARS:
+            said = said[:ANSWER_CHARS] + "..."
+        entry = f"Q: {question}\nA: {said}"
+        if shown and used + len(entry) > budget:
+            break
+        shown.append(entry)
+        used += len(entry)
+    left = len(exchanges) - len(shown)
+    lines = list(reversed(shown))
+    if left:
+        lines.insert(0, f"({left} earlier exchanges left out)")
+    return "\n".join(lines)
+
+
+def with_earlier(
+    prompts: PromptSet, start: Sequence[Message], exchanges: Sequence[tuple[str, str | None]]
+) -> list[Message]:
+    """The opening of a follow-up: the earlier exchanges before the question."""
+    if not exchanges:
+        return list(start)
+    note = prompts.render("earlier", exchanges=earlier_exchanges(exchanges))
+    question = start[-1]
+    return [*start[:-1], {**question, "content": f"{note}\n\n{question['content']}"}]
+
+
 def history(
     prompts: PromptSet,
     config: EngineConfig,

@@ -34,6 +34,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "output_note": frozenset({"nonce"}),
     "read_system": frozenset({"doc_count", "total_chars"}),
     "read_user": frozenset({"documents", "question"}),
+    "earlier": frozenset({"exchanges"}),
 }
 
 

@@ -365,6 +365,8 @@ class SandboxSession:
         self.corpus = corpus
         self.document_bytes_sent = sent
         self.restarts = 0
+        self.losses = 0
+        """Times the container was lost (and the namespace with it)."""
         self._closed = False
 
     def start(
@@ -442,6 +444,7 @@ class SandboxSession:
 
     def _lose(self, sandbox: Sandbox) -> None:
         self._sandbox = None
+        self.losses += 1
         self._pool._discard(sandbox)
 
     def close(self) -> None:
