@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +30,12 @@ from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import prompt_key, read_trace
 from shesha.sandbox.execution import ExecResult, SubcallBatch, SubcallItem, ToolOutcome
 from shesha.storage.atomic import atomic_write
-from shesha.storage.names import validate_project_name
 from shesha.sync import run_sync
 
 if TYPE_CHECKING:
     from shesha.api import Project
 
+CONVERSATION_ID = re.compile(r"[0-9a-f]{12}")
 NOT_REPLAYED = "[not replayed: this sub-call has no recorded answer]"
 
 
@@ -56,9 +58,12 @@ class Conversation:
     """Questions about one project, each seeing the ones before. ``close()`` (or the
     ``with`` block) gives its sandbox back; ``Project.chat(id)`` takes it up again."""
 
-    def __init__(self, project: Project, record: Record) -> None:
+    def __init__(self, project: Project, record: Record, *, keep_sandbox: bool = True) -> None:
         self.project = project
         self.record = record
+        self.keep_sandbox = keep_sandbox
+        """False (a server's conversations): the sandbox goes back to the pool after each
+        question, and the next one rebuilds the namespace by replaying."""
         self._session: ExecSession | None = None
         self._lock = asyncio.Lock()
 
@@ -87,9 +92,10 @@ class Conversation:
             except BaseException:
                 self.close()  # cancelled mid-code: the container is gone
                 raise
-            if session.losses != losses:
+            if session.losses != losses or not self.keep_sandbox:
                 # The container was lost (a timeout, out of memory) and replaced with an
-                # empty namespace: the next question rebuilds it by replaying.
+                # empty namespace, or is not ours to keep: the next question rebuilds the
+                # namespace by replaying.
                 self.close()
             self.record.exchanges.append(
                 Exchange(question, result.answer, result.status, result.trace_path)
@@ -117,6 +123,35 @@ class Conversation:
         self.close()
 
 
+class OpenConversations:
+    """The conversations a server is holding, shared by its requests so that follow-ups
+    to one conversation run one at a time. They hold no sandbox between questions. The
+    least recently used are forgotten past ``limit`` (their records stay on disk)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._open: OrderedDict[tuple[str, str], Conversation] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, project: Project, conversation_id: str | None) -> Conversation:
+        """The conversation ``conversation_id`` of ``project`` (NotFoundError when there
+        is none), or a new one for None."""
+        with self._lock:
+            if conversation_id is not None:
+                found = self._open.get((project.name, conversation_id))
+                if found is not None:
+                    self._open.move_to_end((project.name, conversation_id))
+                    return found
+                record = load(project.stored.path, conversation_id)
+            else:
+                record = new_record(project.name)
+            conv = Conversation(project, record, keep_sandbox=False)
+            self._open[(project.name, record.id)] = conv
+            while len(self._open) > self.limit:
+                self._open.popitem(last=False)
+            return conv
+
+
 def folder(project_path: Path) -> Path:
     return project_path / "conversations"
 
@@ -132,9 +167,10 @@ def new_record(project: str) -> Record:
 
 
 def load(project_path: Path, conversation_id: str) -> Record:
-    validate_project_name(conversation_id)  # a plain name: it cannot leave the folder
     path = folder(project_path) / f"{conversation_id}.json"
     try:
+        if not CONVERSATION_ID.fullmatch(conversation_id):
+            raise ValueError("not an id")  # so it cannot name a file outside the folder
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise NotFoundError(

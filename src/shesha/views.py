@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
 from shesha.storage import StoredDocument, StoredProject
+
+if TYPE_CHECKING:
+    from shesha.conversation import Record
 
 
 def document_json(doc: StoredDocument) -> dict[str, Any]:
@@ -92,3 +95,20 @@ def result_json(result: QueryResult, project: str) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def conversation_json(record: Record) -> dict[str, Any]:
+    """A conversation: its questions and answers, and their traces' file names."""
+    return {
+        "id": record.id,
+        "project": record.project,
+        "exchanges": [
+            {
+                "question": e.question,
+                "answer": e.answer,
+                "status": e.status,
+                "trace": Path(e.trace).name if e.trace else None,
+            }
+            for e in record.exchanges
+        ],
+    }

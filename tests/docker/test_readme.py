@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from tests.fixtures import make_pdf
 
+from shesha import Shesha
 from shesha.testing import Reply, ScriptedLLMServer
 
 pytestmark = pytest.mark.docker
@@ -144,3 +145,64 @@ def test_the_readme_python_example_runs(
     )
     assert printed
     assert printed[0].startswith("a.txt, call.md success")
+
+
+ANSWER_SCRIPT: dict[str, list[str | None]] = {
+    "Quote the clause": ["cite('supply.md', 'Supply contract: ends in 2027.')\nFINAL('2027')"],
+    "whether each renews": [
+        "FINAL({'contracts': [{'name': 'lease.pdf', 'renews_automatically': True},"
+        " {'name': 'supply.md', 'renews_automatically': False}]})"
+    ],
+    "rent in US dollars": ["print(usd_rate('EUR') * 1000)", None],
+    "with its end date": ["ends = {'supply.md': 2027, 'lease.pdf': 2025}\nprint(ends)", None],
+    "end after 2026": ["print([n for n, y in ends.items() if y > 2026])", None],
+    "renew automatically?": ["print(llm_query_batched('Does it renew?', context))", None],
+}
+ANSWERS = {
+    "rent in US dollars": "FINAL(1080.0)",
+    "with its end date": 'FINAL("supply.md 2027, lease.pdf 2025")',
+    "end after 2026": "FINAL(supply.md)",
+    "renew automatically?": 'FINAL("lease.pdf")',
+}
+
+
+def answering(messages: list[dict[str, Any]], model: str) -> Reply:
+    if str(messages[0]["content"]).startswith("You follow one instruction"):
+        return "yes"
+    question = str(messages[1]["content"]).rsplit("Question:", 1)[-1]
+    key = next(k for k in ANSWER_SCRIPT if k in question)
+    step = sum(1 for m in messages if m["role"] == "assistant")
+    code = ANSWER_SCRIPT[key][min(step, len(ANSWER_SCRIPT[key]) - 1)]
+    return f"```repl\n{code}\n```" if code is not None else ANSWERS[key]
+
+
+def test_the_readme_answer_examples_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = README.read_text()
+    section = text.split("## Answers you can check", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 5
+    monkeypatch.chdir(workdir)
+    printed: list[str] = []
+    with (
+        ScriptedLLMServer(answering) as server,
+        Shesha(
+            model="openai/scripted",
+            api_base=server.api_base,
+            api_key="t",
+            home=str(workdir / "answers-home"),
+            pool_size=1,
+        ) as sh,
+    ):
+        p = sh.project("contracts")
+        p.add(["contracts/"])
+        p.query("Which contracts renew automatically?", temperature=0)
+        for code in blocks:
+            exec(
+                compile(code, "README.md", "exec", dont_inherit=True),  # as a user runs it
+                {"p": p, "print": lambda *a: printed.append(" ".join(map(str, a)))},
+            )
+    assert printed[0] == "verified supply.md None Supply contract: ends in 2027."
+    assert printed[1] == "['lease.pdf']"
+    assert printed[2] == "1080.0 1"
+    assert printed[3].startswith("supply.md ")
+    assert printed[4].startswith("2 ")  # both documents' sub-calls came from the cache

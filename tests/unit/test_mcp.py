@@ -27,7 +27,11 @@ from shesha.testing import FunctionModel
 SUBCALL = "You follow one instruction"
 
 
+model_calls: list[list[Message]] = []
+
+
 def model(messages: list[Message], name: str) -> str:
+    model_calls.append(list(messages))
     if messages[0]["content"].startswith(SUBCALL):
         return "shesha's sub-model read it"
     step = sum(1 for m in messages if m["role"] == "assistant")
@@ -113,6 +117,12 @@ def test_tools_for_agents_that_want_answers(sh: Shesha, docs: Path, tmp_path: Pa
                 )
             )
             assert steps["header"]["question"] == "Who is the CEO?"
+            asked = {"project": "acme", "question": "Who?", "conversation": "new"}
+            first = structured(await client.call_tool("ask", asked))
+            follow_up = {**asked, "question": "And then?", "conversation": first["conversation"]}
+            second = structured(await client.call_tool("ask", follow_up))
+            assert second["conversation"] == first["conversation"]
+            assert "Q: Who?\nA: Maria Lopez" in model_calls[-2][1]["content"]
             outside = await client.call_tool(
                 "add_documents", {"project": "acme", "paths": ["/etc/hostname"]}
             )

@@ -262,3 +262,36 @@ def test_only_loopback_without_a_token() -> None:
     r = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--port", "0"])
     assert r.exit_code == 1
     assert "Refusing to listen on 0.0.0.0 without a token" in r.stderr
+
+
+def test_a_conversation_over_http_follows_up_in_the_same_namespace(
+    serve: Callable[..., Server], docs: Path
+) -> None:
+    def fn(messages: list[Message], model: str) -> str:
+        question = messages[1]["content"].rsplit("Question:", 1)[-1]
+        step = sum(1 for m in messages if m["role"] == "assistant")
+        if step == 0:
+            code = "found = doc_names[0]" if "Find" in question else "print(found)"
+            return f"```repl\n{code}\n```"
+        return 'FINAL("found it")' if "Find" in question else "FINAL(acme.txt)"
+
+    s = serve(fn)
+    s.http.post("/api/projects/acme/paths", json={"paths": [str(docs)]})
+    first = s.ask("acme", "Find the first document.", conversation="new")
+    cid = first["conversation"]
+    assert s.events(first["id"])[-1]["result"]["answer"] == "found it"
+    second = s.ask("acme", "Which was it?", conversation=cid)
+    assert second["conversation"] == cid
+    assert s.events(second["id"])[-1]["result"]["answer"] == "acme.txt"  # `found` was kept
+    listed = s.http.get("/api/projects/acme/conversations").json()["conversations"]
+    assert [c["id"] for c in listed] == [cid]
+    shown = s.http.get(f"/api/projects/acme/conversations/{cid}").json()
+    assert [e["question"] for e in shown["exchanges"]] == [
+        "Find the first document.",
+        "Which was it?",
+    ]
+    missing = s.http.post(
+        "/api/projects/acme/queries", json={"question": "q", "conversation": "nope"}
+    )
+    assert (missing.status_code, missing.json()["kind"]) == (404, "NotFoundError")
+    assert s.http.get("/api/projects/acme/conversations/..%2Fx").status_code in (400, 404)

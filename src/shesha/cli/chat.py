@@ -31,6 +31,8 @@ def chat(
     with open_shesha(ctx, config_file=config, **settings) as sh:
         p = sh.get_project(project)
         if list_them:
+            if not p.conversations():
+                err_console.print(f"No conversations about {project} yet.", markup=False)
             for record in p.conversations():
                 first = record.exchanges[0].question if record.exchanges else ""
                 out_console.print(

@@ -52,7 +52,13 @@ from shesha.server.security import (
 from shesha.server.web import add_web, error_page
 from shesha.storage import AddReport
 from shesha.storage.names import validate_document_name
-from shesha.views import document_json, project_json, trace_files, trace_json
+from shesha.views import (
+    conversation_json,
+    document_json,
+    project_json,
+    trace_files,
+    trace_json,
+)
 
 DEFAULT_PAGE = 100_000
 
@@ -69,6 +75,11 @@ class Ask(BaseModel):
     question: str = Field(min_length=1)
     output_schema: dict[str, Any] | None = Field(
         None, description="a JSON schema the answer must match (result.output)"
+    )
+    conversation: str | None = Field(
+        None,
+        description='"new" starts a conversation; its id (in the reply) asks a follow-up',
+        max_length=64,
     )
 
 
@@ -234,11 +245,29 @@ async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     s = served(request)
     overrides = body.model_extra or {}
     s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
-    await asyncio.to_thread(s.sh.get_project, name)  # and a missing project with a 404
+    project = await asyncio.to_thread(s.sh.get_project, name)  # a missing one: a 404
     if body.output_schema is not None:
         output_checker(body.output_schema)  # an invalid schema fails here, with a 400
-    run = s.manager.submit(name, body.question, overrides, output=body.output_schema)
+    conv = None
+    if body.conversation is not None:  # an unknown one fails here, with a 404
+        given = None if body.conversation == "new" else body.conversation
+        conv = await asyncio.to_thread(s.conversations.get, project, given)
+    run = s.manager.submit(
+        name, body.question, overrides, output=body.output_schema, conversation=conv
+    )
     return {**run.summary(), "events_url": f"/api/queries/{run.id}/events"}
+
+
+@router.get("/projects/{name}/conversations")
+def list_conversations(request: Request, name: str) -> dict[str, Any]:
+    project = served(request).sh.get_project(name)
+    return {"conversations": [conversation_json(r) for r in project.conversations()]}
+
+
+@router.get("/projects/{name}/conversations/{conversation_id}")
+def show_conversation(request: Request, name: str, conversation_id: str) -> dict[str, Any]:
+    project = served(request).sh.get_project(name)
+    return conversation_json(project.chat(conversation_id).record)
 
 
 @router.get("/queries")
@@ -342,6 +371,10 @@ def create_app(
     roots = [Path(p).expanduser().resolve() for p in allow_paths]
 
     async def run_query(run: QueryRun) -> QueryResult:
+        if run.conversation is not None:
+            return await run.conversation.aask(
+                run.question, on_event=run.publish, output=run.output, **run.overrides
+            )
         project = await asyncio.to_thread(sh.get_project, run.project)
         return await project.aquery(
             run.question, on_event=run.publish, output=run.output, **run.overrides

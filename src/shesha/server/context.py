@@ -4,12 +4,13 @@ from (set on the app's state when it starts)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
 
 from shesha.api import Shesha
+from shesha.conversation import OpenConversations
 from shesha.server.queries import QueryManager
 
 TRACE_NAME = re.compile(r"^[\w.-]+\.jsonl$")
@@ -18,11 +19,13 @@ TRACE_NAME = re.compile(r"^[\w.-]+\.jsonl$")
 
 @dataclass
 class Served:
-    """What the routes work with: the Shesha, its query line, where paths may come from."""
+    """What the routes work with: the Shesha, its query line, where paths may come from,
+    and the conversations in progress."""
 
     sh: Shesha
     manager: QueryManager
     roots: list[Path]
+    conversations: OpenConversations = field(default_factory=OpenConversations)
 
 
 def served(request: Request) -> Served:

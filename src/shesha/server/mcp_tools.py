@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 
 from shesha import __version__
 from shesha.api import Shesha
+from shesha.conversation import OpenConversations
 from shesha.errors import ConfigError, LLMError, NotFoundError, SheshaError
 from shesha.llm.types import Message
 from shesha.rlm.engine import ExecSession
@@ -126,6 +127,7 @@ class McpHub:
         self.roots = [Path(p).expanduser().resolve() for p in allow_paths]
         self.ttl = session_ttl_s
         self.sessions: dict[str, McpSession] = {}
+        self.conversations = OpenConversations()
         self.server = MCPServer(
             "shesha", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
         )
@@ -283,13 +285,21 @@ class McpHub:
         async def ask(
             project: str,
             question: str,
+            *,
             ctx: Context,
             model: str | None = None,
             max_iterations: int | None = None,
+            conversation: str | None = None,
         ) -> dict[str, Any]:
             """Ask a question about a project's documents; shesha's model runs the whole
-            loop. Progress is reported step by step."""
+            loop. Progress is reported step by step. conversation: "new" starts one (its
+            id is in the result); an id asks a follow-up that sees the earlier questions
+            and answers and the variables their code defined."""
             p = await asyncio.to_thread(sh.get_project, project)
+            conv = None
+            if conversation is not None:
+                given = None if conversation == "new" else conversation
+                conv = await asyncio.to_thread(self.conversations.get, p, given)
             limit = max_iterations or sh.settings.max_iterations
             pending: set[asyncio.Task[None]] = set()
 
@@ -305,9 +315,15 @@ class McpHub:
                     task.add_done_callback(pending.discard)
 
             overrides: dict[str, Any] = {"model": model, "max_iterations": max_iterations}
-            result = await p.aquery(question, on_event=on_event, **overrides)
+            if conv is not None:
+                result = await conv.aask(question, on_event=on_event, **overrides)
+            else:
+                result = await p.aquery(question, on_event=on_event, **overrides)
             await asyncio.gather(*pending, return_exceptions=True)
-            return result_json(result, project)
+            answer = result_json(result, project)
+            if conv is not None:
+                answer["conversation"] = conv.id
+            return answer
 
         @mcp.tool()
         @said_plainly

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shesha.conversation import Conversation
 from shesha.errors import SheshaError
 from shesha.rlm.events import LLMRequest, TraceEvent
 from shesha.rlm.result import QueryResult
@@ -46,6 +47,8 @@ class QueryRun:
     overrides: dict[str, Any]
     output: dict[str, Any] | None = None
     """A JSON schema the answer must match."""
+    conversation: Conversation | None = None
+    """The conversation this question follows up, if any."""
     state: RunState = "queued"
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -91,6 +94,7 @@ class QueryRun:
             "id": self.id,
             "project": self.project,
             "question": self.question,
+            "conversation": self.conversation.id if self.conversation else None,
             "state": self.state,
             "created": self.created,
             "started": self.started,
@@ -119,8 +123,9 @@ class QueryManager:
         question: str,
         overrides: dict[str, Any],
         output: dict[str, Any] | None = None,
+        conversation: Conversation | None = None,
     ) -> QueryRun:
-        run = QueryRun(secrets.token_hex(8), project, question, overrides, output)
+        run = QueryRun(secrets.token_hex(8), project, question, overrides, output, conversation)
         self._runs[run.id] = run
         self._forget_old()
         self._waiting.append(run)
