@@ -41,8 +41,14 @@ def chat(
                 )
             return
         overrides: dict[str, Any] = {}
-        if not sh.has_model and sh.local_fallback() is not None:
+        fallback = None if sh.has_model else sh.local_fallback()
+        if fallback is not None:
             overrides["model"] = "local"
+            err_console.print(
+                f"No model is configured: using the local model {fallback.name} "
+                "(--model local). Choose another with --model or SHESHA_MODEL.",
+                markup=False,
+            )
         with p.chat(conversation_id) as conv:
             err_console.print(
                 f"Conversation {conv.id} about {project} · resume it with "
