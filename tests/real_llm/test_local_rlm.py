@@ -1,7 +1,9 @@
 """The real local model (Qwen2.5-Coder-1.5B on the CPU) through the whole RLM loop.
 
 Greedy decoding and fixed threads make runs repeatable; correctness is asserted only
-where this small model reliably gets it right (a count that one line of code settles).
+where this small model reliably gets it right: a count that one line of code settles (in a
+document too long to read whole, so the model must write code), and a fact stated in a
+short note (read whole).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ pytestmark = [pytest.mark.real_llm, pytest.mark.docker]
 
 FRUIT = "\n".join(
     f"Day {i}: the market sold {'apples' if i % 3 == 0 else 'pears'} and bread."
-    for i in range(1, 31)
+    for i in range(1, 401)
+)  # 400 lines, about 18,000 characters: more than the local profile reads whole
+MEMO = (
+    "Memo to the sales team.\nThe spring offsite will be held in Lisbon, Portugal, from "
+    "12 to 14 May. Flights are booked by the office; hotels are paid by the company.\n"
+    "Please send your dietary needs to Rosa Almeida before 1 May.\n"
 )
 
 
@@ -53,7 +60,17 @@ def test_the_local_model_runs_the_loop_and_counts_correctly(sh: Shesha, tmp_path
     assert "exec_result" in types, "the model's code ran in the sandbox"
     assert r.status == "success"
     assert r.answer is not None
-    assert "10" in r.answer
+    assert "133" in r.answer
+
+
+def test_a_short_note_is_read_whole_and_answered(sh: Shesha, tmp_path: Path) -> None:
+    (tmp_path / "memo.txt").write_text(MEMO)
+    p = sh.project("memo")
+    p.add([tmp_path / "memo.txt"])
+    r = p.query("In which city is the spring offsite held?")
+    assert r.status == "success"
+    assert "Lisbon" in (r.answer or "")
+    assert r.iterations == 1  # read, then answered: no code was needed
 
 
 def test_a_second_question_ends_with_a_status_and_a_complete_trace(sh: Shesha) -> None:
