@@ -38,6 +38,23 @@ class LLMError(SheshaError):
     """A call to a language model failed."""
 
 
+class LLMContextWindowError(LLMError):
+    """The prompt did not fit the model's window. ``requested`` and ``limit`` are the
+    provider's token counts, when its message gave them."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        requested: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.requested = requested
+        self.limit = limit
+
+
 class LLMAuthenticationError(LLMError):
     """The provider refused the credentials (bad or missing API key)."""
 

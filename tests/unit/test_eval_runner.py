@@ -22,7 +22,7 @@ from shesha.bench.runner import EvalRunner
 from shesha.bench.tasks import EvalTask, write_task_set
 from shesha.cli import app
 from shesha.sandbox import SandboxPool
-from shesha.testing import FunctionModel
+from shesha.testing import Fail, FunctionModel, Reply, ScriptedLLMServer
 
 
 def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> FunctionModel:
@@ -116,6 +116,41 @@ def test_the_direct_baseline_is_truncated_to_its_window_and_says_so(
     assert by_length[1024].truncated == 0.0
     assert by_length[2048].truncated > 0.2
     assert all(r.method == "direct" for r in rows)
+
+
+def test_when_the_window_is_smaller_than_estimated_direct_cuts_more_and_asks_again(
+    task_set: tuple[Path, list[EvalTask]], sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    gold = {t.question: t.gold for t in tasks}
+
+    def dense(messages: list[dict[str, Any]], model: str) -> Reply:
+        """A provider whose tokenizer packs 2 characters a token (not the 3.5 estimated)."""
+        used = sum(len(str(m["content"])) for m in messages) // 2
+        if used > 2000:
+            return Fail(
+                400,
+                f"This model's maximum context length is 2000 tokens. However, you "
+                f"requested {used} tokens ({used} in the messages, None in the completion).",
+            )
+        question = str(messages[-1]["content"]).rsplit("Question: ", 1)[1]
+        return gold[question]
+
+    with (
+        ScriptedLLMServer(dense) as server,
+        Shesha(
+            home=str(tmp_path / "home"),
+            model="openai/scripted",
+            api_base=server.api_base,
+            api_key="t",
+            sandboxes=sandboxes,
+        ) as sh,
+    ):
+        runner = EvalRunner(sh, folder, tmp_path / "direct", method="direct", window_tokens=2000)
+        rows = asyncio.run(runner.run())
+    long = [r for r in rows if r.length_tokens == 2048]
+    assert [(r.status, r.score) for r in long] == [("success", 1.0)] * len(long)
+    assert all(r.truncated > 0.3 for r in long)  # cut to what the provider said fits
 
 
 def test_the_cli_generates_and_runs(sandboxes: SandboxPool, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from shesha import __version__
 from shesha.bench.scoring import score
 from shesha.bench.tasks import EvalTask, read_task_set
 from shesha.endpoints import is_local
-from shesha.errors import ConfigError, LLMError
+from shesha.errors import ConfigError, LLMContextWindowError, LLMError
 from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits
 from shesha.sandbox import InMemoryCorpus
@@ -39,6 +39,8 @@ DIRECT_SYSTEM = (
 CHARS_PER_WINDOW_TOKEN = 3.5
 """Conservative: real tokenizers give about 4 characters a token on English."""
 ANSWER_RESERVE_TOKENS = 600
+DIRECT_FIT_TRIES = 3
+"""Direct asks again, cut shorter, when the provider says the prompt is over its window."""
 
 
 class ResultRow(BaseModel):
@@ -265,27 +267,39 @@ class EvalRunner:
             task.question
         )
         text = full[: max(budget, 0)]
-        truncated = 1 - len(text) / len(full) if full else 0.0
         models = await asyncio.to_thread(self.sh.resolve_models)
-        messages = [
-            {"role": "system", "content": DIRECT_SYSTEM},
-            {"role": "user", "content": f"Documents:\n{text}\n\nQuestion: {task.question}"},
-        ]
         started = time.perf_counter()
         answer: str | None = None
         status, error = "success", None
         prompt = completion = 0
         cost: float | None = None
-        try:
-            c = await models.root.complete(messages, model=models.model)
+        for _ in range(DIRECT_FIT_TRIES):
+            messages = [
+                {"role": "system", "content": DIRECT_SYSTEM},
+                {"role": "user", "content": f"Documents:\n{text}\n\nQuestion: {task.question}"},
+            ]
+            try:
+                c = await models.root.complete(messages, model=models.model)
+            except LLMContextWindowError as e:
+                status, error = "error", str(e).splitlines()[0]
+                if not e.requested or not e.limit or not text:
+                    break
+                # The provider's tokenizer is denser than estimated: cut to what it said.
+                share = (e.limit - ANSWER_RESERVE_TOKENS) / e.requested * 0.97
+                text = text[: int(len(text) * max(share, 0.0))]
+                continue
+            except LLMError as e:
+                status, error = "error", str(e).splitlines()[0]
+                break
             answer, prompt, completion, cost = (
                 c.text,
                 c.prompt_tokens,
                 c.completion_tokens,
                 c.cost_usd,
             )
-        except LLMError as e:
-            status, error = "error", str(e).splitlines()[0]
+            status, error = "success", None
+            break
+        truncated = 1 - len(text) / len(full) if full else 0.0
         return ResultRow(
             task_id=task.id,
             kind=task.kind,

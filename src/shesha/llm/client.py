@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ import openai
 from shesha.errors import (
     LLMAuthenticationError,
     LLMConnectionError,
+    LLMContextWindowError,
     LLMError,
     LLMRateLimitError,
 )
@@ -29,6 +31,13 @@ def missing_credentials(model: str) -> list[str]:
     """The environment variables a provider needs that are not set (LiteLLM's check)."""
     env = litellm.validate_environment(model)
     return [str(k) for k in env.get("missing_keys") or []]
+
+
+_WINDOW_NUMBERS = re.compile(
+    r"maximum context length is (?P<limit>\d+) tokens.*?requested (?P<requested>\d+) tokens",
+    re.S,
+)
+"""The OpenAI wording, which llama.cpp, vLLM and others copy."""
 
 
 def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
@@ -55,6 +64,14 @@ def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
         return LLMConnectionError(
             f"Could not get an answer from {model}{where}: {text}",
             hint="Check that the endpoint is up and reachable (api_base), or try again.",
+        )
+    if isinstance(error, _errors.ContextWindowExceededError):
+        numbers = _WINDOW_NUMBERS.search(str(error))
+        return LLMContextWindowError(
+            f"The prompt is too long for {model}{where}: {text}",
+            hint="Ask about fewer or shorter documents, or use a model with a longer window.",
+            limit=int(numbers["limit"]) if numbers else None,
+            requested=int(numbers["requested"]) if numbers else None,
         )
     if isinstance(error, _errors.NotFoundError | _errors.BadRequestError):
         return LLMError(f"{model}{where} refused the request: {text}", hint=_PERMANENT_HINT)
