@@ -31,14 +31,16 @@ LOCAL_PROFILE: dict[str, Any] = {
 }
 """Engine settings for a local model (see ``EngineConfig``); see also ``local_profile``."""
 
-READ_WHOLE_SHARE = 0.5
-"""Documents that fill at most this share of a local model's window are read whole."""
+READ_WHOLE_SHARE = 0.8
+"""Documents estimated to fill at most this share of a local model's window are read
+whole; when the model's tokenizer counts more than estimated and they do not fit, the
+engine falls back to code."""
 CHARS_PER_TOKEN = 3.5
 
 
 def local_profile(context_tokens: int) -> dict[str, Any]:
     """The local profile for a server with this window: documents short enough to fill
-    half of it are read whole (14,336 characters in the default 8,192-token window)."""
+    most of it are read whole (22,937 characters in the default 8,192-token window)."""
     return {
         **LOCAL_PROFILE,
         "show_whole_chars": int(context_tokens * CHARS_PER_TOKEN * READ_WHOLE_SHARE),

@@ -21,7 +21,7 @@ from shesha.rlm import (
     TraceEvent,
     read_trace,
 )
-from shesha.rlm.events import CodeRun, Event
+from shesha.rlm.events import CodeRun, Event, Warned
 from shesha.sandbox import InMemoryCorpus, SandboxPool
 from shesha.testing import Fail, Reply, ScriptedLLMServer
 
@@ -877,6 +877,30 @@ def test_reading_whole_documents_the_model_may_still_compute(harness_factory: An
     second = h.root_requests()[1]
     assert "The secret code is 4711." in second[1]["content"]  # never shortened
     assert "4" in second[-1]["content"]
+
+
+def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
+    harness_factory: Any,
+) -> None:
+    """The read-whole estimate is characters; the provider counts tokens. When it says
+    the documents do not fit, the query goes on as usual: code, documents unseen."""
+
+    def script(messages: list[dict[str, Any]], model: str) -> Reply:
+        if "The secret code is 4711." in str(messages[1]["content"]):
+            return Fail(
+                400,
+                "This model's maximum context length is 100 tokens. However, you "
+                "requested 150 tokens (150 in the messages, None in the completion).",
+            )
+        steps = sum(1 for m in messages if m["role"] == "assistant")
+        return repl("print(context[0][-5:])") if steps == 0 else 'FINAL("4711.")'
+
+    h = harness_factory(script)
+    r = h.run(show_whole_chars=1000)
+    assert (r.answer, r.status) == ("4711.", "success")
+    assert len(h.root_requests()[1]) == 2  # the usual opening: metadata and the question
+    warned = [e for e in read_trace(r.trace_path or "").events if isinstance(e, Warned)]
+    assert "too long to read whole" in warned[0].message
 
 
 def test_longer_documents_are_not_shown(harness_factory: Any) -> None:

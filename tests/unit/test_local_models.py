@@ -164,6 +164,6 @@ def test_calls_to_a_local_model_are_greedy_and_stop_before_made_up_output(
 
 
 def test_a_local_model_reads_whole_the_documents_that_fill_half_its_window() -> None:
-    assert local_profile(8192)["show_whole_chars"] == 14_336
-    assert local_profile(16_384)["show_whole_chars"] == 2 * 14_336
+    assert local_profile(8192)["show_whole_chars"] == 22_937
+    assert local_profile(16_384)["show_whole_chars"] == 45_875
     assert local_profile(8192)["prompt_style"] == "compact"

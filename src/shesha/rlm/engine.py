@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from shesha import __version__
-from shesha.errors import LLMError, SandboxError, SheshaError
+from shesha.errors import LLMContextWindowError, LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
@@ -182,6 +182,8 @@ class _Run:
     """Sub-calls out now, by cache key: an identical one waits for the same answer."""
     reading: bool = False
     """The documents were read whole: a first reply with no code is the answer."""
+    plain_start: list[Message] = field(default_factory=list)
+    """The usual opening (documents described, not shown), should reading whole fail."""
     citations: list[RawCitation] = field(default_factory=list)
     tool_calls: int = 0
     output: Any = None
@@ -328,10 +330,12 @@ class RLMEngine:
         try:
             if session is None:
                 session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
-            start = opening(self.prompts, cfg, run.question, docs)
+            plain = opening(self.prompts, cfg, run.question, docs)
+            start = plain
             if self._whole(run):
                 start = await self._read_whole(run, session) or start
             start = with_earlier(self.prompts, self._with_extras(start), earlier)
+            run.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
             answer, status = await self._loop(run, session, start)
         except LimitReached as hit:
             status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
@@ -443,6 +447,22 @@ class RLMEngine:
         run.reading = True
         return reading(self.prompts, run.nonce, run.question, run.docs, text)
 
+    def _stop_reading(self, run: _Run, error: LLMContextWindowError) -> list[Message]:
+        """The documents shown whole did not fit the model's window after all (its
+        tokenizer counts more than estimated): go on as a usual query, with the documents
+        described, not shown. The namespace stays; the turns so far are dropped, since
+        they showed the documents."""
+        run.reading = False
+        run.turns.clear()
+        run.emit(
+            Warned(
+                message="The documents were too long to read whole for this model "
+                f"({error.requested or 'more'} tokens asked, {error.limit or 'fewer'} fit): "
+                "answering with code instead."
+            )
+        )
+        return run.plain_start
+
     async def _loop(
         self, run: _Run, session: ExecSession, start: list[Message]
     ) -> tuple[str | None, QueryStatus]:
@@ -450,7 +470,13 @@ class RLMEngine:
         streak = Streak()
         while run.iteration < run.config.limits.max_iterations:
             run.iteration += 1
-            text = await self._root_call(run, self._messages(run, start))
+            try:
+                text = await self._root_call(run, self._messages(run, start))
+            except LLMContextWindowError as e:
+                if not run.reading:
+                    raise
+                start = self._stop_reading(run, e)
+                text = await self._root_call(run, self._messages(run, start))
             found, turn = await self._step(run, session, text)
             if turn is None:
                 problem = self._typed(run, found)
