@@ -6,9 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup venv docker sandbox-image chromium local-model lint format typecheck test test-unit all bench demo clean
+.PHONY: setup venv docker sandbox-image chromium bwrap local-model lint format typecheck test test-unit all bench demo clean
 
-setup: venv sandbox-image chromium
+setup: venv sandbox-image chromium bwrap
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ sandbox-image: docker
 # Debian's Chromium, for the web page's browser tests (Playwright drives it by its path).
 chromium:
 	@bash scripts/ensure-chromium.sh
+
+# bubblewrap: the sandbox for machines without Docker (and its tests).
+bwrap:
+	@bash scripts/ensure-packages.sh bwrap bubblewrap
 
 # The local CPU model: the llama.cpp server (built once, 4-7 min) and the pinned weights.
 local-model: venv

@@ -16,6 +16,7 @@ from shesha.local.fetch import is_verified
 from shesha.local.registry import BUILTIN, ModelRegistry
 from shesha.local.server import server_installed
 from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
+from shesha.sandbox.bwrap import bwrap_problem
 from shesha.testing import process_sandboxes
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -51,6 +52,16 @@ def test_limits() -> SandboxLimits:
 def pool(docker_client: docker.DockerClient, test_limits: SandboxLimits) -> Iterator[SandboxPool]:
     with SandboxPool(3, client=docker_client, limits=test_limits) as p:
         yield p
+
+
+@pytest.fixture(scope="session")
+def bwrap_ready() -> None:
+    """bubblewrap can make sandboxes here: required in CI, skipped elsewhere."""
+    problem = bwrap_problem()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true, so bubblewrap tests must run, but: {problem}", pytrace=False)
+        pytest.skip(problem)
 
 
 @pytest.fixture(scope="session")

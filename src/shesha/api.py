@@ -28,6 +28,9 @@ from shesha.rlm.output import Output, output_checker
 from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
+from shesha.sandbox.bwrap import BwrapSandbox
+from shesha.sandbox.bwrap import isolation as bwrap_isolation
+from shesha.sandbox.choice import choose
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
 from shesha.storage.store import ProgressCallback
 from shesha.sync import run_sync
@@ -152,6 +155,19 @@ class Project:
 
     def conversations(self) -> list[conversation.Record]:
         return conversation.listed(self.stored.path)
+
+
+def sandbox_pool(wanted: str, size: int, image: str | None, limits: SandboxLimits) -> SandboxPool:
+    """A pool of the sandbox ``wanted`` (auto, docker or bwrap), not yet started."""
+    if choose(wanted) == "bwrap":
+        return SandboxPool(
+            size,
+            factory=BwrapSandbox.factory(limits),
+            limits=limits,
+            kind="bwrap",
+            isolation=bwrap_isolation(),
+        )
+    return SandboxPool(size, image=image, limits=limits)
 
 
 def effective_temperature(settings: Settings, local: bool) -> float | None:
@@ -353,7 +369,8 @@ class Shesha:
         return self.pool()
 
     def pool(self) -> SandboxPool:
-        """The shared Docker sandbox pool, started on first use."""
+        """The shared sandbox pool (Docker or bubblewrap, as ``sandbox`` chooses),
+        started on first use."""
         with self._pool_lock:
             if self._closed:
                 raise ConfigError("This Shesha has been closed.")
@@ -362,7 +379,7 @@ class Shesha:
                 limits = {"memory_mb": s.memory_mb, "cpus": s.cpus}
                 if s.exec_timeout_s is not None:
                     limits["exec_timeout_s"] = s.exec_timeout_s
-                pool = SandboxPool(s.pool_size, image=s.image, limits=SandboxLimits(**limits))
+                pool = sandbox_pool(s.sandbox, s.pool_size, s.image, SandboxLimits(**limits))
                 pool.start()
                 self._pool = pool
             return self._pool

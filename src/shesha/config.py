@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -30,6 +30,8 @@ from shesha.errors import ConfigError
 from shesha.llm.types import DEFAULT_LLM_TIMEOUT_S, DEFAULT_RETRIES
 from shesha.rlm.result import QueryLimits
 from shesha.sandbox.limits import DEFAULT_CPUS, DEFAULT_MEMORY_MB
+
+SandboxKind = Literal["auto", "docker", "bwrap"]
 
 NO_MODEL_HINT = (
     "Use the local CPU model, with no API key and no internet: --model local, once it is "
@@ -84,6 +86,9 @@ class Settings(ModelSettings, QueryLimits):
     local_ctx: ContextTokens = Field(8192, description="context window of the local server")
     local_threads: AtLeastOne | None = Field(None, description="CPU threads for the local server")
     # sandbox
+    sandbox: SandboxKind = Field(
+        "auto", description="auto (Docker when it answers, else bubblewrap), docker or bwrap"
+    )
     pool_size: PoolSize = Field(3, description="warm sandboxes")
     image: str | None = Field(None, description="the sandbox image (default: the matching one)")
     memory_mb: MemoryMB = Field(DEFAULT_MEMORY_MB, description="per sandbox")
@@ -234,7 +239,9 @@ INIT_TEMPLATE = """\
 # Where projects and traces live (default: the per-user data directory).
 # home = "~/.local/share/shesha"
 
-# The sandbox: warm containers, and limits for each.
+# The sandbox: auto (Docker when it answers, else bubblewrap), docker or bwrap;
+# warm sandboxes, and limits for each.
+# sandbox = "auto"
 # pool_size = 3
 # memory_mb = 1024
 # cpus = 1.0

@@ -20,8 +20,11 @@ from shesha.errors import SheshaError
 from shesha.local.fetch import is_verified
 from shesha.local.server import INSTALL_HINT, server_installed
 from shesha.sandbox import connect, default_image, runner_hash
+from shesha.sandbox.bwrap import isolation as bwrap_isolation
+from shesha.sandbox.choice import choose
 from shesha.sandbox.docker_client import DOCKER_HINT, daemon_address
 from shesha.sandbox.image import REBUILD_HINT
+from shesha.sandbox.pool import DOCKER_ISOLATION
 from shesha.server.state import read_state
 from shesha.storage import ProjectStore
 
@@ -43,6 +46,18 @@ def _docker() -> tuple[Check, docker.DockerClient | None]:
         return Check("docker daemon", False, str(e).split("\n")[0], DOCKER_HINT), None
     version = client.version().get("Version", "?")
     return Check("docker daemon", True, f"Docker {version} at {daemon_address()}"), client
+
+
+def _sandbox(settings: Settings) -> tuple[Check, str | None]:
+    """Which sandbox queries will use, and what it enforces here."""
+    try:
+        kind = choose(settings.sandbox)
+    except SheshaError as e:
+        message, _, hint = str(e).partition("\nHint: ")
+        return Check("sandbox", False, message, hint), None
+    if kind == "bwrap":
+        return Check("sandbox", True, f"{bwrap_isolation()} (sandbox = {settings.sandbox})"), kind
+    return Check("sandbox", True, f"{DOCKER_ISOLATION} (sandbox = {settings.sandbox})"), kind
 
 
 def _image(client: docker.DockerClient | None, settings: Settings) -> Check:
@@ -188,8 +203,13 @@ def run_checks(config: Path | None) -> list[Check]:
         message, _, hint = str(e).partition("\nHint: ")
         checks.append(Check("configuration", False, message, hint))
         settings = Settings()
-    docker_check, client = _docker()
-    checks += [docker_check, _image(client, settings), _model(settings), _cost_map()]
+    sandbox_check, kind = _sandbox(settings)
+    checks.append(sandbox_check)
+    client = None
+    if kind != "bwrap":
+        docker_check, client = _docker()
+        checks += [docker_check, _image(client, settings)]
+    checks += [_model(settings), _cost_map()]
     checks += [*_data_dir(settings), _server(settings)]
     if client is not None:
         client.close()

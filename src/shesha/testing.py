@@ -230,7 +230,13 @@ def process_sandboxes(size: int = 1, limits: SandboxLimits | None = None) -> San
         with process_sandboxes() as pool, Shesha(llm=FunctionModel(fn), sandboxes=pool) as sh:
             ...
     """
-    return SandboxPool(size, factory=ProcessSandbox.factory(limits), limits=limits)
+    return SandboxPool(
+        size,
+        factory=ProcessSandbox.factory(limits),
+        limits=limits,
+        kind="process",
+        isolation="none: local child processes, for trusted code only",
+    )
 
 
 ReplyFunction = Callable[[list[Message], str], str | Awaitable[str]]

@@ -90,6 +90,8 @@ def result_json(result: QueryResult, project: str) -> dict[str, Any]:
         "citations": [c.model_dump(mode="json") for c in result.citations],
         "output": _jsonable(result.output),
         "tool_calls": result.tool_calls,
+        "sandbox": result.sandbox,
+        "isolation": result.isolation,
     }
 
 

@@ -31,8 +31,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: Playwright's sync API keeps an event loop running on the main
+    thread while it is open, and every later test that calls asyncio.run() would fail."""
     path = chromium_path()
     if path is None:
         reason = "Chromium is missing: run `make chromium` (or apt-get install chromium)"

@@ -98,11 +98,20 @@ def test_the_readme_shows_the_commands_users_need() -> None:
     assert {"ask", "add", "docs", "traces", "doctor"} <= verbs
 
 
-def test_every_readme_command_runs(server: ScriptedLLMServer, workdir: Path) -> None:
+@pytest.mark.parametrize(
+    "sandbox", ["docker", pytest.param("bwrap (Docker stopped)", marks=pytest.mark.bwrap)]
+)
+def test_every_readme_command_runs(
+    server: ScriptedLLMServer, workdir: Path, sandbox: str, request: pytest.FixtureRequest
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
+    home = workdir / ("home" if sandbox == "docker" else "home-bwrap")
+    if sandbox != "docker":
+        request.getfixturevalue("bwrap_ready")
+        env["DOCKER_HOST"] = f"unix://{workdir}/no-docker.sock"  # as if Docker were stopped
     env.update(
         {
-            "SHESHA_HOME": str(workdir / "home"),
+            "SHESHA_HOME": str(home),
             "SHESHA_POOL_SIZE": "1",
             "SHESHA_MODEL": "openai/scripted",
             "SHESHA_API_BASE": server.api_base,

@@ -159,6 +159,11 @@ class ExecSession(Protocol):
 class SandboxProvider(Protocol):
     """Hands out sandboxes holding a corpus (``SandboxPool`` in production)."""
 
+    kind: str
+    """Which sandbox: docker, bwrap, process..."""
+    isolation: str
+    """What it enforces, in a line."""
+
     def acquire(
         self, corpus: Corpus | None = None, timeout: float | None = None
     ) -> ExecSession: ...
@@ -320,6 +325,8 @@ class RLMEngine:
                 documents=[name for name, _ in docs],
                 config=cfg.model_dump(mode="json"),
                 shesha_version=__version__,
+                sandbox=self.sandboxes.kind,
+                isolation=self.sandboxes.isolation,
             )
         )
         answer: str | None = None
@@ -369,8 +376,11 @@ class RLMEngine:
             citations=citations,
             output=run.output,
             tool_calls=run.tool_calls,
+            sandbox=self.sandboxes.kind,
+            isolation=self.sandboxes.isolation,
         )
-        run.emit(Summary(**result.model_dump(exclude={"trace_path", "citations", "output"})))
+        shown = {"trace_path", "citations", "output", "sandbox", "isolation"}
+        run.emit(Summary(**result.model_dump(exclude=shown)))
         return result
 
     async def _root_call(self, run: _Run, messages: list[Message]) -> str:

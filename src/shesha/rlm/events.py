@@ -267,3 +267,7 @@ class TraceHeader(BaseModel):
     documents: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     shesha_version: str
+    sandbox: str | None = None
+    """Which sandbox ran the code (docker, bwrap...); absent in older traces."""
+    isolation: str | None = None
+    """What that sandbox enforced."""

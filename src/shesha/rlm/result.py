@@ -97,3 +97,7 @@ class QueryResult(BaseModel):
     output: Any = None
     """The typed answer, when one was asked for (``output=`` / ``--output-schema``)."""
     tool_calls: int = 0
+    sandbox: str | None = None
+    """Which sandbox ran the code: docker, bwrap, process..."""
+    isolation: str | None = None
+    """What that sandbox enforced, in a line."""

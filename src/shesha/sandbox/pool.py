@@ -97,6 +97,12 @@ def _close_live_pools() -> None:
 atexit.register(_close_live_pools)
 
 
+DOCKER_ISOLATION = (
+    "Docker: no network, read-only root, no capabilities, no new privileges, Docker's "
+    "seccomp profile, memory, CPU and process limits by cgroup, noexec /tmp"
+)
+
+
 class SandboxPool:
     """N warm containers (3 by default), started in parallel on :meth:`start`.
 
@@ -116,10 +122,16 @@ class SandboxPool:
         client: docker.DockerClient | None = None,
         acquire_timeout: float = 60.0,
         health_timeout: float = 5.0,
+        kind: str | None = None,
+        isolation: str | None = None,
     ) -> None:
+        """``factory`` starts one sandbox (default: a Docker container); ``kind`` and
+        ``isolation`` say what it is and what it enforces (reported with each result)."""
         if size < 1:
             raise ValueError("a sandbox pool needs at least one container")
         self.size = size
+        self.kind = kind or ("docker" if factory is None else "custom")
+        self.isolation = isolation or (DOCKER_ISOLATION if factory is None else "unknown")
         self.limits = limits or SandboxLimits()
         self.image = image or default_image()
         self.acquire_timeout = acquire_timeout

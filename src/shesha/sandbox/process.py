@@ -76,23 +76,7 @@ class ProcessSandbox(RunnerClient):
         until it answers a ping."""
         limits = limits or SandboxLimits()
         argv = list(command or [sys.executable, "-I", str(RUNNER_PATH)])
-        host, child = socket.socketpair()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=child.fileno(),
-                stdout=child.fileno(),
-                stderr=subprocess.PIPE,
-                env={},
-                start_new_session=True,  # a kill reaches everything it started
-                preexec_fn=_rlimits(limits),  # noqa: PLW1509 (no threads run between fork and exec)
-            )
-        except OSError as e:
-            host.close()
-            raise SandboxUnavailableError(f"Could not start the runner {argv[0]}: {e}") from e
-        finally:
-            child.close()
-        channel = FrameChannel(host, docker_mux=False, max_frame=limits.max_frame_mb * 1024 * 1024)
+        proc, channel = spawn(argv, limits, _rlimits(limits))
         sandbox = cls(proc, channel, limits)
         check_runner(sandbox, f"process {argv[0]}", ready_timeout)
         return sandbox
@@ -120,6 +104,34 @@ class ProcessSandbox(RunnerClient):
 
     def stderr_tail(self) -> str:
         return self._stderr.text()
+
+
+def spawn(
+    argv: Sequence[str],
+    limits: SandboxLimits,
+    preexec: Callable[[], None],
+    pass_fds: Sequence[int] = (),
+) -> tuple[subprocess.Popen[bytes], FrameChannel]:
+    """Start ``argv`` in a new session with an empty environment, its stdin and stdout
+    one end of a socket pair, and ``preexec`` run in the child before it execs."""
+    host, child = socket.socketpair()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=child.fileno(),
+            stdout=child.fileno(),
+            stderr=subprocess.PIPE,
+            env={},
+            start_new_session=True,  # a kill reaches everything it started
+            preexec_fn=preexec,  # noqa: PLW1509 (no threads run between fork and exec)
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as e:
+        host.close()
+        raise SandboxUnavailableError(f"Could not start the runner {argv[0]}: {e}") from e
+    finally:
+        child.close()
+    return proc, FrameChannel(host, docker_mux=False, max_frame=limits.max_frame_mb * 1024 * 1024)
 
 
 def _rlimits(limits: SandboxLimits) -> Callable[[], None]:

@@ -1,0 +1,86 @@
+"""What only the bubblewrap sandbox has to prove: its seccomp filter and its bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool
+from shesha.sandbox.bwrap import BwrapSandbox, isolation
+from shesha.sandbox.seccomp import program
+
+pytestmark = pytest.mark.bwrap
+
+DOCS = InMemoryCorpus([("a.txt", "alpha")])
+
+
+@pytest.fixture(scope="module")
+def bwrap_pool(bwrap_ready: None, test_limits: SandboxLimits) -> Iterator[SandboxPool]:
+    with SandboxPool(1, factory=BwrapSandbox.factory(test_limits), limits=test_limits) as p:
+        yield p
+
+
+def run(pool: SandboxPool, code: str) -> str:
+    with pool.acquire(DOCS) as s:
+        result = s.execute(code)
+    assert result.status == "ok", result.output
+    return result.stdout
+
+
+@pytest.mark.skipif(program() is None, reason="the seccomp filter covers x86_64 only")
+def test_the_seccomp_filter_refuses_namespace_escapes_and_odd_sockets(
+    bwrap_pool: SandboxPool,
+) -> None:
+    code = (
+        "import ctypes, errno, os, socket\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def call(nr, *args):\n"
+        "    ok = libc.syscall(nr, *args) == 0\n"
+        "    return 'allowed' if ok else errno.errorcode[ctypes.get_errno()]\n"
+        "print('unshare', call(272, 0x00020000))\n"  # CLONE_NEWNS
+        "print('ptrace', call(101, 0, 0, 0, 0))\n"
+        "print('bpf', call(321, 0, 0, 0))\n"
+        "print('x32 getpid', call(0x40000000 + 39))\n"
+        "for family in (socket.AF_PACKET, socket.AF_INET):\n"
+        "    try:\n"
+        "        socket.socket(family, socket.SOCK_DGRAM).close()\n"
+        "        print(family.name, 'allowed')\n"
+        "    except OSError as e:\n"
+        "        print(family.name, errno.errorcode[e.errno])\n"
+    )
+    seen = dict(line.split(" ", 1) for line in run(bwrap_pool, code).splitlines())
+    assert seen == {
+        "unshare": "EPERM",
+        "ptrace": "EPERM",
+        "bpf": "EPERM",
+        "x32": "getpid EPERM",
+        "AF_PACKET": "EAFNOSUPPORT",
+        "AF_INET": "allowed",  # only loopback in the namespace: nowhere to go
+    }
+
+
+def test_tmp_is_bounded_and_files_are_limited_in_size(
+    bwrap_pool: SandboxPool, test_limits: SandboxLimits
+) -> None:
+    code = (
+        "import errno\nchunk = b'x' * 2**20\nwritten = 0\n"
+        "try:\n"
+        "    with open('/tmp/big', 'wb') as f:\n"
+        "        for _ in range(1000):\n"
+        "            f.write(chunk)\n"
+        "            f.flush()\n"
+        "            written += 1\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno], written)\n"
+        "import os\nos.remove('/tmp/big')\n"
+    )
+    error, written = run(bwrap_pool, code).split()
+    assert error in {"ENOSPC", "EFBIG"}
+    assert int(written) <= max(test_limits.tmpfs_mb, test_limits.file_size_mb)
+
+
+def test_the_isolation_line_says_what_holds_here() -> None:
+    line = isolation()
+    assert line.startswith("bubblewrap: user, PID, network")
+    assert ("cgroup" in line) or ("rlimits" in line)
