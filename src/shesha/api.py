@@ -31,6 +31,9 @@ from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.sandbox.bwrap import BwrapSandbox
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose
+from shesha.sandbox.hosts import DockerHosts, HostSpec, TLSSettings
+from shesha.sandbox.image import default_image
+from shesha.sandbox.pool import DOCKER_ISOLATION
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
 from shesha.storage.store import ProgressCallback
 from shesha.sync import run_sync
@@ -157,9 +160,31 @@ class Project:
         return conversation.listed(self.stored.path)
 
 
-def sandbox_pool(wanted: str, size: int, image: str | None, limits: SandboxLimits) -> SandboxPool:
-    """A pool of the sandbox ``wanted`` (auto, docker or bwrap), not yet started."""
-    if choose(wanted) == "bwrap":
+def docker_hosts_of(s: Settings) -> tuple[list[HostSpec], TLSSettings]:
+    """The daemons in ``docker_hosts``, and the TLS settings for the tcp:// ones."""
+    specs = [
+        HostSpec(h) if isinstance(h, str) else HostSpec(h.url, h.weight) for h in s.docker_hosts
+    ]
+    tls = TLSSettings(s.docker_tls_ca, s.docker_tls_cert, s.docker_tls_key, s.docker_tls_verify)
+    return specs, tls
+
+
+def sandbox_pool(s: Settings, limits: SandboxLimits) -> SandboxPool:
+    """A pool of the sandbox the settings ask for, not yet started: over several Docker
+    hosts when ``docker_hosts`` names them, else the one ``sandbox`` chooses."""
+    size, image = s.pool_size, s.image
+    if s.docker_hosts and s.sandbox != "bwrap":
+        specs, tls = docker_hosts_of(s)
+        hosts = DockerHosts(specs, image or default_image(), limits, tls)
+        return SandboxPool(
+            size,
+            factory=hosts,
+            limits=limits,
+            kind="docker",
+            isolation=f"{DOCKER_ISOLATION}; on {len(specs)} hosts",
+            on_close=hosts.close,
+        )
+    if choose(s.sandbox) == "bwrap":
         return SandboxPool(
             size,
             factory=BwrapSandbox.factory(limits),
@@ -379,7 +404,7 @@ class Shesha:
                 limits = {"memory_mb": s.memory_mb, "cpus": s.cpus}
                 if s.exec_timeout_s is not None:
                     limits["exec_timeout_s"] = s.exec_timeout_s
-                pool = sandbox_pool(s.sandbox, s.pool_size, s.image, SandboxLimits(**limits))
+                pool = sandbox_pool(s, SandboxLimits(**limits))
                 pool.start()
                 self._pool = pool
             return self._pool

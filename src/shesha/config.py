@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from shesha.bounds import (
@@ -67,12 +67,28 @@ class ModelSettings(BaseModel):
     )
 
 
+class DockerHostEntry(BaseModel):
+    """One Docker daemon, with its share of the sandboxes (default: its CPU count)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    weight: float | None = Field(None, gt=0)
+
+
 class Settings(ModelSettings, QueryLimits):
     """Everything shesha can be told. Every field is a key in shesha.toml and a
     ``SHESHA_<NAME>`` environment variable. The model settings and the query limits are
     declared where they are used (``ModelSettings``, ``QueryLimits``); the rest here."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("docker_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        """SHESHA_DOCKER_HOSTS: addresses separated by commas."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     # storage
     home: str | None = Field(None, description="the data directory (default: per-user)")
@@ -90,6 +106,15 @@ class Settings(ModelSettings, QueryLimits):
         "auto", description="auto (Docker when it answers, else bubblewrap), docker or bwrap"
     )
     pool_size: PoolSize = Field(3, description="warm sandboxes")
+    docker_hosts: list[str | DockerHostEntry] = Field(
+        default_factory=list,
+        description="Docker daemons to spread sandboxes over (unix://, ssh://, tcp://); "
+        'an entry may be {url = "...", weight = 2}; empty: the local daemon',
+    )
+    docker_tls_ca: str | None = Field(None, description="CA certificate for tcp:// hosts")
+    docker_tls_cert: str | None = Field(None, description="client certificate for tcp:// hosts")
+    docker_tls_key: str | None = Field(None, description="client key for tcp:// hosts")
+    docker_tls_verify: bool = Field(True, description="verify tcp:// hosts' certificates")
     image: str | None = Field(None, description="the sandbox image (default: the matching one)")
     memory_mb: MemoryMB = Field(DEFAULT_MEMORY_MB, description="per sandbox")
     cpus: Cores = Field(DEFAULT_CPUS, description="per sandbox")
@@ -135,6 +160,8 @@ def _bounds(metadata: Iterable[Any]) -> list[str]:
 def _describe(field: str) -> str:
     """What a setting takes, e.g. "float or None (gt 0)"."""
     info = Settings.model_fields[field]
+    if get_origin(info.annotation) is list:
+        return f"a list: {info.description}"
     bounds = _bounds(info.metadata)
     names = []
     for arg in get_args(info.annotation) or (info.annotation,):
@@ -182,6 +209,17 @@ def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _inner_path(loc: tuple[int | str, ...]) -> str:
+    """Where inside a value an error is, as ``[0].weight: `` (type names of union
+    branches, which pydantic puts in the path, left out)."""
+    parts = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if not _is_type_name(p)]
+    return f"{''.join(parts).lstrip('.')}: " if parts else ""
+
+
+def _is_type_name(part: int | str) -> bool:
+    return isinstance(part, str) and (part[:1].isupper() or part in ("str", "int", "float"))
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -209,12 +247,16 @@ def load_settings(
     try:
         return Settings.model_validate(merged)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else "?"
+        errors = e.errors()
+        key = str(errors[0]["loc"][0]) if errors[0]["loc"] else "?"
+        # Of the errors for that key, the most specific: for a union such as
+        # ``str | DockerHostEntry`` given a table, the entry's field, not "not a string".
+        first = max((x for x in errors if x["loc"][:1] == (key,)), key=lambda x: len(x["loc"]))
+        inner = _inner_path(first["loc"][1:])
         where = source.get(key, "the defaults")
         env_name = ENV_PREFIX + key.upper()
         raise ConfigError(
-            f"Invalid setting {key} = {merged.get(key)!r} (from {where}): {first['msg']}.",
+            f"Invalid setting {key} = {merged.get(key)!r} (from {where}): {inner}{first['msg']}.",
             hint=f"{key} takes {_describe(key)}; set it in shesha.toml, {env_name}, or an argument."
             if key in Settings.model_fields
             else None,
@@ -243,6 +285,9 @@ INIT_TEMPLATE = """\
 # warm sandboxes, and limits for each.
 # sandbox = "auto"
 # pool_size = 3
+# Several Docker daemons (TLS for tcp:// with docker_tls_ca, _cert, _key):
+# docker_hosts = ["unix:///var/run/docker.sock", "ssh://build@host2",
+#                 {url = "tcp://host3:2376", weight = 2}]
 # memory_mb = 1024
 # cpus = 1.0
 # exec_timeout_s = 60

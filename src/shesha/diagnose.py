@@ -9,26 +9,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docker.errors import DockerException, ImageNotFound
+from requests import RequestException
 
 import docker
 from shesha import llm
-from shesha.api import Shesha
+from shesha.api import Shesha, docker_hosts_of
 from shesha.client import OFF, answers
 from shesha.config import NO_MODEL_HINT, Settings, config_file_path, load_settings
 from shesha.endpoints import is_local
-from shesha.errors import SheshaError
+from shesha.errors import SandboxUnavailableError, SheshaError
 from shesha.local.fetch import is_verified
 from shesha.local.server import INSTALL_HINT, server_installed
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose
 from shesha.sandbox.docker_client import DOCKER_HINT, daemon_address
-from shesha.sandbox.image import REBUILD_HINT
+from shesha.sandbox.hosts import connect_host
+from shesha.sandbox.image import REBUILD_HINT, RUNNER_LABEL
 from shesha.sandbox.pool import DOCKER_ISOLATION
 from shesha.server.state import read_state
 from shesha.storage import ProjectStore
 
 MIN_FREE_GB = 1.0
+DOCKER_HOST_HINT = (
+    "Start that daemon or fix its address in docker_hosts (ssh:// needs a working `ssh`; "
+    "tcp:// needs docker_tls_*); shesha tries a failed host again after a backoff."
+)
 
 
 @dataclass
@@ -70,7 +76,7 @@ def _image(client: docker.DockerClient | None, settings: Settings) -> Check:
         return Check("sandbox image", False, f"{tag} is not built", REBUILD_HINT)
     except DockerException as e:
         return Check("sandbox image", False, f"{tag}: {e}")
-    labelled = (image.labels or {}).get("io.shesha.runner-hash", "")
+    labelled = (image.labels or {}).get(RUNNER_LABEL, "")
     if labelled and labelled != runner_hash():
         return Check(
             "sandbox image",
@@ -79,6 +85,39 @@ def _image(client: docker.DockerClient | None, settings: Settings) -> Check:
             REBUILD_HINT,
         )
     return Check("sandbox image", True, f"{tag} (runner {runner_hash()[:12]})")
+
+
+def _docker_hosts(settings: Settings) -> list[Check]:
+    """One check per daemon in docker_hosts: does it answer, and has it the image (one
+    that lacks it gets a copy at its first container, so that is not a failure)."""
+    specs, tls = docker_hosts_of(settings)
+    tag = settings.image or default_image()
+    checks = []
+    for spec in specs:
+        name = f"docker host {spec.url}"
+        try:
+            client = connect_host(spec, tls)
+        except SandboxUnavailableError as e:
+            checks.append(Check(name, False, str(e).split("\n")[0], DOCKER_HOST_HINT))
+            continue
+        try:
+            info = client.info()
+            said = f"Docker {info.get('ServerVersion', '?')}, {info.get('NCPU', '?')} CPUs"
+            try:
+                labelled = (client.images.get(tag).labels or {}).get(RUNNER_LABEL, "")
+            except ImageNotFound:
+                checks.append(Check(name, True, f"{said}; {tag} is copied here at first use"))
+                continue
+            if labelled != runner_hash():
+                detail = f"{said}; {tag} carries another runner ({labelled[:12] or '?'})"
+                checks.append(Check(name, False, detail, REBUILD_HINT))
+            else:
+                checks.append(Check(name, True, f"{said}; {tag} (runner {runner_hash()[:12]})"))
+        except (DockerException, RequestException) as e:
+            checks.append(Check(name, False, str(e).split("\n")[0], DOCKER_HOST_HINT))
+        finally:
+            client.close()
+    return checks
 
 
 def _no_model(settings: Settings) -> Check:
@@ -206,7 +245,9 @@ def run_checks(config: Path | None) -> list[Check]:
     sandbox_check, kind = _sandbox(settings)
     checks.append(sandbox_check)
     client = None
-    if kind != "bwrap":
+    if kind != "bwrap" and settings.docker_hosts:
+        checks += _docker_hosts(settings)
+    elif kind != "bwrap":
         docker_check, client = _docker()
         checks += [docker_check, _image(client, settings)]
     checks += [_model(settings), _cost_map()]

@@ -127,3 +127,25 @@ def test_the_data_and_models_directories_come_from_the_settings(tmp_path: Path) 
     env["SHESHA_MODELS_DIR"] = str(tmp_path / "m")
     assert models_dir(load_settings(env=env)) == tmp_path / "m"
     assert environment_setting("home", {"SHESHA_HOME": ""}) is None
+
+
+def test_docker_hosts_come_from_the_file_or_a_comma_list_in_the_environment(
+    toml: Path,
+) -> None:
+    toml.write_text(
+        'docker_hosts = ["unix:///var/run/docker.sock", {url = "ssh://b@h2", weight = 2}]\n'
+    )
+    hosts = load_settings(config_file=toml, env={}).docker_hosts
+    assert hosts[0] == "unix:///var/run/docker.sock"
+    assert (hosts[1].url, hosts[1].weight) == ("ssh://b@h2", 2)  # type: ignore[union-attr]
+    env = {"SHESHA_DOCKER_HOSTS": "unix:///a.sock, tcp://h3:2376,"}
+    assert load_settings(env=env).docker_hosts == ["unix:///a.sock", "tcp://h3:2376"]
+
+
+def test_a_bad_docker_host_entry_names_the_entry_and_its_field(toml: Path) -> None:
+    toml.write_text('docker_hosts = [{url = "tcp://h:2376", weight = -1}]\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=toml, env={})
+    text = str(err.value)
+    assert "[0].weight: Input should be greater than 0" in text
+    assert "docker_hosts takes a list" in text

@@ -23,10 +23,11 @@ def doctor(
     if json_out:
         print_json({"ok": all(c.ok for c in checks), "checks": [c.__dict__ for c in checks]})
     else:
+        width = max(17, *(len(c.name) for c in checks))
         for c in checks:
             mark = "[green]pass[/]" if c.ok else "[red]FAIL[/]"
-            out_console.print(f"{mark}  {c.name:<17} {escape(c.detail)}", highlight=False)
+            out_console.print(f"{mark}  {c.name:<{width}} {escape(c.detail)}", highlight=False)
             if not c.ok and c.fix:
-                out_console.print(f"      {'':<17} fix: {escape(c.fix)}", highlight=False)
+                out_console.print(f"      {'':<{width}} fix: {escape(c.fix)}", highlight=False)
     if not all(c.ok for c in checks):
         raise typer.Exit(EXIT_ERROR)

@@ -9,6 +9,7 @@ from typing import Any
 
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Ulimit
+from requests import RequestException
 
 import docker
 from shesha.errors import (
@@ -100,7 +101,7 @@ class DockerSandbox(RunnerClient):
                 f"The sandbox image {image} is not present on the Docker daemon.",
                 hint=REBUILD_HINT,
             ) from e
-        except DockerException as e:
+        except (DockerException, RequestException) as e:  # the daemon refused, or is gone
             raise SandboxUnavailableError(f"Could not create a sandbox container: {e}") from e
         cid: str = created["Id"]
         try:
@@ -109,7 +110,7 @@ class DockerSandbox(RunnerClient):
             )
             sock = socket_from_attach(attached)
             client.api.start(cid)
-        except DockerException as e:
+        except (DockerException, RequestException) as e:
             _remove_quietly(client, cid)
             raise SandboxUnavailableError(f"Could not start a sandbox container: {e}") from e
         channel = FrameChannel(sock, max_frame=limits.max_frame_mb * 1024 * 1024)
@@ -162,6 +163,24 @@ def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
     except (APIError, DockerException, OSError):
         # Removal is best effort; orphans carry a label and are swept at the next start.
         return
+
+
+def sweep_orphans(client: docker.DockerClient) -> int:
+    """Remove sandbox containers whose owning process has died."""
+    removed = 0
+    try:
+        found = client.api.containers(all=True, filters={"label": LABEL_SANDBOX})
+    except DockerException as e:
+        raise SandboxUnavailableError(f"Could not list containers: {e}") from e
+    for c in found:
+        token = (c.get("Labels") or {}).get(LABEL_OWNER, "")
+        if owner_is_gone(token):
+            try:
+                client.api.remove_container(c["Id"], force=True)
+                removed += 1
+            except DockerException:
+                continue  # another process swept it first, or it is being removed
+    return removed
 
 
 def owner_token() -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 IMAGE_REPOSITORY = "shesha-sandbox"
 RUNNER_PATH = Path(__file__).with_name("runner.py")
+RUNNER_LABEL = "io.shesha.runner-hash"
+"""The image label that carries the runner's hash (set by sandbox_image/build.sh)."""
 REBUILD_HINT = (
     "Build it with `make sandbox-image` in a shesha checkout (or `bash sandbox_image/build.sh`)."
 )

@@ -23,10 +23,9 @@ from shesha.errors import (
 from shesha.sandbox.container import (
     LABEL_OWNER,
     LABEL_RUNNER,
-    LABEL_SANDBOX,
     DockerSandbox,
-    owner_is_gone,
     owner_token,
+    sweep_orphans,
 )
 from shesha.sandbox.corpus import Corpus, InMemoryCorpus
 from shesha.sandbox.docker_client import connect
@@ -124,6 +123,7 @@ class SandboxPool:
         health_timeout: float = 5.0,
         kind: str | None = None,
         isolation: str | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         """``factory`` starts one sandbox (default: a Docker container); ``kind`` and
         ``isolation`` say what it is and what it enforces (reported with each result)."""
@@ -132,6 +132,7 @@ class SandboxPool:
         self.size = size
         self.kind = kind or ("docker" if factory is None else "custom")
         self.isolation = isolation or (DOCKER_ISOLATION if factory is None else "unknown")
+        self._on_close = on_close
         self.limits = limits or SandboxLimits()
         self.image = image or default_image()
         self.acquire_timeout = acquire_timeout
@@ -179,7 +180,7 @@ class SandboxPool:
         if self._client is None:
             self._client = connect()
         client = self._client
-        self._sweep_orphans(client)
+        sweep_orphans(client)
         labels = {LABEL_OWNER: owner_token(), LABEL_RUNNER: runner_hash()}
         image, limits = self.image, self.limits
 
@@ -187,24 +188,6 @@ class SandboxPool:
             return DockerSandbox.launch(client, image, limits, labels=labels)
 
         return launch
-
-    @staticmethod
-    def _sweep_orphans(client: docker.DockerClient) -> int:
-        """Remove sandbox containers whose owning process has died."""
-        removed = 0
-        try:
-            found = client.api.containers(all=True, filters={"label": LABEL_SANDBOX})
-        except DockerException as e:
-            raise SandboxUnavailableError(f"Could not list containers: {e}") from e
-        for c in found:
-            token = (c.get("Labels") or {}).get(LABEL_OWNER, "")
-            if owner_is_gone(token):
-                try:
-                    client.api.remove_container(c["Id"], force=True)
-                    removed += 1
-                except DockerException:
-                    continue  # another process swept it first, or it is being removed
-        return removed
 
     def _launch_one(self, _: int = 0) -> BaseException | None:
         assert self._factory is not None
@@ -254,6 +237,8 @@ class SandboxPool:
                 list(ex.map(lambda s: s.kill(), victims))
         if self._owns_client and self._client is not None:
             self._client.close()
+        if self._on_close is not None:
+            self._on_close()
         _live_pools.discard(self)
 
     def __enter__(self) -> SandboxPool:
@@ -380,6 +365,11 @@ class SandboxSession:
         self.losses = 0
         """Times the container was lost (and the namespace with it)."""
         self._closed = False
+
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """The sandbox this session holds now (None after a loss, until the next start)."""
+        return self._sandbox
 
     def start(
         self,
