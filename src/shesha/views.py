@@ -23,6 +23,9 @@ def document_json(doc: StoredDocument) -> dict[str, Any]:
         "format": m.format,
         "pages": m.pages,
         "chars": m.chars,
+        "encoding": m.encoding,
+        "encoding_source": m.encoding_source,
+        "encoding_confidence": m.encoding_confidence,
         "warnings": list(m.warnings),
     }
 

@@ -71,7 +71,8 @@ def test_known_hard_cases(shared_dir: Path) -> None:
     footnotes = parse_file(corpus / "docx" / "mammoth__footnotes.docx").text
     assert "A tachyon walks into a bar." in footnotes
     utf16 = parse_file(corpus / "html" / "unstructured__example-steelJIS-datasheet-utf-16.html")
-    assert utf16.meta.encoding == "utf-16"
+    assert utf16.meta.encoding == "utf-16le"
+    assert utf16.meta.encoding_source == "bom"
     assert len(utf16.text) > 500
     sjis = parse_file(corpus / "csv" / "markitdown__test_mskanji.csv").text
     assert "名前" in sjis or "価格" in sjis or "東京" in sjis, sjis

@@ -173,7 +173,7 @@ def test_add_json_reports_stored_and_failed_and_exits_1(cli: Cli, workdir: Path)
     assert [d["name"] for d in payload["stored"]] == ["lease.pdf", "notes.md"]
     assert payload["stored"][0] == {
         "name": "lease.pdf", "format": "pdf", "pages": 1, "chars": payload["stored"][0]["chars"],
-        "warnings": [],
+        "encoding": None, "encoding_source": None, "encoding_confidence": None, "warnings": [],
     }  # fmt: skip
     assert payload["failed"][0]["path"].endswith("broken.pdf")
     assert "damaged" in payload["failed"][0]["error"]

@@ -115,15 +115,16 @@ def test_html_declared_charset_is_used_when_it_fits() -> None:
     html = '<html><head><meta charset="windows-1251"></head><body><p>Привет мир</p></body></html>'
     doc = parse_bytes(html.encode("windows-1251"), "ru.html")
     assert "Привет мир" in doc.text
-    assert doc.meta.encoding == "cp1251"
+    assert doc.meta.encoding == "windows-1251"  # the WHATWG name
+    assert doc.meta.encoding_source == "declared"
 
 
 @pytest.mark.parametrize(
     ("data", "encoding"),
     [
         (codecs.BOM_UTF8 + "héllo wörld".encode(), "utf-8"),
-        ("héllo wörld".encode("utf-16"), "utf-16"),
-        ("héllo wörld".encode("utf-32"), "utf-32"),
+        ("héllo wörld".encode("utf-16"), "utf-16le"),
+        ("héllo wörld".encode("utf-32"), "utf-32le"),
         ("héllo wörld".encode(), "utf-8"),
     ],
 )

@@ -185,14 +185,30 @@ def projects_delete(
     err_console.print(f"Deleted {name}.", markup=False)
 
 
+def _encoding_cell(d: dict[str, Any]) -> str:
+    """``utf-8 (bom)``, ``windows-1252 (declared)``, ``windows-1250 (detected 0.50)``."""
+    name, source, confidence = (
+        d.get("encoding"),
+        d.get("encoding_source"),
+        d.get("encoding_confidence"),
+    )
+    if not name:
+        return ""
+    if source is None:
+        return str(name)  # stored before sources were recorded
+    sure = "" if confidence is None or confidence >= 1 else f" {confidence:.2f}"
+    return f"{name} ({source}{sure})"
+
+
 def _docs_table(rows: list[dict[str, Any]]) -> None:
-    table = Table("document", "format", "pages", "characters", "warnings")
+    table = Table("document", "format", "pages", "characters", "encoding", "warnings")
     for d in rows:
         table.add_row(
             d["name"],
             d["format"],
             str(d["pages"] or ""),
             f"{d['chars']:,}",
+            _encoding_cell(d),
             "; ".join(d["warnings"]),
         )
     out_console.print(table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -16,7 +18,13 @@ class DocumentMeta(BaseModel):
     sha256: str = Field(description="sha256 of the source bytes")
     source_bytes: int = Field(description="size of the source file")
     parser: str = Field(description="the parser (and library) that produced the text")
-    encoding: str | None = Field(None, description="the text encoding that was detected")
+    encoding: str | None = Field(None, description="the text encoding (its WHATWG name)")
+    encoding_source: Literal["bom", "declared", "detected", "default"] | None = Field(
+        None, description="how the encoding was decided"
+    )
+    encoding_confidence: float | None = Field(
+        None, description="1 for a BOM, a declaration or valid UTF-8; lower for a guess"
+    )
     warnings: list[str] = Field(default_factory=list)
 
 

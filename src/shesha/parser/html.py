@@ -1,7 +1,7 @@
 """HTML text in reading order, without scripts, styles, navigation and other noise.
 
-The bytes are decoded here first (BOM, declared charset verified against the bytes,
-detection), because pages lie about their charset.
+The bytes are decoded here first, by the WHATWG rule in ``encoding.py`` (BOM, declared
+charset checked against the bytes, detection), because pages lie about their charset.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ def html_to_text(markup: str) -> str:
 
 
 def parse_html(data: bytes, name: str, sha256: str) -> ParsedDocument:
-    markup, encoding, notes = decode(data, declared_charset(data))
-    text = html_to_text(markup)
+    decoded = decode(data, declared_charset(data))
+    notes = decoded.warnings
+    text = html_to_text(decoded.text)
     if not text.strip():
         notes.append("the page has no visible text")
     text = text + "\n" if text else ""
@@ -128,7 +129,9 @@ def parse_html(data: bytes, name: str, sha256: str) -> ParsedDocument:
             sha256=sha256,
             source_bytes=len(data),
             parser="html:beautifulsoup4",
-            encoding=encoding,
+            encoding=decoded.encoding,
+            encoding_source=decoded.source,
+            encoding_confidence=decoded.confidence,
             warnings=notes,
         ),
     )

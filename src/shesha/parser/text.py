@@ -45,7 +45,8 @@ def _json_text(text: str, warnings: list[str]) -> str:
 
 
 def parse_text(data: bytes, name: str, sha256: str, fmt: str) -> ParsedDocument:
-    text, encoding, warnings = decode(data)
+    decoded = decode(data)
+    text, warnings = decoded.text, decoded.warnings
     text = _normalise_newlines(text)
     if fmt == "csv":
         text = _csv_text(text, warnings)
@@ -63,7 +64,9 @@ def parse_text(data: bytes, name: str, sha256: str, fmt: str) -> ParsedDocument:
             sha256=sha256,
             source_bytes=len(data),
             parser=f"text:{fmt}",
-            encoding=encoding,
+            encoding=decoded.encoding,
+            encoding_source=decoded.source,
+            encoding_confidence=decoded.confidence,
             warnings=warnings,
         ),
     )
