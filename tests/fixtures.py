@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import docx
 
@@ -59,3 +60,65 @@ def make_docx() -> bytes:
     buf = io.BytesIO()
     d.save(buf)
     return buf.getvalue()
+
+
+def make_pdf_with_object_streams(pages: list[str]) -> bytes:
+    """A PDF 1.5 as modern writers make it: the catalog, the page tree, the pages and the
+    font compressed together in an object stream, the page contents as plain streams,
+    and a cross-reference stream at the end."""
+    n = len(pages)
+    page_ids = [3 + i for i in range(n)]
+    font_id = 3 + n
+    content_ids = [font_id + 1 + i for i in range(n)]
+    objstm_id = content_ids[-1] + 1
+    xref_id = objstm_id + 1
+    kids = " ".join(f"{p} 0 R" for p in page_ids)
+    packed = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        2: f"<< /Type /Pages /Kids [{kids}] /Count {n} >>".encode(),
+        **{
+            p: f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {c} 0 R "
+            f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()
+            for p, c in zip(page_ids, content_ids, strict=True)
+        },
+        font_id: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    }
+    header, body = b"", b""
+    for number, obj in packed.items():
+        header += b"%d %d " % (number, len(body))
+        body += obj + b"\n"
+    stream = zlib.compress(header + body)
+    out = bytearray(b"%PDF-1.5\n")
+    offsets: dict[int, int] = {}
+    for text, c in zip(pages, content_ids, strict=True):
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        content = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode()
+        offsets[c] = len(out)
+        out += b"%d 0 obj\n<< /Length %d >>\nstream\n%s\nendstream\nendobj\n" % (
+            c,
+            len(content),
+            content,
+        )
+    offsets[objstm_id] = len(out)
+    out += (
+        b"%d 0 obj\n<< /Type /ObjStm /N %d /First %d /Filter /FlateDecode /Length %d >>\n"
+        b"stream\n"
+        % (objstm_id, len(packed), len(header), len(stream))
+        + stream
+        + b"\nendstream\nendobj\n"
+    )
+    offsets[xref_id] = len(out)
+    rows = b"\x00" + b"\x00\x00\x00\x00" + b"\xff\xff"
+    for number in range(1, xref_id + 1):
+        if number in packed:
+            index = list(packed).index(number)
+            rows += b"\x02" + objstm_id.to_bytes(4, "big") + index.to_bytes(2, "big")
+        else:
+            rows += b"\x01" + offsets[number].to_bytes(4, "big") + b"\x00\x00"
+    out += (
+        b"%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 2] /Root 1 0 R /Length %d >>\nstream\n"
+        % (xref_id, xref_id + 1, len(rows))
+        + rows
+        + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % offsets[xref_id]
+    )
+    return bytes(out)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.shared
 # Files that must be refused, and the words their error must contain.
 EXPECTED_ERRORS = {
     "docx/derived__markitdown-test-TRUNCATED-50pct.docx": "damaged or truncated",
-    "pdf/ocrmypdf__invalid.pdf": "damaged, truncated or malformed",
+    "pdf/ocrmypdf__invalid.pdf": "the PDF is damaged or malformed and no page can be recovered",
     "txt/unstructured__empty.txt": "empty",
 }
 

@@ -40,8 +40,8 @@ def test_pdf_with_no_text_at_all_says_so() -> None:
     ("data", "message"),
     [
         (b"", "empty"),
-        (b"%PDF-1.4\n%%EOF", "damaged, truncated or malformed"),
-        (make_pdf(["Hello"])[:200], "damaged, truncated or malformed"),
+        (b"%PDF-1.4\n%%EOF", "the PDF is damaged or malformed and no page can be recovered"),
+        (make_pdf(["Hello"])[:200], "the PDF is damaged: it is cut short, and no page survives"),
         (b"this is not a pdf at all", "not a PDF"),
     ],
     ids=["empty", "header-only", "truncated", "not-pdf"],
