@@ -6,9 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup venv docker sandbox-image chromium bwrap local-model lint format typecheck test test-unit all bench demo clean
+.PHONY: setup venv docker sandbox-image chromium bwrap ocr local-model lint format typecheck test test-unit all bench demo clean
 
-setup: venv sandbox-image chromium bwrap
+setup: venv sandbox-image chromium bwrap ocr
 
 venv: $(STAMP)
 
@@ -32,6 +32,13 @@ chromium:
 # bubblewrap: the sandbox for machines without Docker (and its tests).
 bwrap:
 	@bash scripts/ensure-packages.sh bwrap bubblewrap
+
+# Tesseract and its language data, for scanned pages and images (`--ocr-lang`).
+OCR_LANGS ?= eng deu fra spa
+ocr:
+	@bash scripts/ensure-packages.sh tesseract tesseract-ocr $(addprefix tesseract-ocr-,$(OCR_LANGS))
+	@bash scripts/ensure-tesseract-langs.sh $(OCR_LANGS)
+	@bash scripts/ensure-packages.sh /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
 
 # The local CPU model: the llama.cpp server (built once, 4-7 min) and the pinned weights.
 local-model: venv

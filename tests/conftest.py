@@ -15,6 +15,7 @@ from shesha.errors import SandboxUnavailableError
 from shesha.local.fetch import is_verified
 from shesha.local.registry import BUILTIN, ModelRegistry
 from shesha.local.server import server_installed
+from shesha.parser.ocr import ocr_problem
 from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
 from shesha.sandbox.bwrap import bwrap_problem
 from shesha.testing import process_sandboxes
@@ -61,6 +62,17 @@ def bwrap_ready() -> None:
     if problem is not None:
         if IN_CI:
             pytest.fail(f"CI=true, so bubblewrap tests must run, but: {problem}", pytrace=False)
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def tesseract_ready() -> None:
+    """Tesseract and the languages the tests read (eng, deu): required in CI, skipped
+    elsewhere (`make ocr` installs them)."""
+    problem = ocr_problem("eng+deu")
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true, so OCR tests must run, but: {problem}", pytrace=False)
         pytest.skip(problem)
 
 

@@ -21,6 +21,7 @@ from shesha.conversation import Conversation
 from shesha.endpoints import Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
+from shesha.parser.ocr import OcrSettings
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.cache import DiskCache, SubcallCache
 from shesha.rlm.engine import ExecSession
@@ -81,9 +82,16 @@ class Project:
         on_progress: ProgressCallback | None = None,
         keep_originals: bool = False,
     ) -> AddReport:
-        """Add files, directories and globs; see ``AddReport`` for what was stored."""
+        """Add files, directories and globs; see ``AddReport`` for what was stored.
+        Scanned pages and images are read by OCR unless the settings say ``ocr = false``
+        (``ocr_lang`` picks Tesseract's languages)."""
+        settings = self._shesha.settings
         return self.stored.add(
-            paths, password=password, on_progress=on_progress, keep_originals=keep_originals
+            paths,
+            password=password,
+            on_progress=on_progress,
+            keep_originals=keep_originals,
+            ocr=OcrSettings(enabled=settings.ocr, languages=settings.ocr_lang),
         )
 
     def documents(self) -> list[StoredDocument]:
@@ -362,6 +370,11 @@ class Shesha:
             tools=host_tools,
             check_output=check,
         )
+        ocr_pages = (
+            {d.name: d.meta.ocr_pages for d in corpus.documents_meta()}
+            if isinstance(corpus, StoredProject)
+            else None
+        )
         return await engine.run(
             question,
             corpus,
@@ -370,6 +383,7 @@ class Shesha:
             on_event=on_event,
             session=session,
             earlier=earlier,
+            ocr_pages=ocr_pages,
         )
 
     # -- sandboxes --------------------------------------------------------------------

@@ -92,6 +92,13 @@ class Settings(ModelSettings, QueryLimits):
 
     # storage
     home: str | None = Field(None, description="the data directory (default: per-user)")
+    # documents
+    ocr: bool = Field(True, description="read scanned pages and images with Tesseract")
+    ocr_lang: str = Field(
+        "eng",
+        pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        description="Tesseract's languages, joined by + (eng, deu+eng)",
+    )
     # a running server (shesha serve)
     server: str | None = Field(
         None, description="the server the CLI uses (default: the local one, if it runs); off"
@@ -282,6 +289,10 @@ INIT_TEMPLATE = """\
 # home = "~/.local/share/shesha"
 
 # The sandbox: auto (Docker when it answers, else bubblewrap), docker or bwrap;
+# Scanned pages and images are read by Tesseract (make ocr); its languages, joined by +.
+# ocr = true
+# ocr_lang = "eng"
+
 # warm sandboxes, and limits for each.
 # sandbox = "auto"
 # pool_size = 3

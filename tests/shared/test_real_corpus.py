@@ -9,6 +9,7 @@ import pytest
 
 from shesha.errors import ParseError
 from shesha.parser import parse_file
+from shesha.parser.ocr import OcrSettings
 from shesha.storage import ProjectStore
 
 pytestmark = pytest.mark.shared
@@ -94,3 +95,17 @@ def test_the_whole_corpus_adds_in_one_batch(shared_dir: Path, tmp_path: Path) ->
         "pypdf-samples__libreoffice-writer-password.pdf",
     }
     assert len(report.stored) == 69 - len(failed)  # 68 documents and MANIFEST.tsv
+
+
+@pytest.mark.ocr
+@pytest.mark.usefixtures("tesseract_ready")
+def test_a_real_scanned_report_is_read_by_ocr(shared_dir: Path) -> None:
+    scan = (
+        shared_dir / "corpus" / "pdf" / "markitdown__MEDRPT-2024-PAT-3847_medical_report_scan.pdf"
+    )
+    doc = parse_file(scan, ocr=OcrSettings())
+    assert doc.meta.ocr_pages == [1, 2, 3]
+    assert "SEATTLE GENERAL HOSPITAL" in doc.text
+    assert "MEDRPT-2024-PAT-3847" in doc.text
+    without = parse_file(scan)
+    assert "OCR is off" in without.meta.warnings[0]

@@ -28,12 +28,12 @@ def test_pdf_page_without_text_gets_a_warning() -> None:
     doc = parse_bytes(
         make_pdf(["Some real text on this page", "", "More text on page three"]), "s.pdf"
     )
-    assert doc.meta.warnings == ["page 2 has no text layer: scanned? OCR is not available"]
+    assert doc.meta.warnings == ["page 2 has no text"]  # blank: no text and no image
 
 
 def test_pdf_with_no_text_at_all_says_so() -> None:
-    doc = parse_bytes(make_pdf(["", ""]), "scan.pdf")
-    assert "no page has a text layer" in doc.meta.warnings[0]
+    doc = parse_bytes(make_pdf(["", ""]), "blank.pdf")
+    assert doc.meta.warnings == ["no page has any text (and no image to OCR)"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from shesha.cli.backend import Backend, open_backend
+from shesha.cli.backend import Backend, RemoteBackend, open_backend
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     EXIT_ERROR,
@@ -64,7 +64,10 @@ def add_with_progress(
         task = bar.add_task("", total=None)
 
         def step(p: AddProgress) -> None:
-            bar.update(task, total=p.total, completed=p.done, description=p.name[-50:])
+            said = p.name[-50:]
+            if p.status == "ocr":
+                said = f"{p.name[-36:]}: OCR page {p.pages_done}/{p.pages_total}"
+            bar.update(task, total=p.total, completed=p.done, description=said)
 
         return backend.add(project, paths, password=password, on_progress=step)
 
@@ -74,13 +77,26 @@ def add(
     project: str = typer.Argument(..., help="The project (made if it does not exist)."),
     paths: list[str] = typer.Argument(..., help="Files, directories (recursive) and globs."),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs."),
+    no_ocr: bool = typer.Option(
+        False, "--no-ocr", help="Do not OCR scanned pages and images (they stay empty)."
+    ),
+    ocr_lang: str | None = typer.Option(
+        None, "--ocr-lang", help="Tesseract's languages for OCR, joined by + (default eng)."
+    ),
     json_out: bool = JsonOpt,
     server: str | None = ServerOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """Parse and store documents in a project. Exit code 1 if any file failed (the good
-    ones are stored all the same)."""
-    with open_backend(ctx, server, config) as backend:
+    ones are stored all the same). Scanned pages and images are read by OCR (Tesseract)."""
+    ocr = {"ocr": False} if no_ocr else {}
+    with open_backend(ctx, server, config, **ocr, ocr_lang=ocr_lang) as backend:
+        if (no_ocr or ocr_lang) and isinstance(backend, RemoteBackend):
+            err_console.print(
+                "note: a running server parses these files, with its own OCR settings "
+                "(ocr, ocr_lang); --no-ocr and --ocr-lang apply in-process (--server off)",
+                markup=False,
+            )
         report, docs = add_with_progress(backend, project, paths, password=password, quiet=json_out)
     if json_out:
         print_json(

@@ -12,7 +12,7 @@ class DocumentMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: str = Field(description="pdf, docx, html, text, markdown, csv, json, code")
+    format: str = Field(description="pdf, docx, html, image, text, markdown, csv, json, code")
     pages: int | None = Field(None, description="pages, for formats that have them")
     chars: int = Field(description="characters of extracted text")
     sha256: str = Field(description="sha256 of the source bytes")
@@ -25,6 +25,7 @@ class DocumentMeta(BaseModel):
     encoding_confidence: float | None = Field(
         None, description="1 for a BOM, a declaration or valid UTF-8; lower for a guess"
     )
+    ocr_pages: list[int] = Field(default_factory=list, description="pages read by OCR")
     warnings: list[str] = Field(default_factory=list)
 
 

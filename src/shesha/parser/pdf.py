@@ -10,12 +10,16 @@ warning naming what was lost; it fails only when no page survives, and then says
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import io
+import os
+from dataclasses import dataclass, field, replace
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 
 from shesha.errors import ParseError
 from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.ocr import OCR_DPI, OcrSettings, ocr_problem, read_pages
 from shesha.parser.pdf_repair import Rebuilt, rebuild, surviving_objects
 
 _ERR_PASSWORD = 4
@@ -82,6 +86,11 @@ class _Pages:
     parts: list[str] = field(default_factory=list)
     empty: list[int] = field(default_factory=list)
     garbled: list[int] = field(default_factory=list)
+    ocr: list[int] = field(default_factory=list)
+    """Pages read by OCR."""
+    scanned: list[int] = field(default_factory=list)
+    """Pages with images and no text layer (scans), whether OCR read them or not."""
+    ocr_problem: str | None = None
 
 
 def _without_glyph_numbers(text: str) -> str:
@@ -95,21 +104,42 @@ def _without_glyph_numbers(text: str) -> str:
     return "\n".join(kept).strip()
 
 
-def _read_pages(pdf: pdfium.PdfDocument, numbers: list[int], drop_garbled: bool) -> _Pages:
-    """Each page's text under a ``--- Page N ---`` line, N from ``numbers``."""
+def _has_images(page: pdfium.PdfPage) -> bool:
+    return any(True for _ in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=3))
+
+
+def _render(pdf: pdfium.PdfDocument, index: int) -> bytes:
+    page = pdf[index]
+    try:
+        image = page.render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+    finally:
+        page.close()
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _read_pages(
+    pdf: pdfium.PdfDocument, numbers: list[int], drop_garbled: bool, ocr: OcrSettings | None
+) -> _Pages:
+    """Each page's text under a ``--- Page N ---`` line, N from ``numbers``; pages with
+    no text layer but images are read by OCR when ``ocr`` allows."""
     out = _Pages()
+    texts: list[str | None] = []
+    scans: list[int] = []
     for i, number in enumerate(numbers):
         try:
             page = pdf[i]
         except pdfium.PdfiumError as e:
+            texts.append(f"[page could not be read: {e}]")
             out.empty.append(number)
-            out.parts.append(f"--- Page {number} ---\n[page could not be read: {e}]")
             continue
         try:
             text = _page_text(page)
+            scanned = len("".join(text.split())) < MIN_PAGE_CHARS and _has_images(page)
         except pdfium.PdfiumError as e:
+            texts.append(f"[page could not be read: {e}]")
             out.empty.append(number)
-            out.parts.append(f"--- Page {number} ---\n[page could not be read: {e}]")
             continue
         finally:
             page.close()
@@ -117,13 +147,52 @@ def _read_pages(pdf: pdfium.PdfDocument, numbers: list[int], drop_garbled: bool)
             cleaned = _without_glyph_numbers(text)
             if _garbled(text) or (text and not cleaned):
                 out.garbled.append(number)
-                out.parts.append(f"--- Page {number} ---\n[page recovered without its fonts]")
+                texts.append("[page recovered without its fonts]")
                 continue
             text = cleaned
-        if len("".join(text.split())) < MIN_PAGE_CHARS:
+        if scanned:
+            scans.append(i)
+            out.scanned.append(number)
+        texts.append(text)
+    if scans and ocr is not None and ocr.enabled:
+        _ocr_pages(pdf, [(i, numbers[i]) for i in scans], texts, ocr, out)
+    for i, number in enumerate(numbers):
+        text = texts[i] or ""
+        if number not in out.empty and len("".join(text.split())) < MIN_PAGE_CHARS:
             out.empty.append(number)
         out.parts.append(f"--- Page {number} ---\n{text}")
+    out.empty.sort()
     return out
+
+
+def _ocr_pages(
+    pdf: pdfium.PdfDocument,
+    scans: list[tuple[int, int]],
+    texts: list[str | None],
+    ocr: OcrSettings,
+    out: _Pages,
+) -> None:
+    """OCR the scanned pages, a batch at a time (rendered pages are large)."""
+    problem = ocr_problem(ocr.languages)
+    if problem is not None:
+        out.ocr_problem = problem
+        return
+    batch = 4 * (ocr.workers or os.cpu_count() or 1)
+    done_before = 0
+    for start in range(0, len(scans), batch):
+        chunk = scans[start : start + batch]
+        images = [_render(pdf, i) for i, _ in chunk]
+        offset = done_before
+
+        def told(done: int, _: int, offset: int = offset) -> None:
+            if ocr.on_page is not None:
+                ocr.on_page(offset + done, len(scans))
+
+        read = read_pages(images, replace(ocr, on_page=told))
+        done_before += len(chunk)
+        for (i, number), text in zip(chunk, read, strict=True):
+            texts[i] = text
+            out.ocr.append(number)
 
 
 def _garbled(text: str) -> bool:
@@ -138,7 +207,13 @@ def _truncated(data: bytes) -> bool:
     return b"%%EOF" not in data[-2048:]
 
 
-def parse_pdf(data: bytes, name: str, sha256: str, password: str | None = None) -> ParsedDocument:
+def parse_pdf(
+    data: bytes,
+    name: str,
+    sha256: str,
+    password: str | None = None,
+    ocr: OcrSettings | None = None,
+) -> ParsedDocument:
     warnings: list[str] = []
     rebuilt: Rebuilt | None = None
     try:
@@ -162,7 +237,7 @@ def parse_pdf(data: bytes, name: str, sha256: str, password: str | None = None) 
         numbers = rebuilt.page_numbers if rebuilt else None
         if numbers is None or len(numbers) != count:
             numbers = list(range(1, count + 1))
-        pages = _read_pages(pdf, numbers, drop_garbled=rebuilt is not None)
+        pages = _read_pages(pdf, numbers, drop_garbled=rebuilt is not None, ocr=ocr)
     finally:
         pdf.close()
     if rebuilt is not None:
@@ -173,17 +248,7 @@ def parse_pdf(data: bytes, name: str, sha256: str, password: str | None = None) 
             f"the PDF does not end as a PDF should (no %%EOF), so it may be cut short; "
             f"{_pages(count)} could be read"
         )
-    if len(pages.empty) == count:
-        warnings.append(
-            "no page has a text layer: a scanned document? OCR is not available, "
-            "so its text is empty"
-        )
-    elif pages.empty:
-        noun = "page" if len(pages.empty) == 1 else "pages"
-        verb = "has" if len(pages.empty) == 1 else "have"
-        warnings.append(
-            f"{noun} {_ranges(pages.empty)} {verb} no text layer: scanned? OCR is not available"
-        )
+    warnings += _text_layer_warnings(pages, count, ocr)
     text = "\n\n".join(pages.parts) + "\n"
     return ParsedDocument(
         text=text,
@@ -193,10 +258,49 @@ def parse_pdf(data: bytes, name: str, sha256: str, password: str | None = None) 
             chars=len(text),
             sha256=sha256,
             source_bytes=len(data),
-            parser="pdf:pypdfium2" + ("+rebuilt" if rebuilt else ""),
+            parser="pdf:pypdfium2"
+            + ("+rebuilt" if rebuilt else "")
+            + ("+tesseract" if pages.ocr else ""),
+            ocr_pages=pages.ocr,
             warnings=warnings,
         ),
     )
+
+
+def _text_layer_warnings(pages: _Pages, count: int, ocr: OcrSettings | None) -> list[str]:
+    """What the reader should know about pages without text: read by OCR (a machine's
+    reading, so check what matters), scans left unread (OCR off or missing), blank."""
+    said = []
+    if pages.ocr:
+        said.append(
+            f"{_noun(pages.ocr)} {_ranges(pages.ocr)} read by OCR (no text layer): "
+            "a machine's reading, check names and numbers that matter"
+        )
+    empty = [n for n in pages.empty if n not in pages.ocr]
+    unread = [n for n in empty if n in pages.scanned]
+    if ocr is None or not ocr.enabled:
+        why = "OCR is off"
+    elif pages.ocr_problem is not None:
+        why = f"OCR could not run: {pages.ocr_problem}"
+    else:
+        why = "OCR found no text on them"
+    if len(empty) == count and unread:
+        said.append(f"no page has a text layer: a scanned document? {why}, so its text is empty")
+        return said
+    if unread:
+        verb = "is" if len(unread) == 1 else "are"
+        said.append(f"{_noun(unread)} {_ranges(unread)} {verb} scanned (no text layer): {why}")
+    blank = [n for n in empty if n not in pages.scanned]
+    if blank and len(blank) == count:
+        said.append("no page has any text (and no image to OCR)")
+    elif blank:
+        verb = "has" if len(blank) == 1 else "have"
+        said.append(f"{_noun(blank)} {_ranges(blank)} {verb} no text")
+    return said
+
+
+def _noun(pages: list[int]) -> str:
+    return "page" if len(pages) == 1 else "pages"
 
 
 def _page_count(rebuilt: Rebuilt) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from shesha.errors import ParseError
 from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import looks_binary
+from shesha.parser.ocr import OcrSettings
 from shesha.parser.text import parse_text
 
 BinaryParser = Callable[..., ParsedDocument]
@@ -20,6 +21,7 @@ _PARSERS: dict[str, tuple[str, str]] = {
     "pdf": ("shesha.parser.pdf", "parse_pdf"),
     "docx": ("shesha.parser.docx", "parse_docx"),
     "html": ("shesha.parser.html", "parse_html"),
+    "image": ("shesha.parser.image", "parse_image"),
 }
 """Formats whose parser needs a library that is slow to import (pypdfium2, python-docx,
 BeautifulSoup): each is loaded the first time a file of that format is parsed, so that
@@ -50,11 +52,13 @@ KNOWN_BINARY = {
     ".doc": "Word 97-2003 (.doc)", ".xls": "Excel (.xls)", ".xlsx": "Excel (.xlsx)",
     ".ppt": "PowerPoint (.ppt)", ".pptx": "PowerPoint (.pptx)", ".odt": "OpenDocument (.odt)",
     ".rtf": "RTF", ".epub": "EPUB", ".zip": "a zip archive", ".gz": "a gzip archive",
-    ".png": "an image", ".jpg": "an image", ".jpeg": "an image", ".gif": "an image",
-    ".tif": "an image", ".tiff": "an image", ".webp": "an image", ".mp3": "audio",
+    ".mp3": "audio",
     ".mp4": "video", ".exe": "a program", ".so": "a shared library", ".bin": "binary data",
 }  # fmt: skip
-SUPPORTED = "PDF, DOCX, HTML, text, Markdown, CSV, JSON and source code"
+SUPPORTED = "PDF, DOCX, HTML, text, Markdown, CSV, JSON, source code and images (by OCR)"
+IMAGES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF87a",
+                b"GIF89a", b"BM")  # fmt: skip
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -62,7 +66,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def detect_format(data: bytes, name: str) -> str:  # noqa: PLR0911, PLR0912
-    """pdf, docx, html, markdown, csv, json, code or text. Raises ParseError for binaries."""
+    """pdf, docx, html, image, markdown, csv, json, code or text. Raises ParseError for
+    binaries."""
     ext = Path(name).suffix.lower()
     head = data[:1024].lstrip()
     if head.startswith(b"%PDF") or ext == ".pdf":
@@ -76,6 +81,8 @@ def detect_format(data: bytes, name: str) -> str:  # noqa: PLR0911, PLR0912
                     return "docx"
         except zipfile.BadZipFile:
             pass  # not a zip after all: judged below like any other bytes
+    if ext in IMAGES or data.startswith(_IMAGE_MAGIC) or data[8:12] == b"WEBP":
+        return "image"
     if ext in KNOWN_BINARY:
         raise ParseError(
             f"{name}: {KNOWN_BINARY[ext]} is not a format shesha reads.",
@@ -102,8 +109,11 @@ def detect_format(data: bytes, name: str) -> str:  # noqa: PLR0911, PLR0912
     return "text"
 
 
-def parse_bytes(data: bytes, name: str, password: str | None = None) -> ParsedDocument:
-    """Parse one document's bytes; ``name`` is used for the format and in errors."""
+def parse_bytes(
+    data: bytes, name: str, password: str | None = None, ocr: OcrSettings | None = None
+) -> ParsedDocument:
+    """Parse one document's bytes; ``name`` is used for the format and in errors. ``ocr``
+    says whether and how to read scanned pages and images (None: not at all)."""
     if not data:
         raise ParseError(
             f"{name}: the file is empty (0 bytes).", hint="Check the file, or leave it out."
@@ -111,16 +121,20 @@ def parse_bytes(data: bytes, name: str, password: str | None = None) -> ParsedDo
     sha = sha256_bytes(data)
     fmt = detect_format(data, name)
     if fmt == "pdf":
-        return _parser("pdf")(data, name, sha, password)
+        return _parser("pdf")(data, name, sha, password, ocr)
+    if fmt == "image":
+        return _parser("image")(data, name, sha, ocr)
     if fmt in _PARSERS:
         return _parser(fmt)(data, name, sha)
     return parse_text(data, name, sha, fmt)
 
 
-def parse_file(path: str | Path, password: str | None = None) -> ParsedDocument:
+def parse_file(
+    path: str | Path, password: str | None = None, ocr: OcrSettings | None = None
+) -> ParsedDocument:
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as e:
         raise ParseError(f"{p}: cannot be read ({e.strerror or e}).", hint="Check the path.") from e
-    return parse_bytes(data, p.name, password)
+    return parse_bytes(data, p.name, password, ocr)

@@ -13,7 +13,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,6 +191,7 @@ class _Run:
     """The usual opening (documents described, not shown), should reading whole fail."""
     citations: list[RawCitation] = field(default_factory=list)
     tool_calls: int = 0
+    ocr_pages: dict[str, list[int]] = field(default_factory=dict)
     output: Any = None
     """The typed answer, when one was asked for and the answer passed its check."""
 
@@ -261,10 +262,12 @@ class RLMEngine:
         on_event: EventCallback | None = None,
         session: ExecSession | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
+        ocr_pages: Mapping[str, Sequence[int]] | None = None,
     ) -> QueryResult:
         """Ask ``question`` of ``corpus``. A conversation passes its own ``session`` (kept
         open, with its namespace, between questions) and its ``earlier`` questions and
-        answers."""
+        answers. ``ocr_pages`` names the pages of each document that were read by OCR
+        (recorded in the trace's header)."""
         trace_path = None
         if trace_dir is not None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -277,6 +280,7 @@ class RLMEngine:
             recorder=recorder,
             on_event=on_event,
             budget=Budget(self.config.limits),
+            ocr_pages={name: list(pages) for name, pages in (ocr_pages or {}).items() if pages},
         )
         try:
             result = await self._run(
@@ -327,6 +331,7 @@ class RLMEngine:
                 shesha_version=__version__,
                 sandbox=self.sandboxes.kind,
                 isolation=self.sandboxes.isolation,
+                ocr_pages=run.ocr_pages,
             )
         )
         answer: str | None = None

@@ -265,6 +265,8 @@ class TraceHeader(BaseModel):
     project: str | None = None
     project_version: str | None = None
     documents: list[str] = Field(default_factory=list)
+    ocr_pages: dict[str, list[int]] = Field(default_factory=dict)
+    """The pages of each document that were read by OCR (a machine's reading)."""
     config: dict[str, Any] = Field(default_factory=dict)
     shesha_version: str
     sandbox: str | None = None

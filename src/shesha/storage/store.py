@@ -16,18 +16,22 @@ never half of either. Stray temporaries are swept under the lock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import queue
 import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from multiprocessing.context import BaseContext
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 from filelock import FileLock
@@ -36,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from shesha.config import default_home
 from shesha.errors import NotFoundError, SheshaError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument, parse_file
+from shesha.parser.ocr import OcrSettings
 from shesha.storage.atomic import atomic_write, sweep_temporaries
 from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
 from shesha.storage.names import validate_document_name, validate_project_name
@@ -81,12 +86,15 @@ class AddReport(BaseModel):
 
 
 class AddProgress(BaseModel):
-    """One step of an add, for progress displays."""
+    """One step of an add, for progress displays: a file done, or (status "ocr") a page
+    of a file read by OCR."""
 
     done: int
     total: int
     name: str
-    status: str  # "added", "replaced", "unchanged" or "failed"
+    status: str  # "added", "replaced", "unchanged", "failed" or "ocr"
+    pages_done: int | None = None
+    pages_total: int | None = None
 
 
 ProgressCallback = Callable[[AddProgress], None]
@@ -104,12 +112,35 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _parse_job(path: str, password: str | None) -> ParsedDocument | str:
+_pages_read: Queue[tuple[str, int, int]] | None = None
+"""In a parsing worker process: where it tells the parent about pages read by OCR."""
+
+
+def _worker_start(pages_read: Queue[tuple[str, int, int]]) -> None:
+    global _pages_read  # noqa: PLW0603  (one per worker process, set once as it starts)
+    _pages_read = pages_read
+
+
+def _parse_job(path: str, password: str | None, ocr: OcrSettings | None) -> ParsedDocument | str:
     """Run in a worker process: a parsed document, or the error's message."""
+    told = _pages_read
+    if ocr is not None and told is not None:
+        ocr = replace(ocr, on_page=lambda done, total: told.put((path, done, total)))
     try:
-        return parse_file(path, password=password)
+        return parse_file(path, password=password, ocr=ocr)
     except SheshaError as e:
         return str(e)
+
+
+def _drain(
+    pages_read: Queue[tuple[str, int, int]], page_read: Callable[[str, int, int], None]
+) -> None:
+    while True:
+        try:
+            path, done, total = pages_read.get_nowait()
+        except queue.Empty:
+            return
+        page_read(path, done, total)
 
 
 def _mp_context() -> BaseContext:
@@ -235,9 +266,12 @@ class StoredProject:
         keep_originals: bool = False,
         on_progress: ProgressCallback | None = None,
         workers: int | None = None,
+        ocr: OcrSettings | None = None,
     ) -> AddReport:
         """Add files, directories (recursively) and globs. Parsing runs in parallel;
-        unchanged files cost only their hash; one bad file never stops the batch."""
+        unchanged files cost only their hash; one bad file never stops the batch.
+        ``ocr`` reads scanned pages and images (None: not at all); its cache defaults to
+        ``<home>/cache/ocr``."""
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
         candidates, problems = expand(inputs, ignore)
@@ -268,7 +302,21 @@ class StoredProject:
             else:
                 todo.append(c)
 
-        for c, outcome in self._parse_all(todo, password, workers):
+        names = {str(c.path): c.name for c in todo}
+
+        def page_read(path: str, pages_done: int, pages_total: int) -> None:
+            if on_progress is not None:
+                on_progress(
+                    AddProgress(
+                        done=done, total=total, name=names.get(path, path), status="ocr",
+                        pages_done=pages_done, pages_total=pages_total,
+                    )
+                )  # fmt: skip
+
+        settings = None
+        if ocr is not None:
+            settings = replace(ocr, cache_dir=ocr.cache_dir or self.store.home / "cache" / "ocr")
+        for c, outcome in self._parse_all(todo, password, workers, settings, page_read):
             if isinstance(outcome, str):
                 failed.append(FailedInput(path=str(c.path), error=outcome))
                 report(c.name, "failed")
@@ -281,22 +329,38 @@ class StoredProject:
 
     @staticmethod
     def _parse_all(
-        todo: list[Candidate], password: str | None, workers: int | None
+        todo: list[Candidate],
+        password: str | None,
+        workers: int | None,
+        ocr: OcrSettings | None,
+        page_read: Callable[[str, int, int], None],
     ) -> Iterator[tuple[Candidate, ParsedDocument | str]]:
         n = min(workers or min(os.cpu_count() or 1, 8), len(todo))
         if n <= 1:
             for c in todo:
-                yield c, _parse_job(str(c.path), password)
+                here = None
+                if ocr is not None:
+                    here = replace(ocr, on_page=functools.partial(page_read, str(c.path)))
+                yield c, _parse_job(str(c.path), password, here)
             return
         # fork: workers start at once and never re-import the caller's __main__ (spawn and
         # forkserver do, which breaks scripts without a __main__ guard). Workers only parse.
-        with ProcessPoolExecutor(n, mp_context=_mp_context()) as ex:
-            futures = {ex.submit(_parse_job, str(c.path), password): c for c in todo}
-            for fut in as_completed(futures):
-                try:
-                    yield futures[fut], fut.result()
-                except BrokenProcessPool as e:  # a parser crashed its worker process
-                    yield futures[fut], f"the parser crashed on this file ({e})"
+        # OCR is slow, so workers tell this process each page they read, through a queue.
+        context = _mp_context()
+        pages_read: Queue[tuple[str, int, int]] = context.Queue()
+        with ProcessPoolExecutor(
+            n, mp_context=context, initializer=_worker_start, initargs=(pages_read,)
+        ) as ex:
+            futures = {ex.submit(_parse_job, str(c.path), password, ocr): c for c in todo}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(pages_read, page_read)
+                for fut in finished:
+                    try:
+                        yield futures[fut], fut.result()
+                    except BrokenProcessPool as e:  # a parser crashed its worker process
+                        yield futures[fut], f"the parser crashed on this file ({e})"
 
     def remove(self, name: str) -> None:
         record = self.document(name)
