@@ -85,14 +85,36 @@ class Project:
         """Add files, directories and globs; see ``AddReport`` for what was stored.
         Scanned pages and images are read by OCR unless the settings say ``ocr = false``
         (``ocr_lang`` picks Tesseract's languages)."""
-        settings = self._shesha.settings
         return self.stored.add(
             paths,
             password=password,
             on_progress=on_progress,
             keep_originals=keep_originals,
-            ocr=OcrSettings(enabled=settings.ocr, languages=settings.ocr_lang),
+            ocr=self._ocr(),
         )
+
+    def _ocr(self) -> OcrSettings:
+        settings = self._shesha.settings
+        return OcrSettings(enabled=settings.ocr, languages=settings.ocr_lang)
+
+    def add_repository(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        ref: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> AddReport:
+        """Add a git repository's committed files (a local clone's directory or a URL) at
+        ``ref`` (default HEAD), named by their paths; vendored, generated and binary files
+        are left out (``report.skipped`` says why). The commit is recorded for ``update``."""
+        return self.stored.add_repository(
+            str(location), ref=ref, on_progress=on_progress, ocr=self._ocr()
+        )
+
+    def update(self, *, on_progress: ProgressCallback | None = None) -> list[AddReport]:
+        """Read again what changed in each added repository since its recorded commit, and
+        remove what it deleted: one report per repository."""
+        return self.stored.update_repositories(on_progress=on_progress, ocr=self._ocr())
 
     def documents(self) -> list[StoredDocument]:
         return self.stored.documents_meta()

@@ -105,5 +105,9 @@ class Forbidden(SheshaError):
     """A request for something a server may not touch (a path outside its allow-list)."""
 
 
+class RepositoryError(StorageError):
+    """A git repository could not be read (git missing, no such repository or commit)."""
+
+
 class ParseError(SheshaError):
     """A document could not be parsed."""

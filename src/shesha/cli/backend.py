@@ -118,6 +118,23 @@ class LocalBackend:
         report = p.add(list(paths), password=password, on_progress=on_progress)
         return report, {d.name: document_json(d) for d in p.documents()}
 
+    def add_repository(
+        self,
+        project: str,
+        location: str,
+        *,
+        ref: str | None,
+        update: bool,
+        on_progress: Callable[[AddProgress], None] | None,
+    ) -> tuple[list[AddReport], dict[str, dict[str, Any]]]:
+        """Add a git repository (or, with ``update``, refresh the recorded ones)."""
+        p = self.sh.project(project)
+        if update:
+            reports = p.update(on_progress=on_progress)
+        else:
+            reports = [p.add_repository(location, ref=ref, on_progress=on_progress)]
+        return reports, {d.name: document_json(d) for d in p.documents()}
+
     def traces(self, project: str, last: int) -> tuple[list[dict[str, Any]], str]:
         p = self.sh.get_project(project)
         return [trace_json(f) for f in trace_files(p.stored, last)], str(p.stored.traces_dir)

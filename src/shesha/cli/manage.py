@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from shesha.cli.backend import Backend, RemoteBackend, open_backend
+from shesha.cli.backend import Backend, LocalBackend, RemoteBackend, open_backend
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     EXIT_ERROR,
@@ -20,6 +20,7 @@ from shesha.cli.common import (
     print_json,
     split_hint,
 )
+from shesha.client import OFF
 from shesha.config import CONFIG_FILE, INIT_TEMPLATE
 from shesha.errors import NotFoundError, StorageError
 from shesha.rlm.events import (
@@ -36,6 +37,7 @@ from shesha.rlm.events import (
 )
 from shesha.rlm.trace import read_trace
 from shesha.storage import AddProgress, AddReport
+from shesha.storage.gitrepo import is_repository
 
 ConfigOpt = typer.Option(None, "--config", help=CONFIG_OPTION_HELP)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
@@ -75,7 +77,20 @@ def add_with_progress(
 def add(
     ctx: typer.Context,
     project: str = typer.Argument(..., help="The project (made if it does not exist)."),
-    paths: list[str] = typer.Argument(..., help="Files, directories (recursive) and globs."),
+    paths: list[str] | None = typer.Argument(
+        None,
+        help="Files, directories (recursive) and globs. A clone's top directory is read as "
+        "a git repository.",
+    ),
+    git: str | None = typer.Option(
+        None, "--git", help="A git repository to clone and read (URL or path)."
+    ),
+    ref: str | None = typer.Option(
+        None, "--ref", help="The branch, tag or commit of a repository to read (default HEAD)."
+    ),
+    update: bool = typer.Option(
+        False, "--update", help="Read again what changed in the project's repositories."
+    ),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs."),
     no_ocr: bool = typer.Option(
         False, "--no-ocr", help="Do not OCR scanned pages and images (they stay empty)."
@@ -88,43 +103,98 @@ def add(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Parse and store documents in a project. Exit code 1 if any file failed (the good
-    ones are stored all the same). Scanned pages and images are read by OCR (Tesseract)."""
+    ones are stored all the same). Scanned pages and images are read by OCR (Tesseract).
+    A git repository (a clone's directory, or --git URL) is read at a commit, without
+    vendored, generated or binary files; --update reads only what changed since."""
+    paths = list(paths or [])
+    repositories = [p for p in paths if is_repository(Path(p))]
+    files = [p for p in paths if p not in repositories]
+    if git:
+        repositories.append(git)
+    if not (files or repositories or update):
+        raise typer.BadParameter(
+            "give files, a repository, --git URL or --update", param_hint="PATHS"
+        )
+    if ref and len(repositories) != 1:
+        raise typer.BadParameter("--ref needs exactly one repository", param_hint="--ref")
     ocr = {"ocr": False} if no_ocr else {}
-    with open_backend(ctx, server, config, **ocr, ocr_lang=ocr_lang) as backend:
-        if (no_ocr or ocr_lang) and isinstance(backend, RemoteBackend):
-            err_console.print(
-                "note: a running server parses these files, with its own OCR settings "
-                "(ocr, ocr_lang); --no-ocr and --ocr-lang apply in-process (--server off)",
-                markup=False,
+    reports: list[AddReport] = []
+    docs: dict[str, dict[str, Any]] = {}
+    if files:
+        with open_backend(ctx, server, config, **ocr, ocr_lang=ocr_lang) as backend:
+            if (no_ocr or ocr_lang) and isinstance(backend, RemoteBackend):
+                err_console.print(
+                    "note: a running server parses these files, with its own OCR settings "
+                    "(ocr, ocr_lang); --no-ocr and --ocr-lang apply in-process (--server off)",
+                    markup=False,
+                )
+            report, docs = add_with_progress(
+                backend, project, files, password=password, quiet=json_out
             )
-        report, docs = add_with_progress(backend, project, paths, password=password, quiet=json_out)
+            reports.append(report)
+    if repositories or update:
+        # Repositories are read in this process (git runs here); the store is shared on
+        # disk, so a running server sees the documents at its next query.
+        with open_backend(ctx, OFF, config, **ocr, ocr_lang=ocr_lang) as local:
+            assert isinstance(local, LocalBackend)
+            for location in repositories or [""]:
+                done, docs = local.add_repository(
+                    project, location, ref=ref, update=update and not repositories,
+                    on_progress=None,
+                )  # fmt: skip
+                reports += done
+    _print_add(project, reports, docs, json_out)
+    if any(r.failed for r in reports):
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _print_add(
+    project: str, reports: list[AddReport], docs: dict[str, dict[str, Any]], json_out: bool
+) -> None:
+    stored = [d for r in reports for d in r.stored]
+    failed = [f for r in reports for f in r.failed]
     if json_out:
         print_json(
             {
                 "project": project,
-                "stored": [docs[d.name] for d in report.stored if d.name in docs],
-                "failed": [{"path": f.path, "error": f.error} for f in report.failed],
+                "stored": [docs[d.name] for d in stored if d.name in docs],
+                "failed": [{"path": f.path, "error": f.error} for f in failed],
+                "repositories": [
+                    {"commit": r.commit, "skipped": r.skipped, "removed": r.removed}
+                    for r in reports
+                    if r.commit is not None
+                ],
             }
         )
-    else:
-        counts: dict[str, int] = {}
-        for d in report.stored:
-            counts[d.status] = counts.get(d.status, 0) + 1
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored"
-        err_console.print(f"{project}: {summary}; {len(report.failed)} failed", markup=False)
-        for d in report.stored:
-            for w in d.meta.warnings:
-                err_console.print(f"  warning: {d.name}: {w}", markup=False)
-        for f in report.failed:
-            message = f.error.splitlines()[0]
-            if not message.startswith(Path(f.path).name):
-                message = f"{f.path}: {message}"
-            err_console.print(f"  failed: {message}", markup=False)
-            hint = split_hint(f.error)[1]
-            if hint:
-                err_console.print(f"          hint: {hint}", markup=False)
-    if report.failed:
-        raise typer.Exit(EXIT_ERROR)
+        return
+    counts: dict[str, int] = {}
+    for d in stored:
+        counts[d.status] = counts.get(d.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored"
+    err_console.print(f"{project}: {summary}; {len(failed)} failed", markup=False)
+    for r in reports:
+        if r.commit is None:
+            continue
+        why: dict[str, int] = {}
+        for reason in r.skipped.values():
+            key = reason.split(" (")[0]
+            why[key] = why.get(key, 0) + 1
+        left = ", ".join(f"{n} {k}" for k, n in sorted(why.items()))
+        said = f"  repository at {r.commit[:12]}"
+        said += f"; left out: {left}" if left else ""
+        said += f"; removed: {len(r.removed)}" if r.removed else ""
+        err_console.print(said, markup=False)
+    for d in stored:
+        for w in d.meta.warnings:
+            err_console.print(f"  warning: {d.name}: {w}", markup=False)
+    for f in failed:
+        message = f.error.splitlines()[0]
+        if not message.startswith(Path(f.path).name):
+            message = f"{f.path}: {message}"
+        err_console.print(f"  failed: {message}", markup=False)
+        hint = split_hint(f.error)[1]
+        if hint:
+            err_console.print(f"          hint: {hint}", markup=False)
 
 
 projects_app = typer.Typer(help="List, show or delete projects.", no_args_is_help=False)

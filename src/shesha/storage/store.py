@@ -23,6 +23,7 @@ import os
 import queue
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -41,6 +42,7 @@ from shesha.config import default_home
 from shesha.errors import NotFoundError, SheshaError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument, parse_file
 from shesha.parser.ocr import OcrSettings
+from shesha.storage import gitrepo
 from shesha.storage.atomic import atomic_write, sweep_temporaries
 from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
 from shesha.storage.names import validate_document_name, validate_project_name
@@ -79,10 +81,24 @@ class AddReport(BaseModel):
     project: str
     stored: list[AddedDocument]
     failed: list[FailedInput]
+    skipped: dict[str, str] = {}
+    """Files of a repository left out, and why (vendored, generated, binary...)."""
+    removed: list[str] = []
+    """Documents removed because the repository deleted them (an update)."""
+    commit: str | None = None
+    """The commit of a repository that was read."""
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+class RepositorySource(BaseModel):
+    """A git repository added to a project: where, which ref, and the commit read."""
+
+    location: str
+    ref: str | None = None
+    commit: str
 
 
 class AddProgress(BaseModel):
@@ -361,6 +377,89 @@ class StoredProject:
                         yield futures[fut], fut.result()
                     except BrokenProcessPool as e:  # a parser crashed its worker process
                         yield futures[fut], f"the parser crashed on this file ({e})"
+
+    # -- git repositories -------------------------------------------------------------------
+
+    def repositories(self) -> list[RepositorySource]:
+        """The repositories added to this project, with the commit each was read at."""
+        meta = json.loads((self.path / "project.json").read_text(encoding="utf-8"))
+        return [RepositorySource.model_validate(r) for r in meta.get("repositories", [])]
+
+    def _record_repository(self, source: RepositorySource) -> None:
+        with self._lock:
+            path = self.path / "project.json"
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            kept = [r for r in meta.get("repositories", []) if r.get("location") != source.location]
+            meta["repositories"] = [*kept, source.model_dump()]
+            atomic_write(path, json.dumps(meta, ensure_ascii=False).encode())
+
+    def add_repository(
+        self,
+        location: str,
+        *,
+        ref: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        workers: int | None = None,
+        ocr: OcrSettings | None = None,
+    ) -> AddReport:
+        """Add the files committed in a git repository (a local clone's directory, or a URL
+        to clone) at ``ref`` (default HEAD), by the rules in ``gitrepo``; record the commit."""
+        with gitrepo.checkout(location, ref) as repo:
+            selection = gitrepo.select(repo, gitrepo.committed_files(repo))
+            report = self._add_selected(repo, selection, on_progress, workers, ocr)
+        self._record_repository(RepositorySource(location=location, ref=ref, commit=repo.commit))
+        return report.model_copy(update={"skipped": selection.skipped, "commit": repo.commit})
+
+    def update_repositories(
+        self,
+        *,
+        on_progress: ProgressCallback | None = None,
+        workers: int | None = None,
+        ocr: OcrSettings | None = None,
+    ) -> list[AddReport]:
+        """Read again only what changed in each recorded repository since its commit, and
+        remove what it deleted. Raises NotFoundError when the project has none."""
+        sources = self.repositories()
+        if not sources:
+            raise NotFoundError(
+                f"Project {self.name!r} has no git repository to update.",
+                hint="Add one first: `shesha add PROJECT path/to/clone` or `--git URL`.",
+            )
+        reports = []
+        for source in sources:
+            with gitrepo.checkout(source.location, source.ref) as repo:
+                if repo.commit == source.commit:
+                    reports.append(AddReport(project=self.name, stored=[], failed=[],
+                                             commit=repo.commit))  # fmt: skip
+                    continue
+                changed, deleted = gitrepo.changed_since(repo, source.commit)
+                selection = gitrepo.select(repo, changed)
+                report = self._add_selected(repo, selection, on_progress, workers, ocr)
+            present = {r.name for r in self._records()}
+            gone = [p for p in [*deleted, *selection.skipped] if p in present]
+            for name in gone:
+                self.remove(name)
+            self._record_repository(source.model_copy(update={"commit": repo.commit}))
+            reports.append(
+                report.model_copy(
+                    update={"skipped": selection.skipped, "removed": gone, "commit": repo.commit}
+                )
+            )
+        return reports
+
+    def _add_selected(
+        self,
+        repo: gitrepo.Checkout,
+        selection: gitrepo.Selection,
+        on_progress: ProgressCallback | None,
+        workers: int | None,
+        ocr: OcrSettings | None,
+    ) -> AddReport:
+        with tempfile.TemporaryDirectory(prefix="shesha-export-") as tmp:
+            gitrepo.export(repo, selection.files, Path(tmp))
+            if not selection.files:
+                return AddReport(project=self.name, stored=[], failed=[])
+            return self.add([tmp], ignore=(), on_progress=on_progress, workers=workers, ocr=ocr)
 
     def remove(self, name: str) -> None:
         record = self.document(name)

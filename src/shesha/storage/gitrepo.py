@@ -1,0 +1,249 @@
+"""A git repository as documents: the files committed at one commit, less binaries and
+vendored or generated files, each named by its path in the repository.
+
+What is read is what is *committed* at the commit (``git ls-tree``), so ``.gitignore``
+holds by construction: ignored files are never committed. Uncommitted changes in a local
+clone are not read; commit them first. The files are exported with ``git archive`` into
+a temporary directory and added like any other directory, so parsing stays parallel and
+cached by content, and the store stays atomic.
+
+Left out, by these rules (``skip_reason``):
+
+- **vendored**: any directory named ``vendor``, ``vendors``, ``third_party``,
+  ``third-party``, ``node_modules``, ``bower_components``, ``Pods``, ``Carthage``,
+  ``site-packages``; and what ``.gitattributes`` marks ``linguist-vendored``;
+- **generated**: lock files (``package-lock.json``, ``yarn.lock``, ``poetry.lock``,
+  ``Cargo.lock``, ``go.sum``...), minified or map files (``*.min.js``, ``*.min.css``,
+  ``*.map``), protobuf output (``*_pb2.py``, ``*.pb.go``), files whose first lines say
+  ``@generated``, ``DO NOT EDIT`` or ``Code generated``, and what ``.gitattributes``
+  marks ``linguist-generated``;
+- **binary**: files with a NUL byte in their first 8 KB, unless shesha reads their
+  format (PDF, DOCX, images);
+- **too large**: text files over ``MAX_TEXT_BYTES`` (data dumps, not documents).
+
+A project remembers each repository it was given and the commit it read
+(``project.json``), so an update reads only the files that changed since then and
+removes those that were deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from shesha.errors import RepositoryError
+
+MAX_TEXT_BYTES = 1 << 20
+VENDORED_DIRS = {
+    "vendor", "vendors", "third_party", "third-party", "node_modules", "bower_components",
+    "Pods", "Carthage", "site-packages",
+}  # fmt: skip
+GENERATED_NAMES = (
+    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock",
+    "Pipfile.lock", "uv.lock", "Cargo.lock", "Gemfile.lock", "composer.lock", "go.sum",
+    "*.min.js", "*.min.css", "*.map", "*_pb2.py", "*_pb2_grpc.py", "*.pb.go",
+)  # fmt: skip
+GENERATED_MARKS = (b"@generated", b"DO NOT EDIT", b"Code generated")
+DOCUMENT_SUFFIXES = {
+    ".pdf", ".docx", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp",
+}  # fmt: skip
+GIT_HINT = "Install git (Debian/Ubuntu: apt install git)."
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A repository ready to read: where its objects are, and the commit to read."""
+
+    directory: Path
+    commit: str
+
+
+@dataclass(frozen=True)
+class Selection:
+    files: list[str]
+    skipped: dict[str, str]
+    """Path -> why it was left out."""
+
+
+def is_repository(path: Path) -> bool:
+    """A local clone's top directory (``.git`` is a directory, or a file for worktrees)."""
+    return (path / ".git").exists()
+
+
+def _git(directory: Path | None, *args: str, data: bytes | None = None) -> bytes:
+    command = ["git", *(["-C", str(directory)] if directory else []), *args]
+    try:
+        done = subprocess.run(command, input=data, capture_output=True, timeout=600, check=False)
+    except FileNotFoundError as e:
+        raise RepositoryError("git is not installed.", hint=GIT_HINT) from e
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        raise RepositoryError(f"git {' '.join(args[:2])} failed: {said[-1] if said else '?'}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def checkout(location: str, ref: str | None) -> Iterator[Checkout]:
+    """A local clone as it is, or a URL cloned into a temporary directory (removed after);
+    ``ref`` (a branch, tag or commit; default HEAD) resolved to its commit."""
+    local = Path(location).expanduser()
+    if local.is_dir():
+        if not is_repository(local):
+            raise RepositoryError(
+                f"{location} is not a git repository (no .git in it).",
+                hint="Give the top directory of a clone, or --git URL.",
+            )
+        yield Checkout(local, _commit(local, ref, location))
+        return
+    with tempfile.TemporaryDirectory(prefix="shesha-git-") as tmp:
+        target = Path(tmp) / "repo"
+        try:
+            _git(None, "clone", "--quiet", "--no-checkout", location, str(target))
+        except RepositoryError as e:
+            raise RepositoryError(
+                f"Could not clone {location}: {e}", hint="Check the URL and your access to it."
+            ) from e
+        yield Checkout(target, _commit(target, ref, location))
+
+
+def _commit(directory: Path, ref: str | None, location: str) -> str:
+    try:
+        return (
+            _git(directory, "rev-parse", "--verify", f"{ref or 'HEAD'}^{{commit}}").decode().strip()
+        )
+    except RepositoryError as e:
+        raise RepositoryError(
+            f"{location} has no commit {ref or 'HEAD'!r}.",
+            hint="Give a branch, tag or commit that exists there (--ref).",
+        ) from e
+
+
+def committed_files(repo: Checkout) -> list[str]:
+    listed = _git(repo.directory, "ls-tree", "-r", "-z", "--name-only", repo.commit)
+    return [p for p in listed.decode("utf-8", errors="surrogateescape").split("\0") if p]
+
+
+def changed_since(repo: Checkout, before: str) -> tuple[list[str], list[str]]:
+    """Files added or changed between ``before`` and the checkout's commit, and files
+    deleted (a rename is both)."""
+    out = _git(repo.directory, "diff", "--name-status", "-z", "--no-renames", before, repo.commit)
+    fields = out.decode("utf-8", errors="surrogateescape").split("\0")
+    changed: list[str] = []
+    deleted: list[str] = []
+    for status, path in zip(fields[0::2], fields[1::2], strict=False):
+        (deleted if status.startswith("D") else changed).append(path)
+    return changed, deleted
+
+
+def select(repo: Checkout, paths: Sequence[str]) -> Selection:
+    """The paths to read, and why each other one is left out."""
+    attributes = _attributes(repo, paths)
+    sizes = _sizes(repo, paths)
+    heads = _heads(repo, [p for p in paths if sizes.get(p, 0) > 0])
+    files: list[str] = []
+    skipped: dict[str, str] = {}
+    for path in paths:
+        reason = skip_reason(
+            path, sizes.get(path, 0), heads.get(path, b""), attributes.get(path, set())
+        )
+        if reason is None:
+            files.append(path)
+        else:
+            skipped[path] = reason
+    return Selection(files, skipped)
+
+
+def skip_reason(path: str, size: int, head: bytes, marked: set[str]) -> str | None:
+    """Why a file is left out of a repository's documents, or None to read it."""
+    parts = PurePosixPath(path).parts
+    name = parts[-1]
+    if set(parts[:-1]) & VENDORED_DIRS or "linguist-vendored" in marked:
+        return "vendored"
+    if any(fnmatch.fnmatch(name, pattern) for pattern in GENERATED_NAMES):
+        return "generated"
+    if "linguist-generated" in marked or any(mark in head[:1024] for mark in GENERATED_MARKS):
+        return "generated"
+    document = PurePosixPath(name).suffix.lower() in DOCUMENT_SUFFIXES
+    if not document and b"\0" in head:
+        return "binary"
+    if not document and size > MAX_TEXT_BYTES:
+        return f"too large ({size // 1024} KB of text)"
+    return None
+
+
+def _attributes(repo: Checkout, paths: Sequence[str]) -> dict[str, set[str]]:
+    """``linguist-generated`` / ``linguist-vendored`` as .gitattributes at the commit set them."""
+    if not paths:
+        return {}
+    with tempfile.TemporaryDirectory() as index_dir:
+        env_index = Path(index_dir) / "index"
+        # read .gitattributes from the commit, not the working tree: a private index
+        subprocess.run(
+            ["git", "-C", str(repo.directory), "read-tree", repo.commit],
+            env={"GIT_INDEX_FILE": str(env_index), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=False,
+        )
+        done = subprocess.run(
+            ["git", "-C", str(repo.directory), "check-attr", "--cached", "-z", "--stdin",
+             "linguist-generated", "linguist-vendored"],
+            input="\0".join(paths).encode("utf-8", errors="surrogateescape"),
+            env={"GIT_INDEX_FILE": str(env_index), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=False,
+        )  # fmt: skip
+    fields = done.stdout.decode("utf-8", errors="surrogateescape").split("\0")
+    marked: dict[str, set[str]] = {}
+    for path, attribute, value in zip(fields[0::3], fields[1::3], fields[2::3], strict=False):
+        if value in ("set", "true"):
+            marked.setdefault(path, set()).add(attribute)
+    return marked
+
+
+def _sizes(repo: Checkout, paths: Sequence[str]) -> dict[str, int]:
+    out = _git(repo.directory, "ls-tree", "-r", "-z", "--long", repo.commit)
+    sizes: dict[str, int] = {}
+    for entry in out.decode("utf-8", errors="surrogateescape").split("\0"):
+        if "\t" in entry:
+            info, path = entry.split("\t", 1)
+            size = info.split()[-1]
+            sizes[path] = int(size) if size.isdigit() else 0
+    return {p: sizes.get(p, 0) for p in paths}
+
+
+def _heads(repo: Checkout, paths: Sequence[str]) -> dict[str, bytes]:
+    """The first 8 KB of each file at the commit (one ``git cat-file --batch``)."""
+    if not paths:
+        return {}
+    request = "".join(f"{repo.commit}:{p}\n" for p in paths).encode("utf-8", "surrogateescape")
+    out = _git(repo.directory, "cat-file", "--batch", data=request)
+    heads: dict[str, bytes] = {}
+    at = 0
+    for path in paths:
+        end = out.index(b"\n", at)
+        header = out[at:end].split()
+        at = end + 1
+        if len(header) < 3 or header[-1] == b"missing":
+            continue
+        size = int(header[2])
+        heads[path] = out[at : at + min(size, 8192)]
+        at += size + 1
+    return heads
+
+
+def export(repo: Checkout, paths: Sequence[str], into: Path) -> None:
+    """Write ``paths`` as committed into the directory ``into``."""
+    if not paths:
+        return
+    wanted = set(paths)
+    archive = _git(repo.directory, "archive", "--format=tar", repo.commit)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name in wanted]
+        tar.extractall(into, members=members, filter="data")  # no links out, no devices
