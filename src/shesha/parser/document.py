@@ -12,7 +12,10 @@ class DocumentMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: str = Field(description="pdf, docx, html, image, text, markdown, csv, json, code")
+    format: str = Field(
+        description="pdf, docx, xlsx, pptx, epub, notebook, email, html, image, text, "
+        "markdown, csv, json, code"
+    )
     pages: int | None = Field(None, description="pages, for formats that have them")
     chars: int = Field(description="characters of extracted text")
     sha256: str = Field(description="sha256 of the source bytes")

@@ -22,6 +22,11 @@ _PARSERS: dict[str, tuple[str, str]] = {
     "docx": ("shesha.parser.docx", "parse_docx"),
     "html": ("shesha.parser.html", "parse_html"),
     "image": ("shesha.parser.image", "parse_image"),
+    "xlsx": ("shesha.parser.xlsx", "parse_xlsx"),
+    "pptx": ("shesha.parser.pptx", "parse_pptx"),
+    "epub": ("shesha.parser.epub", "parse_epub"),
+    "notebook": ("shesha.parser.notebook", "parse_notebook"),
+    "email": ("shesha.parser.mail", "parse_email"),
 }
 """Formats whose parser needs a library that is slow to import (pypdfium2, python-docx,
 BeautifulSoup): each is loaded the first time a file of that format is parsed, so that
@@ -39,7 +44,11 @@ def _parser(fmt: str) -> BinaryParser:
 MARKDOWN = {".md", ".markdown", ".mdx", ".mkd"}
 HTML = {".html", ".htm", ".xhtml", ".shtml"}
 CSV = {".csv", ".tsv"}
-JSON = {".json", ".geojson", ".ipynb"}
+JSON = {".json", ".geojson"}
+OFFICE = {".xlsx": "xlsx", ".xlsm": "xlsx", ".pptx": "pptx", ".epub": "epub", ".ipynb": "notebook",
+          ".eml": "email"}  # fmt: skip
+_ZIP_MARKERS = (("word/document.xml", "docx"), ("xl/workbook.xml", "xlsx"),
+                ("ppt/presentation.xml", "pptx"), ("META-INF/container.xml", "epub"))  # fmt: skip
 CODE = {
     ".py", ".pyi", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala",
     ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".go", ".rs", ".rb", ".php", ".swift",
@@ -49,13 +58,16 @@ CODE = {
     ".dockerfile", ".makefile", ".gradle",
 }  # fmt: skip
 KNOWN_BINARY = {
-    ".doc": "Word 97-2003 (.doc)", ".xls": "Excel (.xls)", ".xlsx": "Excel (.xlsx)",
-    ".ppt": "PowerPoint (.ppt)", ".pptx": "PowerPoint (.pptx)", ".odt": "OpenDocument (.odt)",
-    ".rtf": "RTF", ".epub": "EPUB", ".zip": "a zip archive", ".gz": "a gzip archive",
+    ".doc": "Word 97-2003 (.doc)", ".xls": "Excel 97-2003 (.xls)",
+    ".ppt": "PowerPoint 97-2003 (.ppt)", ".odt": "OpenDocument (.odt)",
+    ".rtf": "RTF", ".zip": "a zip archive", ".gz": "a gzip archive",
     ".mp3": "audio",
     ".mp4": "video", ".exe": "a program", ".so": "a shared library", ".bin": "binary data",
 }  # fmt: skip
-SUPPORTED = "PDF, DOCX, HTML, text, Markdown, CSV, JSON, source code and images (by OCR)"
+SUPPORTED = (
+    "PDF, DOCX, XLSX, PPTX, EPUB, HTML, e-mail (.eml), Jupyter notebooks, text, Markdown, "
+    "CSV, JSON, source code and images (by OCR)"
+)
 IMAGES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF87a",
                 b"GIF89a", b"BM")  # fmt: skip
@@ -66,19 +78,23 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def detect_format(data: bytes, name: str) -> str:  # noqa: PLR0911, PLR0912
-    """pdf, docx, html, image, markdown, csv, json, code or text. Raises ParseError for
-    binaries."""
+    """pdf, docx, xlsx, pptx, epub, notebook, email, html, image, markdown, csv, json,
+    code or text. Raises ParseError for binaries."""
     ext = Path(name).suffix.lower()
     head = data[:1024].lstrip()
     if head.startswith(b"%PDF") or ext == ".pdf":
         return "pdf"
-    if data[:4] == b"PK\x03\x04" or ext in (".docx", ".docm", ".dotx"):
-        if ext in (".docx", ".docm", ".dotx"):
-            return "docx"
+    if ext in (".docx", ".docm", ".dotx"):
+        return "docx"
+    if ext in OFFICE:
+        return OFFICE[ext]
+    if data[:4] == b"PK\x03\x04":
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
-                if "word/document.xml" in z.namelist():
-                    return "docx"
+                names = set(z.namelist())
+            for marker, fmt in _ZIP_MARKERS:
+                if marker in names:
+                    return fmt
         except zipfile.BadZipFile:
             pass  # not a zip after all: judged below like any other bytes
     if ext in IMAGES or data.startswith(_IMAGE_MAGIC) or data[8:12] == b"WEBP":
@@ -124,6 +140,10 @@ def parse_bytes(
         return _parser("pdf")(data, name, sha, password, ocr)
     if fmt == "image":
         return _parser("image")(data, name, sha, ocr)
+    if fmt == "email":  # attachments are documents too, parsed by the same rules
+        return _parser("email")(
+            data, name, sha, lambda inner, inner_name: parse_bytes(inner, inner_name, password, ocr)
+        )
     if fmt in _PARSERS:
         return _parser(fmt)(data, name, sha)
     return parse_text(data, name, sha, fmt)
