@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 from shesha.errors import SheshaError
 from shesha.lazy import lazy_attributes
 
-try:
-    __version__ = version("shesha")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+try:  # written by hatch-vcs at install: no scan of the installed packages' metadata
+    from shesha._version import __version__
+except ImportError:
+    try:
+        __version__ = version("shesha")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        __version__ = "0.0.0"
 
 if TYPE_CHECKING:
     from shesha.api import Project, Shesha
