@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from shesha import Shesha
 from shesha.cli import app
 from shesha.errors import SandboxUnavailableError
 from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool, default_image, runner_hash
-from shesha.sandbox.hosts import DockerHosts, HostSpec
+from shesha.sandbox.hosts import DockerHosts, HostSpec, TLSSettings, connect_host
 from shesha.sandbox.image import RUNNER_LABEL
 from shesha.testing import FunctionModel
 
@@ -38,15 +39,56 @@ DOCS = InMemoryCorpus([("one.txt", "The first document."), ("two.md", "# Second\
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def make_certificates(folder: Path) -> tuple[TLSSettings, list[str]]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl:
+    the client's TLS settings, and the daemon's TLS arguments."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+            "-keyout", "ca-key.pem", "-out", "ca.pem")  # fmt: skip
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
+                "-keyout", f"{who}-key.pem", "-out", f"{who}.csr")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+                "-CAcreateserial", "-days", "1", "-extfile", f"{who}.ext",
+                "-out", f"{who}.pem")  # fmt: skip
+    tls = TLSSettings(
+        ca=str(folder / "ca.pem"),
+        cert=str(folder / "client.pem"),
+        key=str(folder / "client-key.pem"),
+    )
+    daemon = ["--tlsverify", "--tlscacert", str(folder / "ca.pem"), "--tlscert",
+              str(folder / "server.pem"), "--tlskey", str(folder / "server-key.pem")]  # fmt: skip
+    return tls, daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @dataclass
 class Daemon:
-    """A second dockerd, started and stopped by the tests."""
+    """A second dockerd, started and stopped by the tests: on a unix socket, or on a
+    loopback TCP port with TLS (``tls`` the client's settings, ``tls_args`` the daemon's)."""
 
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    port: int | None = None
+    tls: TLSSettings | None = None
+    tls_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
+        if self.port is not None:
+            return f"tcp://127.0.0.1:{self.port}"
         return f"unix://{self.root}/docker.sock"
 
     def start(self) -> None:
@@ -56,6 +98,7 @@ class Daemon:
                 "dockerd",
                 "--host",
                 self.url,
+                *self.tls_args,
                 "--data-root",
                 str(self.root / "data"),
                 "--exec-root",
@@ -74,9 +117,9 @@ class Daemon:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                docker.DockerClient(base_url=self.url, timeout=5).ping()
+                connect_host(HostSpec(self.url), self.tls).close()
                 return
-            except docker.errors.DockerException:
+            except SandboxUnavailableError:
                 time.sleep(0.2)
         lines = (self.root / "dockerd.log").read_text(errors="replace").splitlines()
         said = "\n".join([line for line in lines if "module=grpc" not in line][-15:])
@@ -122,18 +165,34 @@ class Daemon:
             self.proc = None
 
 
-@pytest.fixture(scope="module")
-def second(docker_client: docker.DockerClient) -> Iterator[Daemon]:
+def _can_run_a_daemon() -> None:
     if shutil.which("dockerd") is None or os.geteuid() != 0:
         reason = "a second Docker daemon needs dockerd and root"
         if IN_CI:
             pytest.fail(f"CI=true, so the multi-host tests must run, but: {reason}")
         pytest.skip(reason)
-    root = Path(f"/tmp/shesha-dockerd-{os.getpid()}")
-    root.mkdir()
-    daemon = Daemon(root)
-    daemon.start()
+
+
+@pytest.fixture(scope="module")
+def second(docker_client: docker.DockerClient) -> Iterator[Daemon]:
+    _can_run_a_daemon()
+    yield from _running(Daemon(Path(f"/tmp/shesha-dockerd-{os.getpid()}")))
+
+
+@pytest.fixture(scope="module")
+def over_tls(docker_client: docker.DockerClient) -> Iterator[Daemon]:
+    """A daemon on a loopback TCP port that takes only clients with our certificate."""
+    _can_run_a_daemon()
+    root = Path(f"/tmp/shesha-dockerd-tls-{os.getpid()}")
+    tls, args = make_certificates(root / "certs")
+    yield from _running(Daemon(root, port=free_port(), tls=tls, tls_args=args))
+
+
+def _running(daemon: Daemon) -> Iterator[Daemon]:
+    root = daemon.root
+    root.mkdir(exist_ok=True)
     try:
+        daemon.start()
         yield daemon
     finally:
         daemon.stop()
@@ -266,3 +325,30 @@ def test_doctor_checks_every_docker_host(second: Daemon, tmp_path: Path) -> None
     assert "No Docker daemon answers" in gone["detail"]
     assert "docker_hosts" in gone["fix"]
     assert r.exit_code == 1  # a host that does not answer is a failed check
+
+
+def test_a_tcp_host_is_reached_over_tls_and_refused_without_it(
+    over_tls: Daemon, limits: SandboxLimits, tmp_path: Path
+) -> None:
+    specs = [HostSpec("unix:///var/run/docker.sock", 0.01), HostSpec(over_tls.url, 100)]
+    hosts = DockerHosts(specs, default_image(), limits, tls=over_tls.tls)  # copied from local
+    with (
+        SandboxPool(1, factory=hosts, limits=limits, on_close=hosts.close) as pool,
+        pool.acquire(DOCS) as s,
+    ):
+        assert s.execute("print(len(context))").stdout == "2\n"
+        assert hosts.host_of(s.sandbox) == over_tls.url
+    bare = DockerHosts([HostSpec(over_tls.url)], default_image(), limits)
+    with pytest.raises(SandboxUnavailableError, match="No Docker host can start a sandbox"):
+        bare()  # no client certificate: the daemon refuses, and the error says where
+    assert over_tls.tls is not None
+    env = {
+        "SHESHA_HOME": str(tmp_path / "home"),
+        "SHESHA_DOCKER_HOSTS": over_tls.url,
+        "SHESHA_DOCKER_TLS_CA": str(over_tls.tls.ca),
+        "SHESHA_DOCKER_TLS_CERT": str(over_tls.tls.cert),
+        "SHESHA_DOCKER_TLS_KEY": str(over_tls.tls.key),
+    }
+    r = CliRunner().invoke(app, ["doctor", "--json"], env=env)
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks[f"docker host {over_tls.url}"]["ok"] is True

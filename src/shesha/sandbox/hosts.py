@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.errors import DockerException, ImageNotFound
 from docker.tls import TLSConfig
 from requests import RequestException
@@ -74,10 +75,26 @@ def connect_host(spec: HostSpec, tls: TLSSettings | None = None) -> docker.Docke
     elif spec.url.startswith("tcp://") and tls is not None and tls.config() is not None:
         kwargs["tls"] = tls.config()
     try:
-        client = docker.DockerClient(**kwargs)
+        client = _tls_client(kwargs) if "tls" in kwargs else docker.DockerClient(**kwargs)
         client.ping()
-    except DockerException as e:
+    except (DockerException, RequestException) as e:
         raise SandboxUnavailableError(f"No Docker daemon answers at {spec.url}: {e}") from e
+    return client
+
+
+def _tls_client(kwargs: dict[str, Any]) -> docker.DockerClient:
+    """A client that verifies the daemon with *our* CA. requests lets REQUESTS_CA_BUNDLE
+    (and proxies) in the environment override a session's own CA, and the SDK's first
+    request (the API version) would go that way: so ask the version with the environment
+    turned off, then make the client for that version, also with it off."""
+    probe = docker.DockerClient(**kwargs, version=MINIMUM_DOCKER_API_VERSION)
+    try:
+        probe.api.trust_env = False
+        found = str(probe.api.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    client = docker.DockerClient(**kwargs, version=found)
+    client.api.trust_env = False
     return client
 
 
