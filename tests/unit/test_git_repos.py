@@ -102,9 +102,11 @@ def test_uncommitted_changes_are_not_read(repo: Path, tmp_path: Path) -> None:
 
 
 def test_update_reads_only_what_changed_and_removes_what_was_deleted(
-    repo: Path, tmp_path: Path
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert cli(tmp_path, "add", "billing", str(repo)).exit_code == 0
+    monkeypatch.chdir(repo.parent)  # added by a relative path...
+    assert cli(tmp_path, "add", "billing", repo.name).exit_code == 0
+    monkeypatch.chdir(tmp_path / "home")  # ...and updated from elsewhere
     (repo / "README.md").write_text("# Billing\nInvoices are due in 45 days.\n")
     write(repo, {"src/tax.py": "RATE = 0.2\n", "vendor/more.js": "x\n"})
     git(repo, "rm", "-q", "src/app.py")

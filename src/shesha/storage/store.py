@@ -404,6 +404,9 @@ class StoredProject:
     ) -> AddReport:
         """Add the files committed in a git repository (a local clone's directory, or a URL
         to clone) at ``ref`` (default HEAD), by the rules in ``gitrepo``; record the commit."""
+        local = Path(location).expanduser()
+        if local.is_dir():  # recorded absolute, so that an update works from anywhere
+            location = str(local.resolve())
         with gitrepo.checkout(location, ref) as repo:
             selection = gitrepo.select(repo, gitrepo.committed_files(repo))
             report = self._add_selected(repo, selection, on_progress, workers, ocr)
