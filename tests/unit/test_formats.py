@@ -187,3 +187,34 @@ def test_a_damaged_file_is_a_clear_error_naming_it(name: str, make: object, said
         parse_bytes(make(), name)
     assert str(err.value).startswith(f"{name}: {said}")
     assert err.value.hint
+
+
+def test_messages_attached_too_deep_become_a_warning_not_a_crash() -> None:
+    data = EmailMessage()
+    data["Subject"] = "innermost"
+    data.set_content("bottom")
+    raw = data.as_bytes()
+    for level in range(12):  # attached as bytes, so each is parsed again as a document
+        outer = EmailMessage()
+        outer["Subject"] = f"level {level}"
+        outer.set_content("see attached")
+        outer.add_attachment(raw, maintype="application", subtype="octet-stream",
+                             filename=f"m{level}.eml")  # fmt: skip
+        raw = outer.as_bytes()
+    doc = parse_bytes(raw, "nested.eml")
+    assert doc.text.startswith("Subject: level 11")
+    assert any("more than 5 deep" in w for w in doc.meta.warnings)
+
+
+@pytest.mark.parametrize("header", [b"From: a@[\n", b'To: "a" <@>,,,<\n'])
+def test_a_header_the_mail_parser_trips_on_is_a_clear_error(header: bytes) -> None:
+    with pytest.raises(ParseError, match=r"^odd\.eml: the message is malformed"):
+        parse_bytes(header + b"Subject: x\n\nbody\n", "odd.eml")
+
+
+def test_an_ebook_member_that_inflates_too_far_is_refused() -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("META-INF/container.xml", b" " * (17 << 20))  # 17 MB of spaces, 17 KB zipped
+    with pytest.raises(ParseError, match=r"container\.xml is too large to read"):
+        parse_bytes(out.getvalue(), "bomb.epub")

@@ -154,3 +154,12 @@ def test_bad_repositories_and_refs_are_clear_errors(repo: Path, tmp_path: Path) 
     r = cli(tmp_path, "add", "p")
     assert r.exit_code == 2
     assert "give files, a repository, --git URL or --update" in r.stderr
+
+
+def test_a_token_in_a_url_is_neither_shown_nor_stored(tmp_path: Path) -> None:
+    with Shesha(home=str(tmp_path / "home")) as sh:
+        p = sh.project("p")
+        with pytest.raises(RepositoryError) as err:  # nothing listens on port 9 here
+            p.add_repository("https://robot:s3cret@127.0.0.1:9/team/repo.git")
+        assert "s3cret" not in str(err.value)
+        assert "https://127.0.0.1:9/team/repo.git" in str(err.value)

@@ -17,7 +17,7 @@ from shesha.cli import app
 from shesha.errors import ParseError
 from shesha.llm.types import Message
 from shesha.parser import parse_bytes
-from shesha.parser.ocr import OcrSettings
+from shesha.parser.ocr import OcrSettings, read_pages
 from shesha.rlm import read_trace
 from shesha.sandbox import SandboxPool
 from shesha.storage import AddProgress
@@ -159,3 +159,15 @@ def test_the_cli_reads_scans_and_no_ocr_turns_it_off(folder: Path, tmp_path: Pat
     stored = {d["name"]: d for d in json.loads(r.stdout)["stored"]}
     assert "OCR is off" in stored["scan.pdf"]["warnings"][0]
     assert "OCR is off" in stored["photo.png"]["warnings"][0]
+
+
+def test_a_page_tesseract_cannot_read_is_not_cached(tmp_path: Path) -> None:
+    settings = OcrSettings(cache_dir=tmp_path / "ocr")
+    assert read_pages([b"this is not an image"], settings) == [""]
+    assert not list((tmp_path / "ocr").rglob("*.txt"))  # tried again next time
+
+
+def test_a_huge_scanned_page_is_rendered_within_a_pixel_budget() -> None:
+    poster = saved(picture(INVOICE).resize((200, 130)), "PDF", resolution=1.0)  # 14,400 pt wide
+    doc = parse_bytes(poster, "poster.pdf", ocr=OcrSettings())
+    assert doc.meta.pages == 1  # drawn at less than 300 dpi, not 3.6 billion pixels

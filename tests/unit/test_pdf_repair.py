@@ -5,6 +5,7 @@ when no page survives, and then says plainly why."""
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from shesha.cli import app
 from shesha.errors import ParseError
 from shesha.parser import parse_bytes
+from shesha.parser.pdf_repair import rebuild
 
 PAGES = [f"Page {i} says the total is {i * 111} dollars." for i in range(1, 6)]
 
@@ -88,3 +90,20 @@ def test_adding_a_cut_pdf_stores_what_survives_and_says_so(tmp_path: Path) -> No
     assert [f["path"].endswith("gone.pdf") for f in out["failed"]] == [True]
     shown = CliRunner().invoke(app, ["docs", "p", "--show", "cut.pdf"], env=env)
     assert "Page 3 says the total is 333 dollars." in shown.stdout
+
+
+def test_an_enormous_object_number_does_not_make_an_enormous_rebuild() -> None:
+    hostile = b"%PDF-1.7\n9999999999 0 obj\n<< /Type /Page /MediaBox [0 0 10 10] >>\nendobj\n"
+    rebuilt = rebuild(hostile)
+    assert rebuilt is not None
+    assert len(rebuilt.data) < 10_000  # the cross-reference table lists what exists
+
+
+def test_a_damaged_object_stream_header_is_skipped_not_a_crash() -> None:
+    data = make_pdf_with_object_streams(PAGES[:2])
+    start = data.index(b"/Type /ObjStm")
+    broken = data[:start] + data[start:].replace(b"/N 5", b"/N 5", 1)
+    stream_at = broken.index(b"stream\n", start) + len(b"stream\n")
+    garbled = broken[:stream_at] + zlib.compress(b"x0 y0 1 2 << >>") + b"\nendstream\nendobj\n"
+    with pytest.raises(ParseError, match="no page"):
+        parse_bytes(garbled, "garbled.pdf")

@@ -16,6 +16,7 @@ from shesha.parser.html import html_to_text
 
 DAMAGED_HINT = "Open it in an e-book reader or Calibre and save it again, then add it again."
 MAX_XML = 16 << 20
+MAX_CHAPTER = 64 << 20
 _NS = {
     "c": "urn:oasis:names:tc:opendocument:xmlns:container",
     "opf": "http://www.idpf.org/2007/opf",
@@ -23,11 +24,24 @@ _NS = {
 }
 
 
-def _xml(z: zipfile.ZipFile, path: str, name: str) -> ET.Element:
+def _member(z: zipfile.ZipFile, path: str, name: str, limit: int) -> bytes:
+    """A member's bytes, refused past ``limit`` by its declared size and while reading
+    (a zip bomb declares small and inflates large)."""
     try:
-        raw = z.read(path)
+        info = z.getinfo(path)
     except KeyError as e:
         raise ParseError(f"{name}: the EPUB has no {path}.", hint=DAMAGED_HINT) from e
+    if info.file_size > limit:
+        raise ParseError(f"{name}: {path} is too large to read.", hint=DAMAGED_HINT)
+    with z.open(info) as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise ParseError(f"{name}: {path} is too large to read.", hint=DAMAGED_HINT)
+    return raw
+
+
+def _xml(z: zipfile.ZipFile, path: str, name: str) -> ET.Element:
+    raw = _member(z, path, name, MAX_XML)
     if len(raw) > MAX_XML or (b"<!DOCTYPE" in raw[:2048] and b"<!ENTITY" in raw):
         raise ParseError(f"{name}: {path} is too large or declares entities.", hint=DAMAGED_HINT)
     try:
@@ -63,9 +77,9 @@ def parse_epub(data: bytes, name: str, sha256: str) -> ParsedDocument:
                 continue
             href = posixpath.normpath(posixpath.join(base, str(item.get("href"))))
             try:
-                markup = decode(z.read(href)).text
-            except (KeyError, zipfile.BadZipFile, OSError) as e:
-                warnings.append(f"chapter {href} could not be read ({e})")
+                markup = decode(_member(z, href, name, MAX_CHAPTER)).text
+            except (ParseError, zipfile.BadZipFile, OSError) as e:
+                warnings.append(f"chapter {href} could not be read ({str(e).splitlines()[0]})")
                 continue
             text = html_to_text(markup).strip()
             if text:

@@ -13,6 +13,9 @@ from shesha.parser.ocr import OcrSettings, OcrUnavailable, read_pages
 
 MAX_PIXELS = 200_000_000
 """A larger image is refused (a decompression bomb guard, as Pillow's own)."""
+MAX_FRAMES = 1000
+"""A TIFF or GIF with more frames is read up to here, with a warning."""
+Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)  # one limit: ours
 
 
 def _frames(data: bytes, name: str) -> list[bytes]:
@@ -24,8 +27,10 @@ def _frames(data: bytes, name: str) -> list[bytes]:
                     f"{name}: the image is too large to read ({image.width} x {image.height}).",
                     hint="Scale it down, then add it again.",
                 )
-            frames = []
+            frames: list[bytes] = []
             for frame in ImageSequence.Iterator(image):
+                if len(frames) == MAX_FRAMES:
+                    break
                 out = io.BytesIO()
                 frame.convert("L").save(out, format="PNG")
                 frames.append(out.getvalue())
@@ -51,6 +56,8 @@ def parse_image(data: bytes, name: str, sha256: str, ocr: OcrSettings | None) ->
             warnings.append("read by OCR: a machine's reading, check names and numbers that matter")
         except OcrUnavailable as e:
             warnings.append(f"an image has no text layer and OCR could not run: {e}")
+    if len(frames) == MAX_FRAMES:
+        warnings.append(f"only the first {MAX_FRAMES} frames were read")
     if read and not any(t.strip() for t in texts):
         warnings.append("OCR found no text in the image")
     if len(frames) == 1:

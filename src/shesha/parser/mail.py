@@ -6,6 +6,7 @@ attachment that cannot be read is a warning naming it, never the end of the mess
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -19,6 +20,8 @@ MAX_DEPTH = 5
 """Messages attached to messages attached to...: deeper than this is not followed."""
 
 AttachmentParser = Callable[[bytes, str], ParsedDocument]
+_depth: ContextVar[int] = ContextVar("shesha_mail_depth", default=0)
+"""How deep in attached messages this parse is, however they were attached."""
 
 
 def _body(message: EmailMessage) -> str:
@@ -57,12 +60,35 @@ def _message_text(
         except ParseError as e:
             warnings.append(f"attachment {name} could not be read: {str(e).splitlines()[0]}")
             continue
+        except Exception as e:  # noqa: BLE001  one bad attachment must not lose the message
+            warnings.append(f"attachment {name} could not be read ({type(e).__name__}: {e})")
+            continue
         warnings += [f"attachment {name}: {w}" for w in doc.meta.warnings]
         text += f"\n\n--- Attachment: {name} ---\n{doc.text.strip()}"
     return text
 
 
 def parse_email(data: bytes, name: str, sha256: str, parse: AttachmentParser) -> ParsedDocument:
+    depth = _depth.get()
+    if depth >= MAX_DEPTH:
+        raise ParseError(
+            f"{name}: messages are attached inside each other more than {MAX_DEPTH} deep.",
+            hint="Save the innermost message on its own and add that.",
+        )
+    token = _depth.set(depth + 1)
+    try:
+        return _parse_email(data, name, sha256, parse)
+    except (AttributeError, IndexError, ValueError, LookupError) as e:
+        # the standard library's header parser trips on some malformed addresses
+        raise ParseError(
+            f"{name}: the message is malformed ({type(e).__name__}: {e}).",
+            hint="Save the message from your mail program as .eml again, then add it.",
+        ) from e
+    finally:
+        _depth.reset(token)
+
+
+def _parse_email(data: bytes, name: str, sha256: str, parse: AttachmentParser) -> ParsedDocument:
     message = BytesParser(policy=policy.default).parsebytes(data)
     if not isinstance(message, EmailMessage) or not any(message[h] for h in HEADERS):
         raise ParseError(

@@ -109,6 +109,8 @@ def read_pages(images: Sequence[bytes], settings: OcrSettings) -> list[str]:
 
 
 def _cached_or_read(image: bytes, settings: OcrSettings) -> str:
+    if not image:
+        return ""
     key = hashlib.sha256(
         b"%s\0%s\0" % (_version().encode(), settings.languages.encode()) + image
     ).hexdigest()
@@ -116,6 +118,8 @@ def _cached_or_read(image: bytes, settings: OcrSettings) -> str:
     if path is not None and path.is_file():
         return path.read_text(encoding="utf-8")
     text = _tesseract(image, settings.languages)
+    if text is None:
+        return ""  # a timeout or a crash: not cached, so a later add tries again
     if path is not None:
         _write_atomically(path, text)
     return text
@@ -123,18 +127,21 @@ def _cached_or_read(image: bytes, settings: OcrSettings) -> str:
 
 def _write_atomically(path: Path, text: str) -> None:
     """A cache entry appears whole or not at all (readers never see half a page)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".ocr-", suffix=".tmp")
+    temporary: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".ocr-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(temporary, path)
     except OSError:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         # The cache is an optimisation: a page that cannot be cached is read again next time.
 
 
-def _tesseract(image: bytes, languages: str) -> str:
+def _tesseract(image: bytes, languages: str) -> str | None:
+    """The page's text; None when Tesseract timed out or failed on it."""
     path = tesseract_path()
     if path is None:
         raise OcrUnavailable(f"Tesseract is not installed: {INSTALL_HINT}")
@@ -149,7 +156,7 @@ def _tesseract(image: bytes, languages: str) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return ""  # one page Tesseract cannot finish stays empty; the caller warns
+        return None
     if done.returncode != 0:
-        return ""
+        return None
     return done.stdout.decode("utf-8", errors="replace").replace("\f", "").strip()

@@ -23,6 +23,8 @@ from shesha.parser.ocr import OCR_DPI, OcrSettings, ocr_problem, read_pages
 from shesha.parser.pdf_repair import Rebuilt, rebuild, surviving_objects
 
 _ERR_PASSWORD = 4
+MAX_RENDER_PIXELS = 40_000_000
+"""About A2 at 300 dpi; larger pages are rendered at less."""
 MIN_PAGE_CHARS = 8  # fewer non-space characters than this: no text layer
 DAMAGED_HINT = (
     "Get the file again (a download cut short?), or re-export it from where it came from."
@@ -109,9 +111,13 @@ def _has_images(page: pdfium.PdfPage) -> bool:
 
 
 def _render(pdf: pdfium.PdfDocument, index: int) -> bytes:
+    """The page as a greyscale PNG at OCR_DPI, or less for a page so large that it would
+    pass MAX_RENDER_PIXELS (a poster, or a hostile file)."""
     page = pdf[index]
     try:
-        image = page.render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+        width, height = page.get_size()
+        scale = min(OCR_DPI / 72, (MAX_RENDER_PIXELS / max(width * height, 1.0)) ** 0.5)
+        image = page.render(scale=scale, grayscale=True).to_pil()
     finally:
         page.close()
     out = io.BytesIO()
@@ -181,7 +187,12 @@ def _ocr_pages(
     done_before = 0
     for start in range(0, len(scans), batch):
         chunk = scans[start : start + batch]
-        images = [_render(pdf, i) for i, _ in chunk]
+        images = []
+        for i, _ in chunk:
+            try:
+                images.append(_render(pdf, i))
+            except pdfium.PdfiumError:
+                images.append(b"")  # this page cannot be drawn: it stays empty
         offset = done_before
 
         def told(done: int, _: int, offset: int = offset) -> None:

@@ -110,6 +110,8 @@ def _open_object_stream(obj: PdfObject) -> dict[int, bytes] | None:
     elif b"/Filter" in obj.body:
         return None  # another filter: not worth our own decoder
     numbers = raw[:first].split()
+    if not all(n.isdigit() for n in numbers):
+        return None  # a damaged header: the stream cannot be opened
     pairs = [(int(numbers[2 * k]), int(numbers[2 * k + 1])) for k in range(len(numbers) // 2)]
     pairs = pairs[:count]
     inner: dict[int, bytes] = {}
@@ -193,11 +195,12 @@ def rebuild(data: bytes) -> Rebuilt | None:
     offsets[catalog] = len(out)
     out += b"%d 0 obj\n<< /Type /Catalog /Pages %d 0 R >>\nendobj\n" % (catalog, tree)
     xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (catalog + 1)
-    for number in range(1, catalog + 1):
-        out += (
-            b"%010d 00000 n \n" % offsets[number] if number in offsets else b"0000000000 65535 f \n"
-        )
+    out += b"xref\n0 1\n0000000000 65535 f \n"
+    # one subsection per run of numbers present: a file that numbers its objects in the
+    # billions gets a table as long as its objects, not as long as its largest number
+    for first, run in _runs(sorted(offsets)):
+        out += b"%d %d\n" % (first, len(run))
+        out += b"".join(b"%010d 00000 n \n" % offsets[n] for n in run)
     out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
         catalog + 1,
         catalog,
@@ -236,6 +239,16 @@ def _resolve(objects: dict[int, PdfObject], value: bytes | None) -> bytes | None
         return value
     target = objects.get(int(ref.group(1)))
     return target.body if target is not None else None
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, list[int]]]:
+    runs: list[tuple[int, list[int]]] = []
+    for n in numbers:
+        if runs and runs[-1][1][-1] == n - 1:
+            runs[-1][1].append(n)
+        else:
+            runs.append((n, [n]))
+    return runs
 
 
 def _as_page(objects: dict[int, PdfObject], number: int, tree: int) -> bytes:
@@ -284,24 +297,23 @@ def _page_order(
     original = _int(nodes[root], b"Count")
     walked: list[int] = []
     whole = True
-    stack = [root]
     seen: set[int] = set()
-
-    def walk(node: int) -> None:
-        nonlocal whole
-        for kid in _refs(dict_value(nodes[node], b"Kids")):
-            if kid in seen:
-                continue
-            seen.add(kid)
-            if kid in nodes:
-                walk(kid)
-            elif kid in objects and _PAGE.search(objects[kid].body):
-                walked.append(kid)
-            else:
-                whole = False
-                walked.append(-1)  # a page (or a subtree) that is lost
-
-    walk(stack[0])
+    stack = [iter(_refs(dict_value(nodes[root], b"Kids")))]
+    while stack:  # depth first, without recursion: trees can be deep in hostile files
+        kid = next(stack[-1], None)
+        if kid is None:
+            stack.pop()
+            continue
+        if kid in seen:
+            continue
+        seen.add(kid)
+        if kid in nodes:
+            stack.append(iter(_refs(dict_value(nodes[kid], b"Kids"))))
+        elif kid in objects and _PAGE.search(objects[kid].body):
+            walked.append(kid)
+        else:
+            whole = False
+            walked.append(-1)  # a page (or a subtree) that is lost
     page_set = set(pages)
     kept = [n for n in walked if n in page_set]
     rest = [n for n in pages if n not in set(kept)]

@@ -29,7 +29,7 @@ from docker.tls import TLSConfig
 from requests import RequestException
 
 import docker
-from shesha.errors import SandboxImageError, SandboxUnavailableError
+from shesha.errors import SandboxError, SandboxImageError, SandboxUnavailableError
 from shesha.sandbox.container import (
     LABEL_OWNER,
     LABEL_RUNNER,
@@ -226,20 +226,16 @@ class DockerHosts:
             tried.append(host.spec.url)
             try:
                 sandbox = self._launch_on(host)
-            except (
-                SandboxUnavailableError,
-                SandboxImageError,
-                DockerException,
-                RequestException,
-            ) as e:
-                with self._lock:
-                    host.starting -= 1
+            except (SandboxError, DockerException, RequestException) as e:
+                # unreachable, refused, no image, or a runner that did not answer in time
                 self._failed(host, e)
                 if isinstance(e, SandboxImageError) and len(tried) == len(self.hosts):
                     raise
                 continue
+            finally:
+                with self._lock:
+                    host.starting -= 1
             with self._lock:
-                host.starting -= 1
                 host.failures, host.retry_at, host.last_error = 0, 0.0, None
                 host.sandboxes.append(sandbox)
             return sandbox

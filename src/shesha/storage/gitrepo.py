@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import io
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -55,6 +56,7 @@ DOCUMENT_SUFFIXES = {
     ".pdf", ".docx", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp",
 }  # fmt: skip
 GIT_HINT = "Install git (Debian/Ubuntu: apt install git)."
+GIT_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,16 @@ def is_repository(path: Path) -> bool:
 def _git(directory: Path | None, *args: str, data: bytes | None = None) -> bytes:
     command = ["git", *(["-C", str(directory)] if directory else []), *args]
     try:
-        done = subprocess.run(command, input=data, capture_output=True, timeout=600, check=False)
+        done = subprocess.run(
+            command, input=data, capture_output=True, timeout=GIT_TIMEOUT_S, check=False
+        )
     except FileNotFoundError as e:
         raise RepositoryError("git is not installed.", hint=GIT_HINT) from e
+    except subprocess.TimeoutExpired as e:
+        raise RepositoryError(
+            f"git {args[0]} took longer than {GIT_TIMEOUT_S} s and was stopped.",
+            hint="Clone the repository yourself and add the clone's directory.",
+        ) from e
     if done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip().splitlines()
         raise RepositoryError(f"git {' '.join(args[:2])} failed: {said[-1] if said else '?'}")
@@ -105,12 +114,20 @@ def checkout(location: str, ref: str | None) -> Iterator[Checkout]:
     with tempfile.TemporaryDirectory(prefix="shesha-git-") as tmp:
         target = Path(tmp) / "repo"
         try:
-            _git(None, "clone", "--quiet", "--no-checkout", location, str(target))
+            _git(None, "clone", "--quiet", "--no-checkout", "--", location, str(target))
         except RepositoryError as e:
+            shown = without_credentials(location)
             raise RepositoryError(
-                f"Could not clone {location}: {e}", hint="Check the URL and your access to it."
+                f"Could not clone {shown}: {str(e).replace(location, shown)}",
+                hint="Check the URL and your access to it.",
             ) from e
         yield Checkout(target, _commit(target, ref, location))
+
+
+def without_credentials(location: str) -> str:
+    """A URL as it may be stored and shown: ``https://user:token@host/x`` loses its
+    ``user:token@`` (an ssh user, as in ``ssh://git@host``, is not a secret and stays)."""
+    return re.sub(r"^(https?://)[^/@]+@", r"\1", location, flags=re.IGNORECASE)
 
 
 def _commit(directory: Path, ref: str | None, location: str) -> str:
@@ -120,7 +137,7 @@ def _commit(directory: Path, ref: str | None, location: str) -> str:
         )
     except RepositoryError as e:
         raise RepositoryError(
-            f"{location} has no commit {ref or 'HEAD'!r}.",
+            f"{without_credentials(location)} has no commit {ref or 'HEAD'!r}.",
             hint="Give a branch, tag or commit that exists there (--ref).",
         ) from e
 

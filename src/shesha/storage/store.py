@@ -146,6 +146,9 @@ def _parse_job(path: str, password: str | None, ocr: OcrSettings | None) -> Pars
         return parse_file(path, password=password, ocr=ocr)
     except SheshaError as e:
         return str(e)
+    except Exception as e:  # noqa: BLE001  a parser's bug or a library's on hostile input:
+        # this file fails with the reason, and the batch goes on
+        return f"the parser failed on this file ({type(e).__name__}: {e})"
 
 
 def _drain(
@@ -337,7 +340,12 @@ class StoredProject:
                 failed.append(FailedInput(path=str(c.path), error=outcome))
                 report(c.name, "failed")
                 continue
-            status = self._commit(c.name, outcome, c.path, keep_originals)
+            try:
+                status = self._commit(c.name, outcome, c.path, keep_originals)
+            except StorageError as e:  # a name the store refuses, a full disk: this file only
+                failed.append(FailedInput(path=str(c.path), error=str(e)))
+                report(c.name, "failed")
+                continue
             stored.append(AddedDocument(name=c.name, status=status, meta=outcome.meta))
             report(c.name, status)
         stored.sort(key=lambda d: d.name)
@@ -364,6 +372,8 @@ class StoredProject:
         # OCR is slow, so workers tell this process each page they read, through a queue.
         context = _mp_context()
         pages_read: Queue[tuple[str, int, int]] = context.Queue()
+        if ocr is not None and not ocr.workers:  # the cores shared out, not multiplied
+            ocr = replace(ocr, workers=max(1, (os.cpu_count() or 1) // n))
         with ProcessPoolExecutor(
             n, mp_context=context, initializer=_worker_start, initargs=(pages_read,)
         ) as ex:
@@ -410,7 +420,10 @@ class StoredProject:
         with gitrepo.checkout(location, ref) as repo:
             selection = gitrepo.select(repo, gitrepo.committed_files(repo))
             report = self._add_selected(repo, selection, on_progress, workers, ocr)
-        self._record_repository(RepositorySource(location=location, ref=ref, commit=repo.commit))
+        # A token in the URL is not written down: an update asks git again (its own
+        # credential helper, ssh keys), as a user would.
+        shown = gitrepo.without_credentials(location)
+        self._record_repository(RepositorySource(location=shown, ref=ref, commit=repo.commit))
         return report.model_copy(update={"skipped": selection.skipped, "commit": repo.commit})
 
     def update_repositories(
