@@ -276,9 +276,11 @@ def test_three_queries_at_once_use_three_sandboxes(attacked: SandboxPool) -> Non
 
     def query(_: int) -> tuple[int, str]:
         with attacked.acquire(DOCS) as s:
-            barrier.wait()  # all three hold a sandbox at the same moment
+            out = s.execute("print(len(context))").stdout  # a session takes its sandbox here
+            barrier.wait()  # all three hold a sandbox at the same moment...
             busy = attacked.stats().busy
-            return busy, s.execute("print(len(context))").stdout
+            barrier.wait()  # ...and none lets go before all three have looked
+            return busy, out
 
     with ThreadPoolExecutor(3) as ex:
         seen = list(ex.map(query, range(3)))
