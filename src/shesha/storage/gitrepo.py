@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import io
 import re
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,6 +42,8 @@ from pathlib import Path, PurePosixPath
 from shesha.errors import RepositoryError
 
 MAX_TEXT_BYTES = 1 << 20
+HEAD_BYTES = 8192
+"""How much of each file is looked at to judge it (NUL bytes, "generated" marks)."""
 VENDORED_DIRS = {
     "vendor", "vendors", "third_party", "third-party", "node_modules", "bower_components",
     "Pods", "Carthage", "site-packages",
@@ -236,23 +238,68 @@ def _sizes(repo: Checkout, paths: Sequence[str]) -> dict[str, int]:
 
 
 def _heads(repo: Checkout, paths: Sequence[str]) -> dict[str, bytes]:
-    """The first 8 KB of each file at the commit (one ``git cat-file --batch``)."""
-    if not paths:
+    """The first 8 KB of each file at the commit, from one ``git cat-file --batch`` read
+    as a stream: memory stays at a file's head, however large the files."""
+    wanted = [p for p in paths if "\n" not in p]  # the batch protocol is line based
+    if not wanted:
         return {}
-    request = "".join(f"{repo.commit}:{p}\n" for p in paths).encode("utf-8", "surrogateescape")
-    out = _git(repo.directory, "cat-file", "--batch", data=request)
+    proc = _start_git(repo.directory, "cat-file", "--batch", stdin=True)
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    request = "".join(f"{repo.commit}:{p}\n" for p in wanted).encode("utf-8", "surrogateescape")
+    stdin = proc.stdin
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError):  # git stopped early: its exit code says why
+            stdin.write(request)
+        stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
     heads: dict[str, bytes] = {}
-    at = 0
-    for path in paths:
-        end = out.index(b"\n", at)
-        header = out[at:end].split()
-        at = end + 1
-        if len(header) < 3 or header[-1] == b"missing":
-            continue
-        size = int(header[2])
-        heads[path] = out[at : at + min(size, 8192)]
-        at += size + 1
+    try:
+        for path in wanted:
+            header = proc.stdout.readline().split()
+            if len(header) < 3 or header[-1] == b"missing":
+                continue
+            size = int(header[2])
+            heads[path] = proc.stdout.read(min(size, HEAD_BYTES))
+            left = size - len(heads[path]) + 1  # the rest, and the newline after it
+            while left > 0:
+                chunk = proc.stdout.read(min(left, 1 << 20))
+                if not chunk:
+                    break  # git ended early: _finish reports it
+                left -= len(chunk)
+    finally:
+        writer.join(timeout=GIT_TIMEOUT_S)
+        _finish(proc, "cat-file")
     return heads
+
+
+def _start_git(directory: Path, *args: str, stdin: bool = False) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            ["git", "-C", str(directory), *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise RepositoryError("git is not installed.", hint=GIT_HINT) from e
+
+
+def _finish(proc: subprocess.Popen[bytes], what: str) -> None:
+    try:
+        proc.wait(timeout=GIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        proc.kill()
+        raise RepositoryError(f"git {what} took longer than {GIT_TIMEOUT_S} s.") from e
+    finally:
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    if proc.returncode != 0:
+        raise RepositoryError(f"git {what} failed (exit code {proc.returncode}).")
 
 
 def export(repo: Checkout, paths: Sequence[str], into: Path) -> None:
@@ -260,7 +307,13 @@ def export(repo: Checkout, paths: Sequence[str], into: Path) -> None:
     if not paths:
         return
     wanted = set(paths)
-    archive = _git(repo.directory, "archive", "--format=tar", repo.commit)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and m.name in wanted]
-        tar.extractall(into, members=members, filter="data")  # no links out, no devices
+    proc = _start_git(repo.directory, "archive", "--format=tar", repo.commit)
+    assert proc.stdout is not None
+    try:
+        # read as a stream ("r|"): one member at a time, never the whole tree in memory
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                if member.isfile() and member.name in wanted:
+                    tar.extract(member, into, filter="data")  # no links out, no devices
+    finally:
+        _finish(proc, "archive")
