@@ -163,3 +163,19 @@ def test_a_token_in_a_url_is_neither_shown_nor_stored(tmp_path: Path) -> None:
             p.add_repository("https://robot:s3cret@127.0.0.1:9/team/repo.git")
         assert "s3cret" not in str(err.value)
         assert "https://127.0.0.1:9/team/repo.git" in str(err.value)
+
+
+def test_a_second_repository_may_not_overwrite_the_first(repo: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-repo"
+    other.mkdir()
+    git(other, "init", "-q", "-b", "main")
+    write(other, {"README.md": "# Another project\n", "notes.txt": "unrelated\n"})
+    git(other, "add", "-A")
+    git(other, "commit", "-q", "-m", "other")
+    with Shesha(home=str(tmp_path / "home")) as sh:
+        p = sh.project("both")
+        p.add_repository(repo)
+        with pytest.raises(RepositoryError, match=r"1 files of .*other-repo have the names"):
+            p.add_repository(other)
+        assert "30 days" in p.text("README.md")  # the first repository's file is intact
+        assert [r.location for r in p.stored.repositories()] == [str(repo.resolve())]

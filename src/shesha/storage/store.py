@@ -39,7 +39,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
 from shesha.config import default_home
-from shesha.errors import NotFoundError, SheshaError, StorageError
+from shesha.errors import NotFoundError, RepositoryError, SheshaError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument, parse_file
 from shesha.parser.ocr import OcrSettings
 from shesha.storage import gitrepo
@@ -419,12 +419,29 @@ class StoredProject:
             location = str(local.resolve())
         with gitrepo.checkout(location, ref) as repo:
             selection = gitrepo.select(repo, gitrepo.committed_files(repo))
+            self._refuse_clashes(location, selection.files)
             report = self._add_selected(repo, selection, on_progress, workers, ocr)
         # A token in the URL is not written down: an update asks git again (its own
         # credential helper, ssh keys), as a user would.
         shown = gitrepo.without_credentials(location)
         self._record_repository(RepositorySource(location=shown, ref=ref, commit=repo.commit))
         return report.model_copy(update={"skipped": selection.skipped, "commit": repo.commit})
+
+    def _refuse_clashes(self, location: str, files: Sequence[str]) -> None:
+        """Documents are named by their paths, so two repositories in one project must not
+        share a path: the second would overwrite the first, and updating one would remove
+        the other's file."""
+        shown = gitrepo.without_credentials(location)
+        others = [r.location for r in self.repositories() if r.location != shown]
+        if not others:
+            return
+        clash = sorted(set(files) & {r.name for r in self._records()})
+        if clash:
+            raise RepositoryError(
+                f"{len(clash)} files of {shown} have the names of documents already in "
+                f"project {self.name!r} from {others[0]} (e.g. {', '.join(clash[:3])}).",
+                hint="Add each repository to a project of its own.",
+            )
 
     def update_repositories(
         self,
