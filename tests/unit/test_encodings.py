@@ -180,3 +180,12 @@ def test_docs_and_add_json_show_the_encoding_and_a_low_confidence_warning(
     listed = CliRunner().invoke(app, ["docs", "p"], env={**env, "COLUMNS": "200"})
     assert "windows-1250 (detected)" in listed.stdout
     assert "encoding guessed" in listed.stdout
+
+
+def test_a_page_mixing_western_languages_is_read_as_windows_1252() -> None:
+    # French and Spanish in one page: no single language's alphabet covers è, ñ and à,
+    # and a Baltic page reads them as č, ņ and ā, which Latvian's does (found by hand)
+    page = "<html><body><p>C'est très bien, le niño est là.</p></body></html>"
+    doc = parse_bytes(page.encode("windows-1252"), "mixed.html")
+    assert "C'est très bien, le niño est là." in doc.text
+    assert doc.meta.encoding == "windows-1252"
