@@ -108,9 +108,10 @@ _ALPHABETS = [
     "ċġħż",  # Maltese
 ]
 _ALPHABETS.append("ßàáâãäåæçèéêëìíîïñòóôõöøùúûüÿœ·")
-"""Western European (the first eight above, and Finnish) as one alphabet: a page in windows-1252 mixes its languages' letters
-("très" and "niño" in one text), which no single language's alphabet covers, while a
-Baltic or Central page may cover such a mix by chance ("trčs", "niņo")."""
+"""Western European (the first eight above, and Finnish) as one alphabet: a page in
+windows-1252 mixes its languages' letters ("très" and "niño" in one text), which no single
+language's alphabet covers, while a Baltic or Central page may cover such a mix by chance
+("trčs", "niņo")."""
 
 
 def _c1_controls(error: UnicodeError) -> tuple[str, int]:
