@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,3 +35,21 @@ class DocumentMeta(BaseModel):
 class ParsedDocument(BaseModel):
     text: str
     meta: DocumentMeta
+
+    @classmethod
+    def of(
+        cls, text: str, source: bytes, sha256: str, *, fmt: str, parser: str, **meta: Any
+    ) -> ParsedDocument:
+        """A parser's text with its metadata; the counts (characters, source bytes) are
+        taken from the text and the source here, not by each parser."""
+        return cls(
+            text=text,
+            meta=DocumentMeta(
+                format=fmt,
+                chars=len(text),
+                sha256=sha256,
+                source_bytes=len(source),
+                parser=parser,
+                **meta,
+            ),
+        )

@@ -19,7 +19,7 @@ from docx.opc.exceptions import PackageNotFoundError
 from lxml import etree
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 MC = "http://schemas.openxmlformats.org/markup-compatibility/2006"
@@ -296,15 +296,11 @@ def parse_docx(data: bytes, name: str, sha256: str) -> ParsedDocument:
     if not text.strip():
         warnings.append("the document has no text (images only, or empty)")
     text = text.strip() + "\n" if text.strip() else ""
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="docx",
-            pages=None,
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser=parser,
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="docx",
+        parser=parser,
+        warnings=warnings,
     )

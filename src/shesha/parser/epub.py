@@ -10,7 +10,7 @@ import zipfile
 from xml.etree import ElementTree as ET
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import decode
 from shesha.parser.html import html_to_text
 
@@ -90,15 +90,12 @@ def parse_epub(data: bytes, name: str, sha256: str) -> ParsedDocument:
         x for x in (f"Title: {title}" if title else "", f"Author: {author}" if author else "") if x
     )
     text = (head + "\n\n" if head else "") + "\n\n".join(parts) + "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="epub",
-            pages=len(parts),
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="epub:zipfile+beautifulsoup4",
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="epub",
+        pages=len(parts),
+        parser="epub:zipfile+beautifulsoup4",
+        warnings=warnings,
     )

@@ -13,7 +13,7 @@ import warnings
 from bs4 import BeautifulSoup, Comment, Tag, XMLParsedAsHTMLWarning
 from bs4.element import NavigableString
 
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import declared_charset, decode
 
 NOISE = {
@@ -121,17 +121,14 @@ def parse_html(data: bytes, name: str, sha256: str) -> ParsedDocument:
     if not text.strip():
         notes.append("the page has no visible text")
     text = text + "\n" if text else ""
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="html",
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="html:beautifulsoup4",
-            encoding=decoded.encoding,
-            encoding_source=decoded.source,
-            encoding_confidence=decoded.confidence,
-            warnings=notes,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="html",
+        parser="html:beautifulsoup4",
+        encoding=decoded.encoding,
+        encoding_source=decoded.source,
+        encoding_confidence=decoded.confidence,
+        warnings=notes,
     )

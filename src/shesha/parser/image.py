@@ -8,7 +8,7 @@ import io
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.ocr import OcrSettings, OcrUnavailable, read_pages
 
 MAX_PIXELS = 200_000_000
@@ -65,16 +65,13 @@ def parse_image(data: bytes, name: str, sha256: str, ocr: OcrSettings | None) ->
     else:
         text = "\n\n".join(f"--- Page {i} ---\n{t}" for i, t in enumerate(texts, start=1))
     text = text + "\n" if text else ""
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="image",
-            pages=len(frames),
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="image:pillow+tesseract" if read else "image:pillow",
-            ocr_pages=read,
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="image",
+        pages=len(frames),
+        parser="image:pillow+tesseract" if read else "image:pillow",
+        ocr_pages=read,
+        warnings=warnings,
     )

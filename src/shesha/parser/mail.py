@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.html import html_to_text
 
 HEADERS = ("From", "To", "Cc", "Date", "Subject")
@@ -97,15 +97,11 @@ def _parse_email(data: bytes, name: str, sha256: str, parse: AttachmentParser) -
         )
     warnings: list[str] = []
     text = _message_text(message, parse, warnings, 0).strip() + "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="email",
-            pages=None,
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="email:stdlib",
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="email",
+        parser="email:stdlib",
+        warnings=warnings,
     )

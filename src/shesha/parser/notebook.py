@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import decode
 
 DAMAGED_HINT = "Open it in Jupyter and save it again, then add it again."
@@ -58,15 +58,11 @@ def parse_notebook(data: bytes, name: str, sha256: str) -> ParsedDocument:
         elif source:
             parts.append(f"[cell {number}: {kind}]\n{source}")
     text = "\n\n".join(parts) + "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="notebook",
-            pages=None,
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="notebook:json",
-            warnings=[] if parts else ["the notebook has no cells with content"],
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="notebook",
+        parser="notebook:json",
+        warnings=[] if parts else ["the notebook has no cells with content"],
     )

@@ -18,7 +18,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.ocr import OCR_DPI, OcrSettings, ocr_problem, read_pages
 from shesha.parser.pdf_repair import Rebuilt, rebuild, surviving_objects
 
@@ -136,19 +136,15 @@ def _read_pages(
     for i, number in enumerate(numbers):
         try:
             page = pdf[i]
-        except pdfium.PdfiumError as e:
+            try:
+                text = _page_text(page)
+                scanned = len("".join(text.split())) < MIN_PAGE_CHARS and _has_images(page)
+            finally:
+                page.close()
+        except pdfium.PdfiumError as e:  # the page will not load, or its text will not
             texts.append(f"[page could not be read: {e}]")
             out.empty.append(number)
             continue
-        try:
-            text = _page_text(page)
-            scanned = len("".join(text.split())) < MIN_PAGE_CHARS and _has_images(page)
-        except pdfium.PdfiumError as e:
-            texts.append(f"[page could not be read: {e}]")
-            out.empty.append(number)
-            continue
-        finally:
-            page.close()
         if drop_garbled:
             cleaned = _without_glyph_numbers(text)
             if _garbled(text) or (text and not cleaned):
@@ -238,7 +234,7 @@ def parse_pdf(
         if _truncated(data) and password is None:
             # pdfium opens some cut files by itself, but may find fewer pages than survive
             candidate = rebuild(data)
-            if candidate is not None and _page_count(candidate) > len(pdf):
+            if candidate is not None and candidate.pages > len(pdf):
                 pdf.close()
                 rebuilt, pdf = candidate, pdfium.PdfDocument(candidate.data)
     try:
@@ -261,20 +257,17 @@ def parse_pdf(
         )
     warnings += _text_layer_warnings(pages, count, ocr)
     text = "\n\n".join(pages.parts) + "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="pdf",
-            pages=count,
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="pdf:pypdfium2"
-            + ("+rebuilt" if rebuilt else "")
-            + ("+tesseract" if pages.ocr else ""),
-            ocr_pages=pages.ocr,
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="pdf",
+        pages=count,
+        parser="pdf:pypdfium2"
+        + ("+rebuilt" if rebuilt else "")
+        + ("+tesseract" if pages.ocr else ""),
+        ocr_pages=pages.ocr,
+        warnings=warnings,
     )
 
 
@@ -284,7 +277,7 @@ def _text_layer_warnings(pages: _Pages, count: int, ocr: OcrSettings | None) -> 
     said = []
     if pages.ocr:
         said.append(
-            f"{_noun(pages.ocr)} {_ranges(pages.ocr)} read by OCR (no text layer): "
+            f"{_noun(len(pages.ocr))} {_ranges(pages.ocr)} read by OCR (no text layer): "
             "a machine's reading, check names and numbers that matter"
         )
     empty = [n for n in pages.empty if n not in pages.ocr]
@@ -300,26 +293,18 @@ def _text_layer_warnings(pages: _Pages, count: int, ocr: OcrSettings | None) -> 
         return said
     if unread:
         verb = "is" if len(unread) == 1 else "are"
-        said.append(f"{_noun(unread)} {_ranges(unread)} {verb} scanned (no text layer): {why}")
+        said.append(f"{_noun(len(unread))} {_ranges(unread)} {verb} scanned (no text layer): {why}")
     blank = [n for n in empty if n not in pages.scanned]
     if blank and len(blank) == count:
         said.append("no page has any text (and no image to OCR)")
     elif blank:
         verb = "has" if len(blank) == 1 else "have"
-        said.append(f"{_noun(blank)} {_ranges(blank)} {verb} no text")
+        said.append(f"{_noun(len(blank))} {_ranges(blank)} {verb} no text")
     return said
 
 
-def _noun(pages: list[int]) -> str:
-    return "page" if len(pages) == 1 else "pages"
-
-
-def _page_count(rebuilt: Rebuilt) -> int:
-    doc = pdfium.PdfDocument(rebuilt.data)
-    try:
-        return len(doc)
-    finally:
-        doc.close()
+def _noun(count: int) -> str:
+    return "page" if count == 1 else "pages"
 
 
 def _recovered_warning(rebuilt: Rebuilt, count: int, garbled: list[int], unsure: list[int]) -> str:
@@ -336,20 +321,18 @@ def _recovered_warning(rebuilt: Rebuilt, count: int, garbled: list[int], unsure:
     else:
         said += "; the original page count and numbers are not known (pages are in file order)"
     if garbled:
-        noun = "page" if len(garbled) == 1 else "pages"
-        said += f"; {noun} {_ranges(garbled)} lost their fonts and are left out"
+        said += f"; {_noun(len(garbled))} {_ranges(garbled)} lost their fonts and are left out"
     unsure = [n for n in unsure if n not in garbled]
     if unsure:
-        noun = "page" if len(unsure) == 1 else "pages"
         said += (
-            f"; {noun} {_ranges(unsure)} lost some of their fonts: lines read as glyph "
-            "numbers are left out, and the rest may be in the wrong characters"
+            f"; {_noun(len(unsure))} {_ranges(unsure)} lost some of their fonts: lines read as "
+            "glyph numbers are left out, and the rest may be in the wrong characters"
         )
     return said + "; a recovered page may miss what it drew from the lost part"
 
 
 def _pages(n: int) -> str:
-    return f"{n} page" if n == 1 else f"{n} pages"
+    return f"{n} {_noun(n)}"
 
 
 def _unrecoverable(name: str, data: bytes, reason: str) -> str:

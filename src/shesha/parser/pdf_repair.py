@@ -54,6 +54,8 @@ class PdfObject:
 class Rebuilt:
     data: bytes
     """A new PDF holding the pages that survive."""
+    pages: int
+    """How many pages ``data`` holds."""
     page_numbers: list[int] | None
     """Each page's number in the original, when its page tree survived whole."""
     original_pages: int | None
@@ -173,11 +175,12 @@ def rebuild(data: bytes) -> Rebuilt | None:
     tree, catalog = top, top + 1
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets: dict[int, int] = {}
+    page_bodies = {n: _as_page(objects, n, tree) for n in order}
     for number in sorted(objects):
         obj = objects[number]
         if _SKIP.search(obj.body):
             continue
-        body = _as_page(objects, number, tree) if number in order else obj.body
+        body = page_bodies.get(number, obj.body)
         offsets[number] = len(out)
         out += b"%d 0 obj\n" % number
         if obj.stream is None:
@@ -206,8 +209,8 @@ def rebuild(data: bytes) -> Rebuilt | None:
         catalog,
         xref,
     )
-    lost = [i for i, n in enumerate(order) if _fonts_lost(objects, _as_page(objects, n, tree))]
-    return Rebuilt(bytes(out), numbers, original, lost)
+    lost = [i for i, n in enumerate(order) if _fonts_lost(objects, page_bodies[n])]
+    return Rebuilt(bytes(out), len(order), numbers, original, lost)
 
 
 _FONT_PARTS = (b"ToUnicode", b"FontDescriptor", b"DescendantFonts", b"Encoding", b"Widths")

@@ -14,7 +14,7 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pptx.exc import PackageNotFoundError
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 
 DAMAGED_HINT = "Open it in a presentation program and save it again, then add it again."
 
@@ -58,15 +58,12 @@ def parse_pptx(data: bytes, name: str, sha256: str) -> ParsedDocument:
         parts.append(f"--- Slide {number} ---\n" + "\n".join(lines))
     warnings = [f"slides {', '.join(map(str, empty))} have no text"] if empty else []
     text = "\n\n".join(parts) + "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="pptx",
-            pages=len(parts),
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="pptx:python-pptx",
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="pptx",
+        pages=len(parts),
+        parser="pptx:python-pptx",
+        warnings=warnings,
     )

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import decode
 
 MAX_CSV_FIELD = 1 << 24
@@ -56,17 +56,14 @@ def parse_text(data: bytes, name: str, sha256: str, fmt: str) -> ParsedDocument:
         warnings.append("the file has no text")
     if text and not text.endswith("\n"):
         text += "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format=fmt,
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser=f"text:{fmt}",
-            encoding=decoded.encoding,
-            encoding_source=decoded.source,
-            encoding_confidence=decoded.confidence,
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt=fmt,
+        parser=f"text:{fmt}",
+        encoding=decoded.encoding,
+        encoding_source=decoded.source,
+        encoding_confidence=decoded.confidence,
+        warnings=warnings,
     )

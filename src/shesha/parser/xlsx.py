@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
 from shesha.errors import ParseError
-from shesha.parser.document import DocumentMeta, ParsedDocument
+from shesha.parser.document import ParsedDocument
 
 DAMAGED_HINT = "Open it in a spreadsheet program and save it again, then add it again."
 
@@ -58,15 +58,12 @@ def parse_xlsx(data: bytes, name: str, sha256: str) -> ParsedDocument:
     finally:
         book.close()
     text = "\n\n".join(parts) + "\n"
-    return ParsedDocument(
-        text=text,
-        meta=DocumentMeta(
-            format="xlsx",
-            pages=len(parts),
-            chars=len(text),
-            sha256=sha256,
-            source_bytes=len(data),
-            parser="xlsx:openpyxl",
-            warnings=warnings,
-        ),
+    return ParsedDocument.of(
+        text,
+        data,
+        sha256,
+        fmt="xlsx",
+        pages=len(parts),
+        parser="xlsx:openpyxl",
+        warnings=warnings,
     )
