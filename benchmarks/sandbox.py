@@ -44,6 +44,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "exec_roundtrip_ms_p50": ("<=", 0.5),
     "exec_vs_floor": ("<=", 3.0),
     "acquire_ms_p50": ("<=", 5.0),
+    "release_ms_p50": ("<=", 10.0),
     "requery_bytes_sent": ("<=", 0),
     "load_100mb_s": ("<=", 1.0),
     "pool_ready_s": ("<=", 1.0),
@@ -219,12 +220,19 @@ def bench(rounds: int, backend: str) -> dict[str, Any]:
     with running.acquire(corpus) as session:
         results["first_query_bytes_sent"] = session.document_bytes_sent
 
-    def acquire_release() -> None:
-        with running.acquire(corpus):
-            pass
-
-    acquire_samples = timed(acquire_release, max(rounds // 5, 50))
+    # A query's life: acquire, run code, release. Release ends the query (its worker,
+    # processes and files are gone, a fresh worker waits); acquire then only checks.
+    acquire_samples, release_samples = [], []
+    for _ in range(max(rounds // 5, 50)):
+        t0 = time.perf_counter()
+        session = running.acquire(corpus)
+        acquire_samples.append(time.perf_counter() - t0)
+        session.execute("open('scratch.txt', 'w').write('x'); x = 1")
+        t0 = time.perf_counter()
+        session.close()
+        release_samples.append(time.perf_counter() - t0)
     results["acquire_ms_p50"] = percentile(acquire_samples, 0.5) * 1000
+    results["release_ms_p50"] = percentile(release_samples, 0.5) * 1000
     with running.acquire(corpus) as session:
         results["requery_bytes_sent"] = session.document_bytes_sent
     t0 = time.perf_counter()

@@ -54,7 +54,8 @@ def test_containers_run_with_the_full_hardening(
     assert hc["MemorySwap"] == hc["Memory"]
     assert hc["NanoCpus"] == int(test_limits.cpus * 1e9)
     assert {u["Name"] for u in hc["Ulimits"]} == {"nofile", "fsize"}
-    assert hc["Init"] is True
+    assert hc["Init"] is False  # the runner is PID 1: no other process to take over
+    assert info["Config"]["Cmd"] == ["--scratch", "/tmp"]
     assert "noexec" in hc["Tmpfs"]["/tmp"]
     assert info["Config"]["User"] == "65532:65532"
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +20,10 @@ from shesha.sandbox.protocol import FrameChannel
 
 
 class RunnerClient:
-    def __init__(self) -> None:
+    def __init__(self, scratch: Path) -> None:
         host, child = socket.socketpair()
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(RUNNER_PATH)],
+            [sys.executable, "-I", str(RUNNER_PATH), "--scratch", str(scratch)],
             stdin=child.fileno(),
             stdout=child.fileno(),
             stderr=subprocess.PIPE,
@@ -71,8 +72,8 @@ class RunnerClient:
 
 
 @pytest.fixture
-def runner() -> Iterator[RunnerClient]:
-    client = RunnerClient()
+def runner(tmp_path: Path) -> Iterator[RunnerClient]:
+    client = RunnerClient(tmp_path)
     yield client
     client.close()
 
@@ -81,7 +82,7 @@ def test_ping_reports_the_runner_hash_and_protocol(runner: RunnerClient) -> None
     pong = runner.request({"kind": "ping"})
     assert pong["kind"] == "pong"
     assert pong["runner"] == runner_hash()
-    assert pong["protocol"] == 1
+    assert pong["protocol"] == 2
     assert pong["version"] is None
 
 

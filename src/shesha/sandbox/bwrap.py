@@ -89,6 +89,7 @@ def command(limits: SandboxLimits, seccomp_fd: int | None) -> list[str]:
         bwrap, "--unshare-all", "--unshare-user",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
         "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--as-pid-1",  # the runner is PID 1: no signal from inside reaches it
         *_binds(),
         "--ro-bind", str(RUNNER_PATH), RUNNER_INSIDE,
         "--proc", "/proc", "--dev", "/dev",
@@ -100,7 +101,7 @@ def command(limits: SandboxLimits, seccomp_fd: int | None) -> list[str]:
     ]  # fmt: skip
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    return [*argv, "--", interpreter(), "-I", "-S", RUNNER_INSIDE]
+    return [*argv, "--", interpreter(), "-I", "-S", RUNNER_INSIDE, "--scratch", TMP]
 
 
 @cache

@@ -50,7 +50,9 @@ def host_config(client: docker.DockerClient, limits: SandboxLimits) -> dict[str,
                     hard=limits.file_size_mb * 1024 * 1024,
                 ),
             ],
-            init=True,  # an init as PID 1 passes signals on and reaps children
+            # No init: the runner is PID 1 itself, so no signal from inside can stop it, it
+            # reaps every orphan, and there is no other process for code to take over.
+            init=False,
             ipc_mode="none",  # no /dev/shm: nothing writable outside /tmp
             log_config=LogConfig(type=LogConfig.types.NONE),
         )
@@ -92,6 +94,7 @@ class DockerSandbox(RunnerClient):
                 tty=False,
                 user=SANDBOX_USER,
                 working_dir="/tmp",  # noqa: S108 (the container's private tmpfs)
+                command=["--scratch", "/tmp"],  # noqa: S108  emptied after every query
                 environment={},
                 labels={LABEL_SANDBOX: "1", **(labels or {})},
                 host_config=host_config(client, limits),

@@ -268,11 +268,13 @@ class SandboxPool:
         while True:
             sandbox = self._take_idle(corpus.version, deadline)
             try:
-                sandbox.ping(timeout=self.health_timeout)
                 if sandbox.loaded_version == corpus.version:
+                    # A fresh worker for this query (already waiting, if the last query's
+                    # release cleaned up); the reply doubles as the health check.
                     sandbox.reset(timeout=self.health_timeout)
                     return sandbox, 0
-                sent = sandbox.load(corpus)
+                sandbox.ping(timeout=self.health_timeout)
+                sent = sandbox.load(corpus)  # another corpus: the runner starts afresh
             except SandboxError:
                 self._discard(sandbox)  # unhealthy: replace it and try another
                 continue
@@ -316,6 +318,13 @@ class SandboxPool:
         return self._idle[0]  # least recently used
 
     def _release(self, sandbox: Sandbox) -> None:
+        """Back to the idle list once nothing of the query is left in it: its processes,
+        files and interpreter state are gone, and a fresh worker waits."""
+        try:
+            sandbox.reset(timeout=self.health_timeout)
+        except SandboxError:
+            self._discard(sandbox)
+            return
         with self._cond:
             self._busy.discard(id(sandbox))
             if self._closed or not sandbox.alive or id(sandbox) not in self._all:

@@ -1,6 +1,13 @@
 """The runner as a local child process: the same runner and frames as a container, with
 NO isolation. Code it runs can read your files and reach the network.
 
+What does hold, as in every sandbox: each query's code runs in a worker process of its
+own, forked from a runner that never runs code; when the query ends, that worker and
+everything it started are killed and the scratch directory (a private temporary
+directory, the code's working directory and ``TMPDIR``) is emptied. So a query of your
+own pipeline cannot disturb the next one by accident. It is not a security boundary: the
+code runs as your user, can write anywhere you can, and shares your IPC namespace.
+
 It exists so that tests and examples can run the whole engine, the real runner
 included, without Docker, and with code they wrote themselves. Never give it code or
 documents you do not trust; use the Docker sandbox for that.
@@ -13,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from io import BufferedReader
@@ -27,6 +36,7 @@ from shesha.sandbox.container import check_runner
 from shesha.sandbox.image import RUNNER_PATH
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.protocol import STDERR_TAIL, FrameChannel
+from shesha.sandbox.runner import descendants
 from shesha.sandbox.runner_client import ExitState, RunnerClient
 
 
@@ -57,10 +67,15 @@ class ProcessSandbox(RunnerClient):
     """The runner in a child process of this one, spoken to over a socket pair."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], channel: FrameChannel, limits: SandboxLimits
+        self,
+        proc: subprocess.Popen[bytes],
+        channel: FrameChannel,
+        limits: SandboxLimits,
+        scratch: str | None = None,
     ) -> None:
         super().__init__(channel, limits)
         self._proc = proc
+        self._scratch = scratch
         assert proc.stderr is not None
         self._stderr = _StderrTail(cast(BufferedReader, proc.stderr))
 
@@ -75,9 +90,20 @@ class ProcessSandbox(RunnerClient):
         """Start ``command`` (default: this interpreter running the runner) and wait
         until it answers a ping."""
         limits = limits or SandboxLimits()
-        argv = list(command or [sys.executable, "-I", str(RUNNER_PATH)])
-        proc, channel = spawn(argv, limits, _rlimits(limits))
-        sandbox = cls(proc, channel, limits)
+        scratch = tempfile.mkdtemp(prefix="shesha-sandbox-")
+        argv = [*(command or [sys.executable, "-I", str(RUNNER_PATH)]), "--scratch", scratch]
+        try:
+            proc, channel = spawn(
+                argv,
+                limits,
+                _rlimits(limits),
+                cwd=scratch,
+                env={"TMPDIR": scratch, "HOME": scratch},
+            )
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        sandbox = cls(proc, channel, limits, scratch)
         check_runner(sandbox, f"process {argv[0]}", ready_timeout)
         return sandbox
 
@@ -89,10 +115,10 @@ class ProcessSandbox(RunnerClient):
         return lambda: cls.launch(limits, command=command)
 
     def _stop(self) -> None:
-        if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # it ended on its own just now
-                os.killpg(self._proc.pid, signal.SIGKILL)
+        kill_tree(self._proc.pid)
         self._proc.wait()
+        if self._scratch is not None:
+            _remove_scratch(self._scratch)
 
     def exit_state(self) -> ExitState:
         try:
@@ -106,11 +132,41 @@ class ProcessSandbox(RunnerClient):
         return self._stderr.text()
 
 
+def kill_tree(pid: int) -> None:
+    """Kill a process and every process below it, whatever session or group they moved
+    to: stop them all (so none forks or is orphaned meanwhile), then kill them."""
+    stopped: set[int] = set()
+    for _ in range(1000):
+        found = [pid, *descendants(pid)]
+        fresh = [p for p in found if p not in stopped]
+        if not fresh:
+            break
+        for p in fresh:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGSTOP)
+            stopped.add(p)
+    for p in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+
+
+def _remove_scratch(path: str) -> None:
+    """Remove a scratch directory, whatever code made of its permissions."""
+    for root, dirs, _ in os.walk(path):
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def spawn(
     argv: Sequence[str],
     limits: SandboxLimits,
     preexec: Callable[[], None],
     pass_fds: Sequence[int] = (),
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], FrameChannel]:
     """Start ``argv`` in a new session with an empty environment, its stdin and stdout
     one end of a socket pair, and ``preexec`` run in the child before it execs."""
@@ -121,7 +177,8 @@ def spawn(
             stdin=child.fileno(),
             stdout=child.fileno(),
             stderr=subprocess.PIPE,
-            env={},
+            env=env or {},
+            cwd=cwd,
             start_new_session=True,  # a kill reaches everything it started
             preexec_fn=preexec,  # noqa: PLW1509 (no threads run between fork and exec)
             pass_fds=tuple(pass_fds),

@@ -1,39 +1,76 @@
-"""The shesha sandbox runner: the one program that runs inside the container.
+"""The shesha sandbox runner: the one program that runs inside the sandbox.
 
 Standard library only; it must run on any Python >= 3.11 in the sandbox image.
 It is a separate program from the host library: nothing here imports shesha.
 
-Protocol (both directions, over the container's stdin/stdout):
+Two kinds of process, so that no query reaches another:
+
+- The **supervisor** speaks the protocol with the host and holds the documents. It never
+  runs code from a query, and nothing a query does can reach it: it is not dumpable (no
+  ptrace, no ``/proc/<pid>/mem``), and in a sandbox of its own (Docker, bubblewrap) it is
+  PID 1 of the namespace, which no signal from inside can stop or kill.
+- A **worker** runs one query's code. The supervisor forks it from its own, untouched
+  state, so it starts with a fresh interpreter that already holds the documents. At the
+  end of the query (``reset``) the supervisor kills it and everything it started, by any
+  route (new sessions, orphans, threads), empties the scratch directory, and removes the
+  namespace's System V IPC objects; only then does it fork the next worker. When another
+  corpus is loaded, the supervisor first re-executes itself, so nothing of the earlier
+  corpus is left in the memory a worker would inherit.
+
+The worker speaks only to the supervisor, over a socket of its own; the supervisor checks
+each frame, gives it the host's ids, and passes it on. Its raw stdout and stderr go to a
+pipe of its own, of which the supervisor keeps a bounded tail to report if it dies.
+
+Protocol with the host (both directions, over the sandbox's stdin/stdout):
     frame   = u32 header_len (big-endian) | u32 payload_len | header JSON | payload bytes
     header  = {"kind": str, "id": int, ...}
 The payload carries bulk data (document texts) so that it is never JSON-escaped.
 
-Host -> runner kinds: ping, load, reset, exec, subcall_result, shutdown.
-Runner -> host kinds: pong, loaded, reset_ok, result, subcall, error.
+Host -> runner kinds: ping, load, reset, exec, subcall_result, tool_result, shutdown.
+Runner -> host kinds: pong, loaded, reset_ok, result, subcall, tool, lost, error.
+
+    python3 runner.py --scratch DIR     serve the protocol; DIR is emptied between queries
+    python3 runner.py --hash            print this program's hash
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import linecache
 import os
 import re
 import resource
+import select
 import signal
+import socket
+import stat
 import struct
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 _HEADER = struct.Struct(">II")
 DEFAULT_MAX_OUTPUT = 20_000
 MAX_CITATIONS = 200
+MAX_WORKER_FRAME = 64 * 1024 * 1024
+"""The largest frame the supervisor accepts from a worker."""
+WORKER_STDERR_TAIL = 4000
+"""How much of a worker's raw stdout and stderr the supervisor keeps, to report its death."""
+WORKER_KINDS = frozenset({"subcall", "tool", "result"})
+"""What a worker may send; anything else ends it."""
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
+_IPC_RMID = 0
 
 
 def _own_hash() -> str:
@@ -45,40 +82,82 @@ class ProtocolViolation(Exception):
     """The host sent something this runner cannot accept."""
 
 
-class Wire:
-    """Length-prefixed frames over two private file descriptors."""
+def encode(header: dict[str, Any]) -> bytes:
+    """A frame's JSON body. A lone surrogate (code may print one) becomes '?': the host
+    reads only valid UTF-8."""
+    return json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
 
-    def __init__(self, in_fd: int, out_fd: int) -> None:
-        self._in: BinaryIO = open(in_fd, "rb", buffering=1 << 16)  # noqa: SIM115
-        self._out_fd = out_fd
+
+class Wire:
+    """Length-prefixed frames over two file descriptors.
+
+    What was read past the current frame is kept in :attr:`pending`, so the supervisor
+    can hand it on when it re-executes itself between two frames."""
+
+    def __init__(self, in_fd: int, out_fd: int, pending: bytes = b"") -> None:
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self._buf = bytearray(pending)
         self._lock = threading.Lock()
         self._owner = os.getpid()
 
-    def _read_exact(self, n: int) -> bytes:
-        data = self._in.read(n)
-        if data is None or len(data) != n:
-            raise EOFError("host closed the channel")
-        return data
+    @property
+    def pending(self) -> bytes:
+        return bytes(self._buf)
 
-    def read(self) -> tuple[dict[str, Any], bytes]:
-        hlen, plen = _HEADER.unpack(self._read_exact(_HEADER.size))
-        header = json.loads(self._read_exact(hlen))
+    def read_exact(self, n: int) -> bytes:
+        buf = self._buf
+        if len(buf) >= n:
+            data = bytes(buf[:n])
+            del buf[:n]
+            return data
+        out = bytearray(n)  # a large payload goes straight into its own buffer
+        view = memoryview(out)
+        got = len(buf)
+        view[:got] = buf
+        buf.clear()
+        while got < n:
+            k = os.readv(self.in_fd, [view[got:]])
+            if k == 0:
+                raise EOFError("the other end closed the channel")
+            got += k
+        return bytes(out)
+
+    def _fill(self, want: int) -> None:
+        while len(self._buf) < want:
+            chunk = os.read(self.in_fd, 1 << 16)
+            if not chunk:
+                raise EOFError("the other end closed the channel")
+            self._buf += chunk
+
+    def read_header(self) -> tuple[dict[str, Any], int, bytes]:
+        """The next frame's header, its JSON body as sent, and the length of the payload
+        that follows it (not read yet)."""
+        self._fill(_HEADER.size)
+        hlen, plen = _HEADER.unpack_from(self._buf)
+        self._fill(_HEADER.size + hlen)
+        body = bytes(self._buf[_HEADER.size : _HEADER.size + hlen])
+        del self._buf[: _HEADER.size + hlen]
+        header = json.loads(body)
         if not isinstance(header, dict) or not isinstance(header.get("kind"), str):
             raise ProtocolViolation("frame header is not an object with a kind")
-        payload = self._read_exact(plen) if plen else b""
-        return header, payload
+        return header, plen, body
+
+    def read(self) -> tuple[dict[str, Any], bytes]:
+        header, plen, _ = self.read_header()
+        return header, self.read_exact(plen) if plen else b""
 
     def write(self, header: dict[str, Any]) -> None:
+        self.write_body(encode(header))
+
+    def write_body(self, body: bytes) -> None:
         if os.getpid() != self._owner:
             # A process forked by code in the sandbox must never speak the protocol.
             os._exit(0)
-        body = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8", "surrogatepass"
-        )
         data = memoryview(_HEADER.pack(len(body), 0) + body)
         with self._lock:
             while data:
-                written = os.write(self._out_fd, data)
+                written = os.write(self.out_fd, data)
                 data = data[written:]
 
 
@@ -163,19 +242,33 @@ class _FinalVarNames(ast.NodeTransformer):
         return node
 
 
-class Runner:
-    def __init__(self, wire: Wire) -> None:
+# -- the worker: one query's code ------------------------------------------------------------
+
+
+class Worker:
+    """Runs the code of one query in a namespace of its own, in a process of its own."""
+
+    def __init__(self, wire: Wire, docs: tuple[str, ...], names: tuple[str, ...]) -> None:
         self.wire = wire
-        self.runner_hash = _own_hash()
-        self.docs: tuple[str, ...] = ()
-        self.names: tuple[str, ...] = ()
-        self.version: str | None = None
-        self.namespace: dict[str, Any] = {}
+        self.docs = docs
+        self.names = names
         self.final: str | None = None
+        self.citations: list[dict[str, Any]] = []
         self._cell = 0
         self._subcall_id = 0
         self._subcall_lock = threading.Lock()
-        self.reset()
+        self.namespace: dict[str, Any] = {
+            "__name__": "__main__",
+            "__builtins__": __builtins__,
+            "re": re,  # the prompts show re.findall; an import left out should not cost a step
+            "context": list(docs),
+            "doc_names": list(names),
+            "FINAL": self._final,
+            "FINAL_VAR": self._final_var,
+            "llm_query": self._llm_query,
+            "llm_query_batched": self._llm_query_batched,
+            "cite": self._cite,
+        }
 
     # -- the functions code in the sandbox sees ------------------------------------------
 
@@ -230,19 +323,23 @@ class Runner:
             self.citations.append(entry)
         return entry
 
+    def _ask(self, header: dict[str, Any], reply_kind: str) -> dict[str, Any]:
+        with self._subcall_lock:
+            self._subcall_id += 1
+            sid = self._subcall_id
+            self.wire.write({**header, "id": sid})
+            reply, _ = self.wire.read()
+        if reply.get("kind") != reply_kind or reply.get("id") != sid:
+            raise ProtocolViolation(f"expected {reply_kind} {sid}, got {reply.get('kind')}")
+        return reply
+
     def _tool(self, name: str) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            with self._subcall_lock:
-                self._subcall_id += 1
-                tid = self._subcall_id
-                self.wire.write({"kind": "tool", "id": tid, "name": name, "args": list(args),
-                                 "kwargs": kwargs})  # fmt: skip
-                header, _ = self.wire.read()
-            if header.get("kind") != "tool_result" or header.get("id") != tid:
-                raise ProtocolViolation(f"expected tool_result {tid}, got {header.get('kind')}")
-            if not header.get("ok"):
-                raise RuntimeError(f"{name}: {header.get('error')}")
-            return header.get("value")
+            msg = {"kind": "tool", "name": name, "args": list(args), "kwargs": kwargs}
+            reply = self._ask(msg, "tool_result")
+            if not reply.get("ok"):
+                raise RuntimeError(f"{name}: {reply.get('error')}")
+            return reply.get("value")
 
         call.__name__ = name
         return call
@@ -258,17 +355,10 @@ class Runner:
                 self.namespace[name] = stub
 
     def _subcall(self, items: list[dict[str, str]]) -> list[str]:
-        with self._subcall_lock:
-            self._subcall_id += 1
-            sid = self._subcall_id
-            self.wire.write({"kind": "subcall", "id": sid, "items": items})
-            header, _ = self.wire.read()
-            if header.get("kind") != "subcall_result" or header.get("id") != sid:
-                raise ProtocolViolation(f"expected subcall_result {sid}, got {header.get('kind')}")
-            results = header.get("results")
-            if not isinstance(results, list) or len(results) != len(items):
-                raise ProtocolViolation("subcall_result has the wrong number of results")
-            return [r if isinstance(r, str) else str(r) for r in results]
+        results = self._ask({"kind": "subcall", "items": items}, "subcall_result").get("results")
+        if not isinstance(results, list) or len(results) != len(items):
+            raise ProtocolViolation("subcall_result has the wrong number of results")
+        return [r if isinstance(r, str) else str(r) for r in results]
 
     def _llm_query(self, instruction: str, content: Any = "") -> str:
         if not isinstance(instruction, str):
@@ -298,51 +388,7 @@ class Runner:
             return []
         return self._subcall(items)
 
-    # -- message handlers -------------------------------------------------------------
-
-    def reset(self) -> None:
-        self.final = None
-        self.citations: list[dict[str, Any]] = []
-        self.namespace = {
-            "__name__": "__main__",
-            "__builtins__": __builtins__,
-            "re": re,  # the prompts show re.findall; an import left out should not cost a step
-            "context": list(self.docs),
-            "doc_names": list(self.names),
-            "FINAL": self._final,
-            "FINAL_VAR": self._final_var,
-            "llm_query": self._llm_query,
-            "llm_query_batched": self._llm_query_batched,
-            "cite": self._cite,
-        }
-
-    def load(self, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
-        names = header.get("names")
-        lengths = header.get("lengths")
-        if (
-            not isinstance(names, list)
-            or not isinstance(lengths, list)
-            or len(names) != len(lengths)
-        ):
-            raise ProtocolViolation("load needs names and lengths of equal length")
-        if sum(lengths) != len(payload):
-            raise ProtocolViolation("load lengths do not add up to the payload size")
-        view = memoryview(payload)
-        docs = []
-        pos = 0
-        for n in lengths:
-            docs.append(str(view[pos : pos + n], "utf-8", "replace"))
-            pos += n
-        self.docs = tuple(docs)
-        self.names = tuple(str(n) for n in names)
-        self.version = str(header.get("version") or "")
-        self.reset()
-        return {
-            "kind": "loaded",
-            "version": self.version,
-            "documents": len(self.docs),
-            "chars": sum(len(d) for d in self.docs),
-        }
+    # -- one execution --------------------------------------------------------------------
 
     def execute(self, header: dict[str, Any]) -> dict[str, Any]:
         code = header.get("code")
@@ -401,8 +447,465 @@ class Runner:
             "peak_rss_kb": usage1.ru_maxrss,
         }
 
-    def handle(self, header: dict[str, Any], payload: bytes) -> dict[str, Any] | None:
+    def serve(self) -> None:
+        """Run what the supervisor sends until it closes the channel."""
+        while True:
+            try:
+                header, _ = self.wire.read()
+            except EOFError:
+                return
+            if header["kind"] != "exec":
+                raise ProtocolViolation(f"a worker runs code only, not {header['kind']!r}")
+            reply = self.execute(header)
+            reply["id"] = header.get("id")
+            self.wire.write(reply)
+
+
+# -- the supervisor: the protocol and the documents, never a query's code -------------------
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int) -> bool:
+    return int(_libc().prctl(option, value, 0, 0, 0)) == 0
+
+
+def _interpreter_flags() -> list[str]:
+    """The flags this interpreter was started with (-I, -S), to start it again alike."""
+    flags = []
+    if sys.flags.isolated:
+        flags.append("-I")
+    elif sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_site:
+        flags.append("-S")
+    return flags
+
+
+def _status_of(status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) of a wait status."""
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status), None
+    return None, None
+
+
+def _oom_kills() -> int | None:
+    """The memory cgroup's count of OOM kills, where this sandbox can read it."""
+    try:
+        with open("/sys/fs/cgroup/memory.events") as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _parents() -> dict[int, int]:
+    """Every visible process and its parent."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            found[int(entry)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue  # it ended while we looked
+    return found
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root``, whatever session or group it moved to."""
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def wipe(top: str) -> None:
+    """Empty the directory ``top``: every file, link, pipe and directory in it, however
+    deep and whatever its permissions, without following a link and without recursion
+    (subdirectories are moved up to ``top`` and emptied there)."""
+    top_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    moved = 0
+    try:
+        while True:
+            names = os.listdir(top_fd)
+            if not names:
+                return
+            for name in names:
+                try:
+                    info = os.stat(name, dir_fd=top_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(info.st_mode):
+                    os.unlink(name, dir_fd=top_fd)
+                    continue
+                os.chmod(name, 0o700, dir_fd=top_fd)  # a directory (no link: lstat said so)
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top_fd)
+                try:
+                    for inner in os.listdir(sub):
+                        inner_info = os.stat(inner, dir_fd=sub, follow_symlinks=False)
+                        if not stat.S_ISDIR(inner_info.st_mode):
+                            os.unlink(inner, dir_fd=sub)
+                            continue
+                        while True:  # up to the top, under a name of our own
+                            moved += 1
+                            try:
+                                os.rename(
+                                    inner, f".wipe-{moved}", src_dir_fd=sub, dst_dir_fd=top_fd
+                                )
+                                break
+                            except OSError as e:
+                                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR,
+                                                   errno.EISDIR):  # fmt: skip
+                                    raise
+                finally:
+                    os.close(sub)
+                os.rmdir(name, dir_fd=top_fd)
+    finally:
+        os.close(top_fd)
+
+
+def remove_ipc() -> None:
+    """Remove every System V shared memory segment, message queue and semaphore set of
+    this IPC namespace (the sandbox's own)."""
+    libc = _libc()
+    removers: dict[str, Callable[[int], object]] = {
+        "shm": lambda i: libc.shmctl(i, _IPC_RMID, None),
+        "msg": lambda i: libc.msgctl(i, _IPC_RMID, None),
+        "sem": lambda i: libc.semctl(i, 0, _IPC_RMID),
+    }
+    for kind, remove in removers.items():
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue  # no System V IPC in this kernel: nothing can have been left
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 1 and cols[1].isdigit():
+                remove(int(cols[1]))
+
+
+class WorkerLink:
+    """The supervisor's end of one worker: its channel, its output pipe, its process."""
+
+    def __init__(self, pid: int, sock: socket.socket, output_fd: int) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.output_fd = output_fd
+        self.used = False
+        self.status: int | None = None
+        self.oom_kills = _oom_kills()
+        self._buf = bytearray()
+        self._output = bytearray()
+        self._output_open = True
+
+    def send(self, header: dict[str, Any]) -> bool:
+        return self.send_body(encode(header))
+
+    def send_body(self, body: bytes) -> bool:
+        try:
+            self.sock.sendall(_HEADER.pack(len(body), 0) + body)
+        except OSError:
+            return False
+        return True
+
+    def recv(self) -> tuple[dict[str, Any], bytes] | str:
+        """The worker's next frame (parsed, and as sent), or why there is none (it died,
+        or broke the protocol)."""
+        while True:
+            if len(self._buf) >= _HEADER.size:
+                hlen, plen = _HEADER.unpack_from(self._buf)
+                if plen or hlen > MAX_WORKER_FRAME:
+                    return "protocol"
+                if len(self._buf) >= _HEADER.size + hlen:
+                    raw = bytes(self._buf[_HEADER.size : _HEADER.size + hlen])
+                    del self._buf[: _HEADER.size + hlen]
+                    try:
+                        header = json.loads(raw)
+                    except (ValueError, RecursionError):
+                        return "protocol"
+                    if not isinstance(header, dict) or header.get("kind") not in WORKER_KINDS:
+                        return "protocol"
+                    return header, raw
+            watched: list[Any] = [self.sock, self.output_fd] if self._output_open else [self.sock]
+            ready, _, _ = select.select(watched, [], [])
+            if self.output_fd in ready:
+                self._drain()
+            if self.sock in ready:
+                try:
+                    chunk = self.sock.recv(1 << 16)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    return "gone"
+                self._buf += chunk
+
+    def _drain(self) -> None:
+        try:
+            chunk = os.read(self.output_fd, 1 << 16)
+        except OSError:
+            chunk = b""
+        if not chunk:  # the worker closed its output: watch its channel alone
+            self._output_open = False
+            return
+        self._output += chunk
+        del self._output[:-WORKER_STDERR_TAIL]
+
+    def output_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.output_fd, False)
+            while chunk := os.read(self.output_fd, 1 << 16):
+                self._output += chunk
+                del self._output[:-WORKER_STDERR_TAIL]
+        return self._output.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.close(self.output_fd)
+
+
+class Supervisor:
+    """The protocol, the documents, and the workers' lives; never a query's code."""
+
+    def __init__(self, wire: Wire, scratch: str) -> None:
+        self.wire = wire
+        self.scratch = scratch
+        self.alone = os.getpid() == 1
+        """PID 1 of its own namespace (Docker, bubblewrap): every other process in it is
+        a worker's, and the IPC namespace is the sandbox's own."""
+        self.runner_hash = _own_hash()
+        self.docs: tuple[str, ...] = ()
+        self.names: tuple[str, ...] = ()
+        self.version: str | None = None
+        self.worker: WorkerLink | None = None
+        self.dirty = False
+        """Code has run since the last clean-up."""
+        self._relay_id = 0
+        self._exited: dict[int, int] = {}
+        if not _prctl(_PR_SET_DUMPABLE, 0):
+            raise OSError("prctl(PR_SET_DUMPABLE) failed: workers could read the supervisor")
+        if not self.alone and not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
+            raise OSError("prctl(PR_SET_CHILD_SUBREAPER) failed: orphans would escape")
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _spawn(self) -> WorkerLink:
+        ours, theirs = socket.socketpair()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: it never returns from here
+            code = 70
+            try:
+                self._become_worker(theirs.fileno(), out_w)
+                code = 0
+            except BaseException:  # noqa: BLE001  whatever ends the worker ends only it
+                code = 70
+            finally:
+                os._exit(code)
+        theirs.close()
+        os.close(out_w)
+        return WorkerLink(pid, ours, out_r)
+
+    def _become_worker(self, channel: int, output: int) -> None:
+        os.setsid()
+        low = 3  # close every inherited descriptor but these two: the host's above all
+        for fd in sorted({channel, output}):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.close(output)
+        _prctl(_PR_SET_DUMPABLE, 1)  # its own /proc/self; the supervisor stays closed
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # out of memory, the kernel takes the worker, not the supervisor
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # POSIX queues outlive it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        Worker(Wire(channel, channel), self.docs, self.names).serve()
+
+    def _reap(self) -> None:
+        """Collect ended processes, keeping the status of the current worker."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.worker is not None and pid == self.worker.pid:
+                self.worker.status = status
+
+    def _kill_all(self) -> None:
+        """Kill every process a worker started, by any route, and wait until all are gone."""
+        deadline = time.monotonic() + 10
+        while True:
+            if self.alone:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(-1, signal.SIGKILL)  # all but PID 1, atomically
+                others = [p for p in _parents() if p != os.getpid()]
+            else:
+                others = descendants(os.getpid())
+                for pid in others:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            self._reap()
+            if not others:
+                return
+            if time.monotonic() > deadline:
+                os._exit(3)  # something would not die: the host replaces this sandbox
+            time.sleep(0.0005)
+
+    def clean(self) -> None:
+        """Nothing of any query is left: processes, files, IPC objects."""
+        link, self.worker = self.worker, None
+        if link is not None:
+            link.close()
+        self._kill_all()
+        with contextlib.suppress(OSError):
+            os.chmod(self.scratch, 0o1777 if self.alone else 0o700)
+        wipe(self.scratch)
+        if self.alone:
+            remove_ipc()
+        self.dirty = False
+
+    def _ready_worker(self) -> WorkerLink:
+        if self.worker is None:
+            self.worker = self._spawn()
+        return self.worker
+
+    def _worker_is_fresh(self) -> bool:
+        self._reap()
+        return self.worker is not None and not self.worker.used and self.worker.status is None
+
+    # -- host messages ------------------------------------------------------------------
+
+    def reset(self) -> dict[str, Any]:
+        if not (self._worker_is_fresh() and not self.dirty):
+            self.clean()
+            self.worker = self._spawn()
+        return {"kind": "reset_ok", "version": self.version}
+
+    def load(self, header: dict[str, Any], plen: int) -> dict[str, Any]:
+        names = header.get("names")
+        lengths = header.get("lengths")
+        if (
+            not isinstance(names, list)
+            or not isinstance(lengths, list)
+            or len(names) != len(lengths)
+            or not all(isinstance(n, int) and n >= 0 for n in lengths)
+        ):
+            raise ProtocolViolation("load needs names and lengths of equal length")
+        if sum(lengths) != plen:
+            raise ProtocolViolation("load lengths do not add up to the payload size")
+        if self.version is not None or self.dirty:
+            self._reexec(header, plen)
+        payload = self.wire.read_exact(plen) if plen else b""
+        view = memoryview(payload)
+        docs = []
+        pos = 0
+        for n in lengths:
+            docs.append(str(view[pos : pos + n], "utf-8", "replace"))
+            pos += n
+        del view, payload
+        self.docs = tuple(docs)
+        self.names = tuple(str(n) for n in names)
+        self.version = str(header.get("version") or "")
+        self.worker = self._spawn()
+        return {
+            "kind": "loaded",
+            "version": self.version,
+            "documents": len(self.docs),
+            "chars": sum(len(d) for d in self.docs),
+        }
+
+    def _reexec(self, header: dict[str, Any], plen: int) -> None:
+        """Start this program again in this process, with nothing of the earlier corpus
+        in memory; the new one reads the payload of this load and answers it."""
+        self.clean()
+        pending = os.memfd_create("shesha-load", 0)
+        with open(pending, "wb", closefd=False) as f:  # the frame, and what followed it
+            f.write(json.dumps({"header": header, "payload": plen}).encode() + b"\n")
+            f.write(self.wire.pending)
+        os.lseek(pending, 0, os.SEEK_SET)
+        for fd in (self.wire.in_fd, self.wire.out_fd, pending):
+            os.set_inheritable(fd, True)
+        argv = [
+            sys.executable, *_interpreter_flags(), os.path.abspath(__file__),
+            "--scratch", self.scratch,
+            "--fds", f"{self.wire.in_fd},{self.wire.out_fd}", "--load-from", str(pending),
+        ]  # fmt: skip
+        os.execv(sys.executable, argv)  # noqa: S606  this very program, by its own path
+
+    def execute(self, header: dict[str, Any], body: bytes) -> dict[str, Any] | bytes:
+        """Run code in the worker, passing its sub-calls and tool calls to the host. The
+        result goes to the host as the worker sent it, once it is known to be one."""
+        worker = self._ready_worker()
+        worker.used = self.dirty = True
+        if not worker.send_body(body):
+            return self._lost(worker, "gone")
+        while True:
+            got = worker.recv()
+            if isinstance(got, str):
+                return self._lost(worker, got)
+            frame, raw = got
+            if frame["kind"] == "result":
+                if frame.get("id") != header.get("id"):
+                    return self._lost(worker, "protocol")
+                return raw
+            asked_id = frame.get("id")
+            self._relay_id += 1
+            self.wire.write({**frame, "id": self._relay_id})
+            answer, plen, _ = self.wire.read_header()
+            want = "subcall_result" if frame["kind"] == "subcall" else "tool_result"
+            if plen or answer.get("kind") != want or answer.get("id") != self._relay_id:
+                raise ProtocolViolation(f"expected {want} {self._relay_id}, got {answer['kind']!r}")
+            if not worker.send({**answer, "id": asked_id}):
+                return self._lost(worker, "gone")
+
+    def _lost(self, worker: WorkerLink, why: str) -> dict[str, Any]:
+        """The worker died, or broke the protocol: report how, and clean up after it."""
+        deadline = time.monotonic() + 0.5
+        while worker.status is None and time.monotonic() < deadline:
+            self._reap()
+            if worker.status is None:
+                time.sleep(0.002)
+        code, sig = _status_of(worker.status) if worker.status is not None else (None, None)
+        oom = _oom_kills()
+        by_memory = sig == signal.SIGKILL and (
+            oom is None or worker.oom_kills is None or oom > worker.oom_kills
+        )
+        tail = worker.output_tail()
+        self.clean()
+        reason = "protocol" if why == "protocol" else ("memory" if by_memory else "crashed")
+        return {"kind": "lost", "reason": reason, "code": code, "signal": sig, "stderr": tail}
+
+    def handle(
+        self, header: dict[str, Any], plen: int, body: bytes
+    ) -> dict[str, Any] | bytes | None:
         kind = header["kind"]
+        if kind == "load":
+            return self.load(header, plen)
+        if plen:
+            raise ProtocolViolation(f"{kind!r} carries no payload")
         if kind == "ping":
             return {
                 "kind": "pong",
@@ -413,35 +916,40 @@ class Runner:
                 "pid": os.getpid(),
             }
         if kind == "exec":
-            return self.execute(header)
+            return self.execute(header, body)
         if kind == "reset":
-            self.reset()
-            return {"kind": "reset_ok", "version": self.version}
-        if kind == "load":
-            return self.load(header, payload)
+            return self.reset()
         if kind == "shutdown":
             return None
         raise ProtocolViolation(f"unknown message kind {kind!r}")
 
+    def answer(self, header: dict[str, Any], reply: dict[str, Any] | bytes) -> None:
+        if isinstance(reply, bytes):
+            self.wire.write_body(reply)
+            return
+        reply["id"] = header.get("id")
+        self.wire.write(reply)
+
     def serve(self) -> None:
-        while True:
-            try:
-                header, payload = self.wire.read()
-            except EOFError:
-                return
-            reply = self.handle(header, payload)
-            if reply is None:
-                return
-            reply["id"] = header.get("id")
-            self.wire.write(reply)
+        try:
+            while True:
+                self._reap()
+                try:
+                    header, plen, body = self.wire.read_header()
+                except EOFError:
+                    return
+                reply = self.handle(header, plen, body)
+                if reply is None:
+                    return
+                self.answer(header, reply)
+        finally:
+            self.clean()
 
 
 def _take_stdio() -> tuple[int, int]:
     """Keep the protocol on private descriptors; code in the sandbox gets harmless ones.
 
-    stdin becomes /dev/null, and anything written to fd 1 directly (os.write, child
-    processes) goes to stderr, which the host keeps only a bounded tail of.
-    """
+    stdin becomes /dev/null, and anything written to fd 1 directly goes to stderr."""
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -452,19 +960,49 @@ def _take_stdio() -> tuple[int, int]:
     return in_fd, out_fd
 
 
+def _arguments(argv: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    it = iter(argv)
+    for arg in it:
+        if arg not in ("--scratch", "--fds", "--load-from"):
+            raise SystemExit(f"runner: unknown argument {arg!r}")
+        value = next(it, None)
+        if value is None:
+            raise SystemExit(f"runner: {arg} needs a value")
+        found[arg] = value
+    if "--scratch" not in found or not os.path.isdir(found["--scratch"]):
+        raise SystemExit("runner: --scratch DIR (an existing directory, emptied between queries)")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--hash"]:
         print(_own_hash())
         return 0
+    args = _arguments(argv)
     # A stop (SIGTERM) must end the runner at once, even when it is PID 1.
     handler: Callable[[int, Any], None] = lambda _sig, _frame: os._exit(143)  # noqa: E731
     signal.signal(signal.SIGTERM, handler)
-    in_fd, out_fd = _take_stdio()
-    wire = Wire(in_fd, out_fd)
-    runner = Runner(wire)
+    pending: dict[str, Any] | None = None
+    unread = b""
+    if "--fds" in args:  # re-executed: the descriptors are already private
+        in_fd, out_fd = (int(x) for x in args["--fds"].split(","))
+        for fd in (in_fd, out_fd):
+            os.set_inheritable(fd, False)
+        with open(int(args["--load-from"]), "rb") as f:
+            line, _, unread = f.read().partition(b"\n")
+        pending = json.loads(line)
+    else:
+        in_fd, out_fd = _take_stdio()
+    os.chdir(args["--scratch"])
+    wire = Wire(in_fd, out_fd, unread)
+    supervisor = Supervisor(wire, os.path.abspath(args["--scratch"]))
     try:
-        runner.serve()
+        if pending is not None:
+            header = pending["header"]
+            supervisor.answer(header, supervisor.load(header, int(pending["payload"])))
+        supervisor.serve()
     except ProtocolViolation as e:
         wire.write({"kind": "error", "id": None, "error": f"protocol: {e}"})
         return 2

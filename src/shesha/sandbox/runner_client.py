@@ -151,7 +151,8 @@ class RunnerClient:
         return frame.header
 
     def reset(self, timeout: float = 5.0) -> None:
-        """A fresh namespace; the loaded documents stay."""
+        """End the query: the process that ran its code, everything it started and every
+        file it wrote are gone, and a fresh interpreter waits with the documents."""
         self._expect(self._request({"kind": "reset"}, timeout=timeout), "reset_ok")
 
     def load(self, corpus: Corpus, timeout: float = 300.0) -> int:
@@ -238,7 +239,14 @@ class RunnerClient:
             self.kill()
             raise
         self._execution = None
+        return self._ended(frame, run)
+
+    def _ended(self, frame: Frame, run: _Execution) -> ExecResult:
+        """The frame that ends an execution: its result, or the runner's word that the
+        process running it was lost."""
         self._check_reply(frame, run.rid)
+        if frame.header["kind"] == "lost":
+            return self._worker_lost(frame.header, run.subcalls)
         self._expect(frame, "result")
         return _exec_result(frame.header, run.subcalls, run.max_output)
 
@@ -278,21 +286,42 @@ class RunnerClient:
             text += f"; its last stderr: {tail[-2000:]}"
         return text
 
+    def _worker_lost(self, header: dict[str, Any], subcalls: int) -> ExecResult:
+        """The process that ran the code died, or broke the protocol; the runner reported
+        it and cleaned up. The sandbox is replaced all the same, as when it dies whole."""
+        reason = header.get("reason")
+        self.kill()
+        if reason == "memory":
+            return ExecResult(status="memory", error=_memory_error(self.limits), subcalls=subcalls)
+        tail = header.get("stderr")
+        tail = tail.strip()[-2000:] if isinstance(tail, str) else ""
+        detail = f" Its last output: {tail}" if tail else ""
+        if reason == "protocol":
+            what = "wrote something that is not a message to the runner's channel"
+        else:
+            code, sig = header.get("code"), header.get("signal")
+            how = f"signal {sig}" if isinstance(sig, int) else f"exit code {code}"
+            what = (
+                f"exited ({how})"
+                if isinstance(code, int) or isinstance(sig, int)
+                else ("closed its channel to the runner")
+            )
+        return ExecResult(
+            status="crashed",
+            error=(
+                f"SandboxCrashed: the process running the code {what}. The sandbox was "
+                f"restarted: variables from earlier steps are gone, `context` is still "
+                f"loaded.{detail}"
+            ),
+            subcalls=subcalls,
+        )
+
     def _lost_result(self, subcalls: int) -> ExecResult:
         state = self.exit_state()
         tail = self.stderr_tail().strip()[-2000:]
         self.kill()
         if state.out_of_memory:
-            return ExecResult(
-                status="memory",
-                error=(
-                    f"MemoryError: the code used more than the sandbox's "
-                    f"{self.limits.memory_mb} MB of memory and was killed. The sandbox was "
-                    "restarted: variables from earlier steps are gone, `context` is still "
-                    "loaded. Process the documents in smaller pieces."
-                ),
-                subcalls=subcalls,
-            )
+            return ExecResult(status="memory", error=_memory_error(self.limits), subcalls=subcalls)
         detail = f" Its last stderr: {tail}" if tail else ""
         code = state.code if state.code is not None else "?"
         return ExecResult(
@@ -304,6 +333,14 @@ class RunnerClient:
             ),
             subcalls=subcalls,
         )
+
+
+def _memory_error(limits: SandboxLimits) -> str:
+    return (
+        f"MemoryError: the code used more than the sandbox's {limits.memory_mb} MB of "
+        "memory and was killed. The sandbox was restarted: variables from earlier steps "
+        "are gone, `context` is still loaded. Process the documents in smaller pieces."
+    )
 
 
 def _cancelled_result(run: _Execution) -> ExecResult:
