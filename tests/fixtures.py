@@ -1,9 +1,12 @@
-"""Small documents the tests make themselves."""
+"""Small documents (and git repositories) the tests make themselves."""
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import zlib
+from pathlib import Path
 
 import docx
 
@@ -122,3 +125,20 @@ def make_pdf_with_object_streams(pages: list[str]) -> bytes:
         + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % offsets[xref_id]
     )
     return bytes(out)
+
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+}  # fmt: skip
+"""git for the tests' own repositories: a fixed author, no user or system configuration."""
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` as the tests do; its stdout, stripped."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
+        env={**os.environ, **GIT_ENV},
+    )  # fmt: skip
+    return done.stdout.strip()

@@ -5,31 +5,16 @@ and updated by what changed since the recorded commit."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from tests.fixtures import make_pdf
+from tests.fixtures import git, make_pdf
 from typer.testing import CliRunner, Result
 
 from shesha import Shesha
 from shesha.cli import app
 from shesha.errors import NotFoundError, RepositoryError
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-}  # fmt: skip
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-        env={**os.environ, **GIT_ENV},
-    )  # fmt: skip
-    return done.stdout.strip()
 
 
 def write(repo: Path, files: dict[str, str | bytes]) -> None:

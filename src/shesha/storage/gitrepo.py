@@ -3,9 +3,17 @@ vendored or generated files, each named by its path in the repository.
 
 What is read is what is *committed* at the commit (``git ls-tree``), so ``.gitignore``
 holds by construction: ignored files are never committed. Uncommitted changes in a local
-clone are not read; commit them first. The files are exported with ``git archive`` into
-a temporary directory and added like any other directory, so parsing stays parallel and
+clone are not read; commit them first. The blobs are read with ``git cat-file`` into a
+temporary directory and added like any other directory, so parsing stays parallel and
 cached by content, and the store stays atomic.
+
+A repository is data, never code. Only plumbing commands read it (``rev-parse``,
+``ls-tree``, ``cat-file``, ``diff-tree``, and ``read-tree`` / ``check-attr`` into a
+private index for the two linguist attributes), none of which applies filters, textconv
+or external diffs, and every one runs with the repository's hooks and fsmonitor switched
+off (``GIT_SAFETY``): whatever its ``.git/config``, an included file or its attributes
+name is never run. A symbolic link is never followed: it is reported as skipped, with its
+target. The stored text is the committed bytes (no ``ident``, no ``export-subst``).
 
 Left out, by these rules (``skip_reason``):
 
@@ -19,7 +27,9 @@ Left out, by these rules (``skip_reason``):
   marks ``linguist-generated``;
 - **binary**: files with a NUL byte in their first 8 KB, unless shesha reads their
   format (PDF, DOCX, images);
-- **too large**: text files over ``MAX_TEXT_BYTES`` (data dumps, not documents).
+- **too large**: text files over ``MAX_TEXT_BYTES`` (data dumps, not documents);
+- **symbolic link** and **submodule**: never followed or read;
+- **unsafe path**: a name with an empty, ``.`` or ``..`` part (only a forged tree has one).
 
 A project remembers each repository it was given and the commit it read
 (``project.json``), so an update reads only the files that changed since then and
@@ -30,14 +40,15 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
 import re
 import subprocess
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from shesha.errors import RepositoryError
 
@@ -59,6 +70,11 @@ DOCUMENT_SUFFIXES = {
 }  # fmt: skip
 GIT_HINT = "Install git (Debian/Ubuntu: apt install git)."
 GIT_TIMEOUT_S = 600
+GIT_SAFETY = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+"""Set on every git command shesha runs: a repository's hooks and fsmonitor never run.
+(Command-line settings override the repository's own configuration and its includes.)"""
+LINK_MODE = "120000"
+SUBMODULE_MODE = "160000"
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,23 @@ class Checkout:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """One path of a commit's tree, as ``git ls-tree --long`` gives it."""
+
+    mode: str
+    kind: str
+    """blob, tree or commit (a submodule)."""
+    object: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Selection:
     files: list[str]
     skipped: dict[str, str]
     """Path -> why it was left out."""
+    objects: dict[str, str]
+    """Path -> the blob to read, for each of ``files``."""
 
 
 def is_repository(path: Path) -> bool:
@@ -82,7 +111,7 @@ def is_repository(path: Path) -> bool:
 
 
 def _git(directory: Path | None, *args: str, data: bytes | None = None) -> bytes:
-    command = ["git", *(["-C", str(directory)] if directory else []), *args]
+    command = ["git", *GIT_SAFETY, *(["-C", str(directory)] if directory else []), *args]
     try:
         done = subprocess.run(
             command, input=data, capture_output=True, timeout=GIT_TIMEOUT_S, check=False
@@ -144,15 +173,31 @@ def _commit(directory: Path, ref: str | None, location: str) -> str:
         ) from e
 
 
+def entries(repo: Checkout, commit: str | None = None) -> dict[str, Entry]:
+    """Every path of the tree at ``commit`` (default: the checkout's), files, links and
+    submodules alike."""
+    listed = _git(repo.directory, "ls-tree", "-r", "-z", "--long", commit or repo.commit)
+    found: dict[str, Entry] = {}
+    for line in listed.decode("utf-8", errors="surrogateescape").split("\0"):
+        if "\t" not in line:
+            continue
+        info, path = line.split("\t", 1)
+        mode, kind, obj, size = [*info.split(), "-"][:4]
+        found[path] = Entry(mode, kind, obj, int(size) if size.isdigit() else 0)
+    return found
+
+
 def committed_files(repo: Checkout) -> list[str]:
-    listed = _git(repo.directory, "ls-tree", "-r", "-z", "--name-only", repo.commit)
-    return [p for p in listed.decode("utf-8", errors="surrogateescape").split("\0") if p]
+    return list(entries(repo))
 
 
 def changed_since(repo: Checkout, before: str) -> tuple[list[str], list[str]]:
     """Files added or changed between ``before`` and the checkout's commit, and files
     deleted (a rename is both)."""
-    out = _git(repo.directory, "diff", "--name-status", "-z", "--no-renames", before, repo.commit)
+    out = _git(
+        repo.directory, "diff-tree", "-r", "-z", "--name-status", "--no-renames",
+        "--no-ext-diff", "--no-textconv", before, repo.commit,
+    )  # fmt: skip
     fields = out.decode("utf-8", errors="surrogateescape").split("\0")
     changed: list[str] = []
     deleted: list[str] = []
@@ -163,20 +208,36 @@ def changed_since(repo: Checkout, before: str) -> tuple[list[str], list[str]]:
 
 def select(repo: Checkout, paths: Sequence[str]) -> Selection:
     """The paths to read, and why each other one is left out."""
+    tree = entries(repo)
+    paths = [p for p in paths if p in tree]
     attributes = _attributes(repo, paths)
-    sizes = _sizes(repo, paths)
-    heads = _heads(repo, [p for p in paths if sizes.get(p, 0) > 0])
+    heads = _heads(repo, {p: tree[p].object for p in paths if tree[p].kind == "blob"})
     files: list[str] = []
     skipped: dict[str, str] = {}
     for path in paths:
-        reason = skip_reason(
-            path, sizes.get(path, 0), heads.get(path, b""), attributes.get(path, set())
-        )
+        entry = tree[path]
+        head = heads.get(path, b"")
+        if entry.mode == LINK_MODE:
+            target = head[:200].decode("utf-8", "replace")
+            reason: str | None = f"symbolic link (to {target})"
+        elif entry.mode == SUBMODULE_MODE or entry.kind != "blob":
+            reason = "submodule"
+        elif not safe_path(path):
+            reason = "unsafe path"
+        else:
+            reason = skip_reason(path, entry.size, head, attributes.get(path, set()))
         if reason is None:
             files.append(path)
         else:
             skipped[path] = reason
-    return Selection(files, skipped)
+    return Selection(files, skipped, {p: tree[p].object for p in files})
+
+
+def safe_path(path: str) -> bool:
+    """A relative path whose every part is a plain name (git's own trees have only these)."""
+    parts = path.split("/")
+    return not path.startswith("/") and all(p not in ("", ".", "..") and "\0" not in p
+                                            for p in parts)  # fmt: skip
 
 
 def skip_reason(path: str, size: int, head: bytes, marked: set[str]) -> str | None:
@@ -205,13 +266,14 @@ def _attributes(repo: Checkout, paths: Sequence[str]) -> dict[str, set[str]]:
         env_index = Path(index_dir) / "index"
         # read .gitattributes from the commit, not the working tree: a private index
         subprocess.run(
-            ["git", "-C", str(repo.directory), "read-tree", repo.commit],
+            ["git", *GIT_SAFETY, "-C", str(repo.directory), "read-tree", repo.commit],
             env={"GIT_INDEX_FILE": str(env_index), "PATH": "/usr/bin:/bin"},
             capture_output=True,
             check=False,
         )
         done = subprocess.run(
-            ["git", "-C", str(repo.directory), "check-attr", "--cached", "-z", "--stdin",
+            ["git", *GIT_SAFETY, "-C", str(repo.directory), "check-attr", "--cached", "-z",
+             "--stdin",
              "linguist-generated", "linguist-vendored"],
             input="\0".join(paths).encode("utf-8", errors="surrogateescape"),
             env={"GIT_INDEX_FILE": str(env_index), "PATH": "/usr/bin:/bin"},
@@ -226,27 +288,16 @@ def _attributes(repo: Checkout, paths: Sequence[str]) -> dict[str, set[str]]:
     return marked
 
 
-def _sizes(repo: Checkout, paths: Sequence[str]) -> dict[str, int]:
-    out = _git(repo.directory, "ls-tree", "-r", "-z", "--long", repo.commit)
-    sizes: dict[str, int] = {}
-    for entry in out.decode("utf-8", errors="surrogateescape").split("\0"):
-        if "\t" in entry:
-            info, path = entry.split("\t", 1)
-            size = info.split()[-1]
-            sizes[path] = int(size) if size.isdigit() else 0
-    return {p: sizes.get(p, 0) for p in paths}
-
-
-def _heads(repo: Checkout, paths: Sequence[str]) -> dict[str, bytes]:
-    """The first 8 KB of each file at the commit, from one ``git cat-file --batch`` read
-    as a stream: memory stays at a file's head, however large the files."""
-    wanted = [p for p in paths if "\n" not in p]  # the batch protocol is line based
-    if not wanted:
-        return {}
+def _batch(repo: Checkout, objects: dict[str, str]) -> Iterator[tuple[str, int, Any]]:
+    """Each blob in turn from one ``git cat-file --batch``, read as a stream: yields the
+    path, the blob's size and the stream positioned at its content. The caller reads
+    what it wants of it; the rest is skipped here."""
+    if not objects:
+        return
     proc = _start_git(repo.directory, "cat-file", "--batch", stdin=True)
     assert proc.stdin is not None
     assert proc.stdout is not None
-    request = "".join(f"{repo.commit}:{p}\n" for p in wanted).encode("utf-8", "surrogateescape")
+    request = "".join(f"{obj}\n" for obj in objects.values()).encode()
     stdin = proc.stdin
 
     def feed() -> None:
@@ -256,30 +307,53 @@ def _heads(repo: Checkout, paths: Sequence[str]) -> dict[str, bytes]:
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    heads: dict[str, bytes] = {}
+    stream = _Counted(proc.stdout)
     try:
-        for path in wanted:
+        for path in objects:
             header = proc.stdout.readline().split()
             if len(header) < 3 or header[-1] == b"missing":
                 continue
             size = int(header[2])
-            heads[path] = proc.stdout.read(min(size, HEAD_BYTES))
-            left = size - len(heads[path]) + 1  # the rest, and the newline after it
-            while left > 0:
-                chunk = proc.stdout.read(min(left, 1 << 20))
-                if not chunk:
-                    break  # git ended early: _finish reports it
-                left -= len(chunk)
+            stream.start(size)
+            yield path, size, stream
+            stream.skip_rest()
+            proc.stdout.read(1)  # the newline after each blob
     finally:
         writer.join(timeout=GIT_TIMEOUT_S)
         _finish(proc, "cat-file")
-    return heads
+
+
+class _Counted:
+    """A blob's content within cat-file's stream: never reads past its end."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._left = 0
+
+    def start(self, size: int) -> None:
+        self._left = size
+
+    def read(self, n: int) -> bytes:
+        data = self._raw.read(min(n, self._left)) if self._left > 0 else b""
+        self._left -= len(data)
+        if not data:
+            self._left = 0  # git ended early: _finish reports it
+        return data
+
+    def skip_rest(self) -> None:
+        while self._left > 0 and self.read(1 << 20):
+            pass
+
+
+def _heads(repo: Checkout, objects: dict[str, str]) -> dict[str, bytes]:
+    """The first 8 KB of each blob: memory stays at a file's head, however large."""
+    return {path: stream.read(HEAD_BYTES) for path, _, stream in _batch(repo, objects)}
 
 
 def _start_git(directory: Path, *args: str, stdin: bool = False) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
-            ["git", "-C", str(directory), *args],
+            ["git", *GIT_SAFETY, "-C", str(directory), *args],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -302,18 +376,13 @@ def _finish(proc: subprocess.Popen[bytes], what: str) -> None:
         raise RepositoryError(f"git {what} failed (exit code {proc.returncode}).")
 
 
-def export(repo: Checkout, paths: Sequence[str], into: Path) -> None:
-    """Write ``paths`` as committed into the directory ``into``."""
-    if not paths:
-        return
-    wanted = set(paths)
-    proc = _start_git(repo.directory, "archive", "--format=tar", repo.commit)
-    assert proc.stdout is not None
-    try:
-        # read as a stream ("r|"): one member at a time, never the whole tree in memory
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                if member.isfile() and member.name in wanted:
-                    tar.extract(member, into, filter="data")  # no links out, no devices
-    finally:
-        _finish(proc, "archive")
+def export(repo: Checkout, selection: Selection, into: Path) -> None:
+    """Write the selected files, their committed bytes exactly, into the directory ``into``
+    (which holds only what this writes: no link, nothing else)."""
+    for path, _, stream in _batch(repo, selection.objects):
+        target = into.joinpath(*path.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)

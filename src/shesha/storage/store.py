@@ -417,15 +417,35 @@ class StoredProject:
         local = Path(location).expanduser()
         if local.is_dir():  # recorded absolute, so that an update works from anywhere
             location = str(local.resolve())
+        shown = gitrepo.without_credentials(location)
+        known = next((r for r in self.repositories() if r.location == shown), None)
         with gitrepo.checkout(location, ref) as repo:
             selection = gitrepo.select(repo, gitrepo.committed_files(repo))
             self._refuse_clashes(location, selection.files)
             report = self._add_selected(repo, selection, on_progress, workers, ocr)
+            # Read again: what its earlier commit had and this one lacks leaves the project.
+            before = self._files_at(repo, known.commit) if known and known.commit else set()
+        gone = self._remove_present(sorted(before - set(selection.files)))
         # A token in the URL is not written down: an update asks git again (its own
         # credential helper, ssh keys), as a user would.
-        shown = gitrepo.without_credentials(location)
         self._record_repository(RepositorySource(location=shown, ref=ref, commit=repo.commit))
-        return report.model_copy(update={"skipped": selection.skipped, "commit": repo.commit})
+        return report.model_copy(
+            update={"skipped": selection.skipped, "removed": gone, "commit": repo.commit}
+        )
+
+    @staticmethod
+    def _files_at(repo: gitrepo.Checkout, commit: str) -> set[str]:
+        try:
+            return set(gitrepo.entries(repo, commit))
+        except RepositoryError:
+            return set()  # that commit is gone (history rewritten): nothing to compare with
+
+    def _remove_present(self, names: Sequence[str]) -> list[str]:
+        present = {r.name for r in self._records()}
+        gone = [n for n in names if n in present]
+        for name in gone:
+            self.remove(name)
+        return gone
 
     def _refuse_clashes(self, location: str, files: Sequence[str]) -> None:
         """Documents are named by their paths, so two repositories in one project must not
@@ -468,10 +488,7 @@ class StoredProject:
                 changed, deleted = gitrepo.changed_since(repo, source.commit)
                 selection = gitrepo.select(repo, changed)
                 report = self._add_selected(repo, selection, on_progress, workers, ocr)
-            present = {r.name for r in self._records()}
-            gone = [p for p in [*deleted, *selection.skipped] if p in present]
-            for name in gone:
-                self.remove(name)
+            gone = self._remove_present([*deleted, *selection.skipped])
             self._record_repository(source.model_copy(update={"commit": repo.commit}))
             reports.append(
                 report.model_copy(
@@ -489,7 +506,7 @@ class StoredProject:
         ocr: OcrSettings | None,
     ) -> AddReport:
         with tempfile.TemporaryDirectory(prefix="shesha-export-") as tmp:
-            gitrepo.export(repo, selection.files, Path(tmp))
+            gitrepo.export(repo, selection, Path(tmp))
             if not selection.files:
                 return AddReport(project=self.name, stored=[], failed=[])
             return self.add([tmp], ignore=(), on_progress=on_progress, workers=workers, ocr=ocr)
