@@ -81,16 +81,19 @@ class Project:
         password: str | None = None,
         on_progress: ProgressCallback | None = None,
         keep_originals: bool = False,
+        roots: Sequence[Path] | None = None,
     ) -> AddReport:
         """Add files, directories and globs; see ``AddReport`` for what was stored.
         Scanned pages and images are read by OCR unless the settings say ``ocr = false``
-        (``ocr_lang`` picks Tesseract's languages)."""
+        (``ocr_lang`` picks Tesseract's languages). ``roots``: the only folders files
+        may be read from, through any link (a server's allowed paths)."""
         return self.stored.add(
             paths,
             password=password,
             on_progress=on_progress,
             keep_originals=keep_originals,
             ocr=self._ocr(),
+            roots=roots,
         )
 
     def _ocr(self) -> OcrSettings:

@@ -166,6 +166,40 @@ def test_uploads_keep_relative_names_and_are_bounded(serve: Callable[..., Server
     ]
 
 
+def test_upload_names_are_refused_with_a_reason_never_a_500_or_a_silent_drop(
+    serve: Callable[..., Server],
+) -> None:
+    s = serve()
+    files = [
+        ("files", (".env", b"API_KEY=x")),
+        ("files", ("notes~", b"backup")),
+        ("files", ("__pycache__/x.txt", b"cache")),
+        ("files", ("a", b"a file")),
+        ("files", ("a/b.txt", b"a file inside a file")),
+        ("files", ("c.txt", b"first")),
+        ("files", ("c.txt", b"second")),
+        ("files", ("ok.md", b"fine")),
+    ]
+    r = s.http.post("/api/projects/up/documents", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(d["name"] for d in body["stored"]) == ["a", "c.txt", "ok.md"]
+    why = {f["path"]: f["error"] for f in body["failed"]}
+    assert set(why) == {".env", "notes~", "__pycache__/x.txt", "a/b.txt", "c.txt"}
+    assert "left out by the rule '.*'" in why[".env"]
+    assert "clashes" in why["a/b.txt"]
+    assert "twice" in why["c.txt"]
+    assert s.sh.get_project("up").text("c.txt").strip() == "first"
+    for bad in ("x" * 300 + ".txt", "é" * 200, "../up.txt", "/abs.txt", "a\\b.txt"):
+        r = s.http.post(
+            "/api/projects/up2/documents",
+            files=[("files", ("fine.txt", b"fine")), ("files", (bad, b"x"))],
+        )
+        assert r.status_code == 400, (bad, r.text)
+        assert "refused" in r.json()["error"]
+    assert "up2" not in s.sh.projects()  # a refused upload stores nothing, not even fine.txt
+
+
 def test_a_running_query_is_cancelled_at_once_and_its_sandbox_freed(
     serve: Callable[..., Server], docs: Path
 ) -> None:

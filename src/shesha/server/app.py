@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -50,8 +49,7 @@ from shesha.server.security import (
     allowed_path,
 )
 from shesha.server.web import add_web, error_page
-from shesha.storage import AddReport
-from shesha.storage.names import validate_document_name
+from shesha.storage import AddReport, uploads
 from shesha.views import (
     conversation_json,
     document_json,
@@ -209,7 +207,8 @@ def add_paths(request: Request, name: str, body: AddPaths) -> dict[str, Any]:
     """Add files and directories this server may read (its ``--allow-path``)."""
     s = served(request)
     paths = [allowed_path(p, s.roots) for p in body.paths]
-    return add_json(s.sh, name, s.sh.project(name).add(paths, password=body.password))
+    report = s.sh.project(name).add(paths, password=body.password, roots=s.roots)
+    return add_json(s.sh, name, report)
 
 
 @router.post("/projects/{name}/documents")
@@ -223,16 +222,12 @@ def upload(
     such as ``notes/call.md``, like a file found under a directory)."""
     sh = served(request).sh
     with tempfile.TemporaryDirectory(prefix="shesha-upload-") as tmp:
-        for f in files:
-            try:
-                doc = validate_document_name(f.filename or "")
-            except StorageError as e:
-                raise ConfigError(f"The uploaded file name {f.filename!r} is refused: {e}") from e
-            target = Path(tmp, *doc.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                shutil.copyfileobj(f.file, out)
+        try:
+            refused = uploads.stage(((f.filename or "", f.file) for f in files), Path(tmp))
+        except StorageError as e:
+            raise ConfigError(str(e)) from e
         report = sh.project(name).add([tmp], password=password)
+    report.failed[:0] = refused
     return add_json(sh, name, report)
 
 

@@ -331,7 +331,9 @@ class McpHub:
             """Parse and store files and directories (recursively) in a project, made if
             it does not exist. Paths must lie where this server may read."""
             allowed = [allowed_path(p, self.roots) for p in paths]
-            report = await asyncio.to_thread(lambda: sh.project(project).add(allowed))
+            report = await asyncio.to_thread(
+                lambda: sh.project(project).add(allowed, roots=self.roots)
+            )
             return report.model_dump(mode="json")
 
         @mcp.tool()

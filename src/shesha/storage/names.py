@@ -9,6 +9,8 @@ from shesha.errors import StorageError
 
 MAX_PROJECT_NAME = 200
 MAX_DOCUMENT_NAME = 1024
+MAX_NAME_PART_BYTES = 255
+"""A file system's limit on one name (a part of a document name between slashes)."""
 
 
 def _bad_chars(name: str) -> list[str]:
@@ -62,6 +64,8 @@ def validate_document_name(name: str) -> str:
         problem = "it has an empty, '.' or '..' part"
     elif len(name) > MAX_DOCUMENT_NAME:
         problem = f"it is longer than {MAX_DOCUMENT_NAME} characters"
+    elif any(len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_PART_BYTES for p in parts):
+        problem = f"a part of it is longer than {MAX_NAME_PART_BYTES} bytes"
     if problem:
         raise StorageError(
             f"Invalid document name {name!r}: {problem}.",

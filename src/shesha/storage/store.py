@@ -286,14 +286,16 @@ class StoredProject:
         on_progress: ProgressCallback | None = None,
         workers: int | None = None,
         ocr: OcrSettings | None = None,
+        roots: Sequence[Path] | None = None,
     ) -> AddReport:
         """Add files, directories (recursively) and globs. Parsing runs in parallel;
         unchanged files cost only their hash; one bad file never stops the batch.
         ``ocr`` reads scanned pages and images (None: not at all); its cache defaults to
-        ``<home>/cache/ocr``."""
+        ``<home>/cache/ocr``. ``roots``: where files may be read from, links resolved
+        (a server's allowed folders); a file that resolves elsewhere is refused."""
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
-        candidates, problems = expand(inputs, ignore)
+        candidates, problems = expand(inputs, ignore, roots)
         failed = [FailedInput(path=p.path, error=p.error) for p in problems]
         stored: list[AddedDocument] = []
         total = len(candidates)
