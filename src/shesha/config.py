@@ -104,6 +104,11 @@ class Settings(ModelSettings, QueryLimits):
         None, description="the server the CLI uses (default: the local one, if it runs); off"
     )
     token: SecretStr | None = Field(None, description="the server's token")
+    allow_endpoint_overrides: bool = Field(
+        False,
+        description="let a request to the server choose api_base / api_key (a named endpoint "
+        "never gets the server's own key)",
+    )
     # local models (--model local)
     models_dir: str | None = Field(None, description="GGUF models (default: <home>/models)")
     local_ctx: ContextTokens = Field(8192, description="context window of the local server")

@@ -62,6 +62,8 @@ class RecordedRequest:
     model: str
     messages: list[dict[str, Any]]
     body: dict[str, Any] = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """The request's HTTP headers, names in lower case (Authorization among them)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -183,7 +185,8 @@ class ScriptedLLMServer:
                     return
                 messages = body.get("messages") or []
                 model = str(body.get("model", ""))
-                server.requests.append(RecordedRequest(model, messages, body))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                server.requests.append(RecordedRequest(model, messages, body, headers))
                 if server.latency_s:
                     time.sleep(server.latency_s)
                 reply = server._reply_for(messages, model)

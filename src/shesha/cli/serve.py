@@ -72,6 +72,12 @@ def serve(
     model: str | None = typer.Option(None, help="Root model for queries (default: configured)."),
     allow_path: list[Path] | None = AllowOpt,
     max_upload_mb: int = typer.Option(100, help="Largest upload accepted, in MB."),
+    allow_endpoint_overrides: bool = typer.Option(
+        False,
+        "--allow-endpoint-overrides",
+        help="Let a request choose api_base / api_key (a named endpoint never gets the "
+        "server's own key).",
+    ),
     background: bool = typer.Option(False, "--background", help="Start it and return."),
     config: Path | None = ConfigOpt,
 ) -> None:
@@ -93,6 +99,8 @@ def serve(
         _start_background(home, config)
         return
     chosen = _model_settings(ctx, config, model)
+    if allow_endpoint_overrides:
+        chosen["allow_endpoint_overrides"] = True
     with open_shesha(ctx, config_file=config, **chosen) as sh:
         run_server(
             sh,

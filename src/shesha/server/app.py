@@ -47,6 +47,7 @@ from shesha.server.security import (
     TokenGuard,
     UploadLimit,
     allowed_path,
+    request_overrides,
 )
 from shesha.server.web import add_web, error_page
 from shesha.storage import AddReport, uploads
@@ -238,7 +239,9 @@ def upload(
 async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     """Start a query; follow it at ``events_url``."""
     s = served(request)
-    overrides = body.model_extra or {}
+    overrides = request_overrides(
+        body.model_extra or {}, allow_endpoints=s.sh.settings.allow_endpoint_overrides
+    )
     s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
     project = await asyncio.to_thread(s.sh.get_project, name)  # a missing one: a 404
     if body.output_schema is not None:

@@ -51,7 +51,7 @@ from shesha.sandbox.execution import (
     ToolOutcome,
 )
 from shesha.server.queries import event_record
-from shesha.server.security import allowed_path
+from shesha.server.security import allowed_path, request_overrides
 from shesha.views import document_json, project_json, result_json, trace_files, trace_json
 
 SESSION_TTL_S = 30 * 60
@@ -295,6 +295,10 @@ class McpHub:
             loop. Progress is reported step by step. conversation: "new" starts one (its
             id is in the result); an id asks a follow-up that sees the earlier questions
             and answers and the variables their code defined."""
+            overrides = request_overrides(
+                {"model": model, "max_iterations": max_iterations},
+                allow_endpoints=sh.settings.allow_endpoint_overrides,
+            )
             p = await asyncio.to_thread(sh.get_project, project)
             conv = None
             if conversation is not None:
@@ -314,7 +318,6 @@ class McpHub:
                     pending.add(task)
                     task.add_done_callback(pending.discard)
 
-            overrides: dict[str, Any] = {"model": model, "max_iterations": max_iterations}
             if conv is not None:
                 result = await conv.aask(question, on_event=on_event, **overrides)
             else:

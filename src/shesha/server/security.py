@@ -6,11 +6,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shesha.endpoints import is_local
 from shesha.errors import ConfigError, Forbidden
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -42,6 +44,47 @@ def check_bind(host: str, token: str | None) -> None:
             "read your documents and spend your model budget.",
             hint="Set --token (or SHESHA_TOKEN), or listen on 127.0.0.1 (the default).",
         )
+
+
+ENDPOINT_OVERRIDES = frozenset({"api_base", "api_key"})
+"""Where a query's model calls go, and with what key: the operator's, unless allowed."""
+OPERATOR_ONLY = frozenset({"prompts_dir"})
+"""Settings that name the server's own files: never taken from a request."""
+NO_KEY = "none"
+"""The key sent to an endpoint a request named without a key of its own: a placeholder,
+so that neither the server's key nor a provider's variable in its environment is sent."""
+
+
+def request_overrides(overrides: Mapping[str, Any], *, allow_endpoints: bool) -> dict[str, Any]:
+    """What a request may change of its query's settings. It never names a file of the
+    server (prompts, a local model's path) and, unless the operator allows it, never the
+    endpoint or key; when it names an endpoint, the server's key does not go with it."""
+    if taken := sorted(OPERATOR_ONLY & overrides.keys()):
+        raise Forbidden(
+            f"A request may not set {', '.join(taken)}: it names the server's own files.",
+            hint="Set it in the server's shesha.toml.",
+        )
+    for key in ("model", "sub_model"):
+        value = overrides.get(key)
+        named_file = isinstance(value, str) and ("/" in value[6:] or value.endswith(".gguf"))
+        if named_file and is_local(value):
+            raise Forbidden(
+                f"A request may name a registered local model ('local' or 'local/<name>'), "
+                f"not a file: {value!r}.",
+                hint="Register the file on the server with `shesha models add PATH`.",
+            )
+    given = sorted(ENDPOINT_OVERRIDES & overrides.keys())
+    if given and not allow_endpoints:
+        raise Forbidden(
+            f"This server does not let a request choose where its model calls go "
+            f"({', '.join(given)}).",
+            hint="The operator may allow it: shesha serve --allow-endpoint-overrides (or "
+            "allow_endpoint_overrides = true). A named endpoint never gets the server's key.",
+        )
+    chosen = dict(overrides)
+    if "api_base" in chosen and not chosen.get("api_key"):
+        chosen["api_key"] = NO_KEY
+    return chosen
 
 
 def allowed_path(raw: str, roots: Sequence[Path]) -> Path:

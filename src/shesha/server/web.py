@@ -29,7 +29,7 @@ from shesha.errors import NotFoundError
 from shesha.rlm.trace import read_trace
 from shesha.server.charts import trace_charts
 from shesha.server.context import TRACE_NAME, served
-from shesha.server.security import COOKIE
+from shesha.server.security import COOKIE, request_overrides
 from shesha.server.steps import Step, steps_of
 from shesha.views import document_json, project_json, trace_files, trace_json
 
@@ -160,7 +160,10 @@ async def ask_form(
     """The ask form: start the query, then show it live. Empty fields keep the defaults."""
     s = served(request)
     given = form.model_dump(exclude={"question"})
-    overrides = {k: v.strip() for k, v in given.items() if v.strip()}
+    overrides = request_overrides(
+        {k: v.strip() for k, v in given.items() if v.strip()},
+        allow_endpoints=s.sh.settings.allow_endpoint_overrides,
+    )
     question = form.question
     s.sh.query_settings(**overrides)
     await asyncio.to_thread(s.sh.get_project, name)
