@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
@@ -21,6 +21,7 @@ from shesha.conversation import Conversation
 from shesha.endpoints import Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
+from shesha.parser.bounds import ParseBounds
 from shesha.parser.ocr import OcrSettings
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.cache import DiskCache, SubcallCache
@@ -36,6 +37,7 @@ from shesha.sandbox.hosts import DockerHosts, HostSpec, TLSSettings
 from shesha.sandbox.image import default_image
 from shesha.sandbox.pool import DOCKER_ISOLATION
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
+from shesha.storage.parsing import ParseLimits
 from shesha.storage.store import ProgressCallback
 from shesha.sync import run_sync
 
@@ -58,6 +60,13 @@ def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
         raise ConfigError(
             f"Invalid query option {key} = {values.get(key)!r}: {first['msg']}."
         ) from e
+
+
+class ReadingOptions(TypedDict):
+    """How files are parsed: the bounds on what one may cost, the parsing workers' limits."""
+
+    bounds: ParseBounds
+    limits: ParseLimits
 
 
 class Project:
@@ -94,11 +103,22 @@ class Project:
             keep_originals=keep_originals,
             ocr=self._ocr(),
             roots=roots,
+            **self._reading(),
         )
 
     def _ocr(self) -> OcrSettings:
         settings = self._shesha.settings
         return OcrSettings(enabled=settings.ocr, languages=settings.ocr_lang)
+
+    def _reading(self) -> ReadingOptions:
+        """The settings' bounds on what a file may cost to parse, and on its workers."""
+        s = self._shesha.settings
+        return {
+            "bounds": ParseBounds(
+                inflated_mb=s.max_inflated_mb, chars=s.max_file_chars, add_chars=s.max_add_chars
+            ),
+            "limits": ParseLimits(memory_mb=s.parse_memory_mb, timeout_s=s.parse_timeout_s),
+        }
 
     def add_repository(
         self,
@@ -111,13 +131,15 @@ class Project:
         ``ref`` (default HEAD), named by their paths; vendored, generated and binary files
         are left out (``report.skipped`` says why). The commit is recorded for ``update``."""
         return self.stored.add_repository(
-            str(location), ref=ref, on_progress=on_progress, ocr=self._ocr()
+            str(location), ref=ref, on_progress=on_progress, ocr=self._ocr(), **self._reading()
         )
 
     def update(self, *, on_progress: ProgressCallback | None = None) -> list[AddReport]:
         """Read again what changed in each added repository since its recorded commit, and
         remove what it deleted: one report per repository."""
-        return self.stored.update_repositories(on_progress=on_progress, ocr=self._ocr())
+        return self.stored.update_repositories(
+            on_progress=on_progress, ocr=self._ocr(), **self._reading()
+        )
 
     def documents(self) -> list[StoredDocument]:
         return self.stored.documents_meta()

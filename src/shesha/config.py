@@ -99,6 +99,13 @@ class Settings(ModelSettings, QueryLimits):
         pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
         description="Tesseract's languages, joined by + (eng, deu+eng)",
     )
+    max_inflated_mb: AtLeastOne = Field(
+        512, description="what one file may inflate to (zip parts, PDF streams), in MB"
+    )
+    max_file_chars: AtLeastOne = Field(100_000_000, description="text one file may give")
+    max_add_chars: AtLeastOne = Field(1_000_000_000, description="text one add may give")
+    parse_memory_mb: MemoryMB = Field(3072, description="memory of each parsing process")
+    parse_timeout_s: Seconds = Field(600.0, description="time to parse one file, OCR included")
     # a running server (shesha serve)
     server: str | None = Field(
         None, description="the server the CLI uses (default: the local one, if it runs); off"

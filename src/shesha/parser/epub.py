@@ -10,6 +10,7 @@ import zipfile
 from xml.etree import ElementTree as ET
 
 from shesha.errors import ParseError
+from shesha.parser.bounds import DEFAULT, ParseBounds, check_pages, too_much
 from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import decode
 from shesha.parser.html import html_to_text
@@ -50,7 +51,9 @@ def _xml(z: zipfile.ZipFile, path: str, name: str) -> ET.Element:
         raise ParseError(f"{name}: {path} is not valid XML ({e}).", hint=DAMAGED_HINT) from e
 
 
-def parse_epub(data: bytes, name: str, sha256: str) -> ParsedDocument:
+def parse_epub(
+    data: bytes, name: str, sha256: str, bounds: ParseBounds = DEFAULT
+) -> ParsedDocument:
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
@@ -69,8 +72,17 @@ def parse_epub(data: bytes, name: str, sha256: str) -> ParsedDocument:
         author = package.findtext(".//dc:creator", default="", namespaces=_NS).strip()
         parts: list[str] = []
         warnings: list[str] = []
-        for ref in package.findall(".//opf:spine/opf:itemref", _NS):
-            item = items.get(ref.get("idref"))
+        spine = package.findall(".//opf:spine/opf:itemref", _NS)
+        check_pages(len(spine), name, bounds, unit="chapters in its spine")
+        produced = 0
+        seen: set[str] = set()
+        for ref in spine:
+            idref = str(ref.get("idref"))
+            if idref in seen:  # named again: its text is in already
+                warnings.append(f"the spine names {idref!r} more than once; it is read once")
+                continue
+            seen.add(idref)
+            item = items.get(idref)
             if item is None or (
                 "properties" in item.attrib and "nav" in str(item.get("properties"))
             ):
@@ -82,6 +94,14 @@ def parse_epub(data: bytes, name: str, sha256: str) -> ParsedDocument:
                 warnings.append(f"chapter {href} could not be read ({str(e).splitlines()[0]})")
                 continue
             text = html_to_text(markup).strip()
+            produced += len(text)
+            if produced > bounds.chars:  # a spine may name one chapter many times
+                raise too_much(
+                    name,
+                    f"its chapters give more than {bounds.chars:,} characters of text",
+                    f"{bounds.chars:,} characters a file",
+                    "chars",
+                )
             if text:
                 parts.append(f"--- Chapter {len(parts) + 1} ---\n{text}")
     if not parts:

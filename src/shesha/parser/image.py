@@ -8,28 +8,26 @@ import io
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from shesha.errors import ParseError
+from shesha.parser.bounds import DEFAULT, ParseBounds, check_pixels
 from shesha.parser.document import ParsedDocument
 from shesha.parser.ocr import OcrSettings, OcrUnavailable, read_pages
 
-MAX_PIXELS = 200_000_000
+MAX_PIXELS = DEFAULT.pixels
 """A larger image is refused (a decompression bomb guard, as Pillow's own)."""
-MAX_FRAMES = 1000
-"""A TIFF or GIF with more frames is read up to here, with a warning."""
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS)  # one limit: ours
 
 
-def _frames(data: bytes, name: str) -> list[bytes]:
-    """Each frame as a greyscale PNG, checked by decoding it fully."""
+def _frames(data: bytes, name: str, bounds: ParseBounds) -> list[bytes]:
+    """Each frame as a greyscale PNG, checked by decoding it fully. Every frame of a
+    GIF or TIFF decodes to the whole canvas: the pixels of all of them are bounded
+    before the first is decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ParseError(
-                    f"{name}: the image is too large to read ({image.width} x {image.height}).",
-                    hint="Scale it down, then add it again.",
-                )
+            count = getattr(image, "n_frames", 1)
+            check_pixels(image.width, image.height, min(count, bounds.frames), name, bounds)
             frames: list[bytes] = []
             for frame in ImageSequence.Iterator(image):
-                if len(frames) == MAX_FRAMES:
+                if len(frames) == bounds.frames:
                     break
                 out = io.BytesIO()
                 frame.convert("L").save(out, format="PNG")
@@ -42,8 +40,14 @@ def _frames(data: bytes, name: str) -> list[bytes]:
         ) from e
 
 
-def parse_image(data: bytes, name: str, sha256: str, ocr: OcrSettings | None) -> ParsedDocument:
-    frames = _frames(data, name)
+def parse_image(
+    data: bytes,
+    name: str,
+    sha256: str,
+    ocr: OcrSettings | None,
+    bounds: ParseBounds = DEFAULT,
+) -> ParsedDocument:
+    frames = _frames(data, name, bounds)
     warnings: list[str] = []
     texts = [""] * len(frames)
     read: list[int] = []
@@ -56,8 +60,8 @@ def parse_image(data: bytes, name: str, sha256: str, ocr: OcrSettings | None) ->
             warnings.append("read by OCR: a machine's reading, check names and numbers that matter")
         except OcrUnavailable as e:
             warnings.append(f"an image has no text layer and OCR could not run: {e}")
-    if len(frames) == MAX_FRAMES:
-        warnings.append(f"only the first {MAX_FRAMES} frames were read")
+    if len(frames) == bounds.frames:
+        warnings.append(f"only the first {bounds.frames} frames were read")
     if read and not any(t.strip() for t in texts):
         warnings.append("OCR found no text in the image")
     if len(frames) == 1:

@@ -18,6 +18,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from shesha.errors import ParseError
+from shesha.parser.bounds import check_pages
 from shesha.parser.document import ParsedDocument
 from shesha.parser.ocr import OCR_DPI, OcrSettings, ocr_problem, read_pages
 from shesha.parser.pdf_repair import Rebuilt, rebuild, surviving_objects
@@ -241,6 +242,7 @@ def parse_pdf(
         count = len(pdf)
         if count == 0:
             raise ParseError(f"{name}: the PDF has no pages.", hint="Check the file.")
+        check_pages(count, name)
         numbers = rebuilt.page_numbers if rebuilt else None
         if numbers is None or len(numbers) != count:
             numbers = list(range(1, count + 1))

@@ -14,6 +14,7 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pptx.exc import PackageNotFoundError
 
 from shesha.errors import ParseError
+from shesha.parser.bounds import check_pages
 from shesha.parser.document import ParsedDocument
 
 DAMAGED_HINT = "Open it in a presentation program and save it again, then add it again."
@@ -41,6 +42,7 @@ def parse_pptx(data: bytes, name: str, sha256: str) -> ParsedDocument:
         ) from e
     parts: list[str] = []
     empty: list[int] = []
+    check_pages(len(deck.slides), name, unit="slides")
     for number, slide in enumerate(deck.slides, start=1):
         title = slide.shapes.title
         lines = [title.text.strip()] if title is not None and title.text.strip() else []

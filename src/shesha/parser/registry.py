@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shesha.errors import ParseError
+from shesha.parser.bounds import DEFAULT, ParseBounds, check_chars, check_pdf_streams, check_zip
 from shesha.parser.document import ParsedDocument
 from shesha.parser.encoding import looks_binary
 from shesha.parser.ocr import OcrSettings
@@ -125,36 +126,59 @@ def detect_format(data: bytes, name: str) -> str:  # noqa: PLR0911, PLR0912
     return "text"
 
 
+ZIPPED = {"docx", "xlsx", "pptx", "epub"}
+
+
 def parse_bytes(
-    data: bytes, name: str, password: str | None = None, ocr: OcrSettings | None = None
+    data: bytes,
+    name: str,
+    password: str | None = None,
+    ocr: OcrSettings | None = None,
+    bounds: ParseBounds = DEFAULT,
 ) -> ParsedDocument:
     """Parse one document's bytes; ``name`` is used for the format and in errors. ``ocr``
-    says whether and how to read scanned pages and images (None: not at all)."""
+    says whether and how to read scanned pages and images (None: not at all). A file past
+    one of ``bounds`` fails with a ParseError naming the bound, before the work where the
+    format allows (``bounds.py``)."""
     if not data:
         raise ParseError(
             f"{name}: the file is empty (0 bytes).", hint="Check the file, or leave it out."
         )
     sha = sha256_bytes(data)
     fmt = detect_format(data, name)
+    if fmt in ZIPPED:
+        check_zip(data, name, bounds)
     if fmt == "pdf":
-        return _parser("pdf")(data, name, sha, password, ocr)
-    if fmt == "image":
-        return _parser("image")(data, name, sha, ocr)
-    if fmt == "email":  # attachments are documents too, parsed by the same rules
-        return _parser("email")(
-            data, name, sha, lambda inner, inner_name: parse_bytes(inner, inner_name, password, ocr)
+        check_pdf_streams(data, name, bounds)
+        doc = _parser("pdf")(data, name, sha, password, ocr)
+    elif fmt == "image":
+        doc = _parser("image")(data, name, sha, ocr, bounds)
+    elif fmt == "email":  # attachments are documents too, parsed by the same rules
+        doc = _parser("email")(
+            data,
+            name,
+            sha,
+            lambda inner, inner_name: parse_bytes(inner, inner_name, password, ocr, bounds),
         )
-    if fmt in _PARSERS:
-        return _parser(fmt)(data, name, sha)
-    return parse_text(data, name, sha, fmt)
+    elif fmt == "epub":
+        doc = _parser("epub")(data, name, sha, bounds)
+    elif fmt in _PARSERS:
+        doc = _parser(fmt)(data, name, sha)
+    else:
+        doc = parse_text(data, name, sha, fmt)
+    check_chars(doc.text, name, bounds)
+    return doc
 
 
 def parse_file(
-    path: str | Path, password: str | None = None, ocr: OcrSettings | None = None
+    path: str | Path,
+    password: str | None = None,
+    ocr: OcrSettings | None = None,
+    bounds: ParseBounds = DEFAULT,
 ) -> ParsedDocument:
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as e:
         raise ParseError(f"{p}: cannot be read ({e.strerror or e}).", hint="Check the path.") from e
-    return parse_bytes(data, p.name, password, ocr)
+    return parse_bytes(data, p.name, password, ocr, bounds)

@@ -16,36 +16,33 @@ never half of either. Stray temporaries are swept under the lock.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import queue
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import UTC, datetime
-from multiprocessing import get_context
-from multiprocessing.context import BaseContext
-from multiprocessing.queues import Queue
 from pathlib import Path
 
 from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
 from shesha.config import default_home
-from shesha.errors import NotFoundError, RepositoryError, SheshaError, StorageError
-from shesha.parser import DocumentMeta, ParsedDocument, parse_file
+from shesha.errors import NotFoundError, RepositoryError, StorageError
+from shesha.parser import DocumentMeta, ParsedDocument
+from shesha.parser.bounds import DEFAULT as DEFAULT_BOUNDS
+from shesha.parser.bounds import ParseBounds
 from shesha.parser.ocr import OcrSettings
 from shesha.storage import gitrepo
 from shesha.storage.atomic import atomic_write, sweep_temporaries
 from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
 from shesha.storage.names import validate_document_name, validate_project_name
+from shesha.storage.parsing import ParseJob, ParseLimits, parse_all
+
+DEFAULT_LIMITS = ParseLimits()
 
 FORMAT_VERSION = 1
 
@@ -128,42 +125,26 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-_pages_read: Queue[tuple[str, int, int]] | None = None
-"""In a parsing worker process: where it tells the parent about pages read by OCR."""
-
-
-def _worker_start(pages_read: Queue[tuple[str, int, int]]) -> None:
-    global _pages_read  # noqa: PLW0603  (one per worker process, set once as it starts)
-    _pages_read = pages_read
-
-
-def _parse_job(path: str, password: str | None, ocr: OcrSettings | None) -> ParsedDocument | str:
-    """Run in a worker process: a parsed document, or the error's message."""
-    told = _pages_read
-    if ocr is not None and told is not None:
-        ocr = replace(ocr, on_page=lambda done, total: told.put((path, done, total)))
-    try:
-        return parse_file(path, password=password, ocr=ocr)
-    except SheshaError as e:
-        return str(e)
-    except Exception as e:  # noqa: BLE001  a parser's bug or a library's on hostile input:
-        # this file fails with the reason, and the batch goes on
-        return f"the parser failed on this file ({type(e).__name__}: {e})"
-
-
-def _drain(
-    pages_read: Queue[tuple[str, int, int]], page_read: Callable[[str, int, int], None]
-) -> None:
-    while True:
-        try:
-            path, done, total = pages_read.get_nowait()
-        except queue.Empty:
-            return
-        page_read(path, done, total)
-
-
-def _mp_context() -> BaseContext:
-    return get_context("fork") if sys.platform.startswith("linux") else get_context()
+def _within_add(
+    parsed: Iterator[tuple[Candidate, ParsedDocument | str]], add_chars: int
+) -> Iterator[tuple[Candidate, ParsedDocument | str]]:
+    """The parsed files, until their text passes ``add_chars`` in all: from there on,
+    each fails with the bound (the files before it are stored)."""
+    produced = 0
+    for c, outcome in parsed:
+        if isinstance(outcome, ParsedDocument):
+            produced += len(outcome.text)
+            if produced > add_chars:
+                yield (
+                    c,
+                    (
+                        f"{c.name}: this add has given more than {add_chars:,} characters of text "
+                        "in all (the bound of one add); add the rest in another, or raise "
+                        "max_add_chars"
+                    ),
+                )
+                continue
+        yield c, outcome
 
 
 class StoredProject:
@@ -287,12 +268,16 @@ class StoredProject:
         workers: int | None = None,
         ocr: OcrSettings | None = None,
         roots: Sequence[Path] | None = None,
+        bounds: ParseBounds = DEFAULT_BOUNDS,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> AddReport:
         """Add files, directories (recursively) and globs. Parsing runs in parallel;
         unchanged files cost only their hash; one bad file never stops the batch.
         ``ocr`` reads scanned pages and images (None: not at all); its cache defaults to
         ``<home>/cache/ocr``. ``roots``: where files may be read from, links resolved
-        (a server's allowed folders); a file that resolves elsewhere is refused."""
+        (a server's allowed folders); a file that resolves elsewhere is refused.
+        ``bounds``: what one file, and this add, may inflate to and produce; ``limits``:
+        the memory and time of the worker processes that parse."""
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
         candidates, problems = expand(inputs, ignore, roots)
@@ -337,7 +322,11 @@ class StoredProject:
         settings = None
         if ocr is not None:
             settings = replace(ocr, cache_dir=ocr.cache_dir or self.store.home / "cache" / "ocr")
-        for c, outcome in self._parse_all(todo, password, workers, settings, page_read):
+        parsed = self._parse_all(
+            todo, password=password, workers=workers, ocr=settings, page_read=page_read,
+            bounds=bounds, limits=limits,
+        )  # fmt: skip
+        for c, outcome in _within_add(parsed, bounds.add_chars):
             if isinstance(outcome, str):
                 failed.append(FailedInput(path=str(c.path), error=outcome))
                 report(c.name, "failed")
@@ -356,39 +345,20 @@ class StoredProject:
     @staticmethod
     def _parse_all(
         todo: list[Candidate],
+        *,
         password: str | None,
         workers: int | None,
         ocr: OcrSettings | None,
         page_read: Callable[[str, int, int], None],
+        bounds: ParseBounds,
+        limits: ParseLimits,
     ) -> Iterator[tuple[Candidate, ParsedDocument | str]]:
-        n = min(workers or min(os.cpu_count() or 1, 8), len(todo))
-        if n <= 1:
-            for c in todo:
-                here = None
-                if ocr is not None:
-                    here = replace(ocr, on_page=functools.partial(page_read, str(c.path)))
-                yield c, _parse_job(str(c.path), password, here)
-            return
-        # fork: workers start at once and never re-import the caller's __main__ (spawn and
-        # forkserver do, which breaks scripts without a __main__ guard). Workers only parse.
-        # OCR is slow, so workers tell this process each page they read, through a queue.
-        context = _mp_context()
-        pages_read: Queue[tuple[str, int, int]] = context.Queue()
+        """Every file in a worker process (``parsing.py``), never in this one."""
+        n = min(workers or min(os.cpu_count() or 1, 8), len(todo)) or 1
         if ocr is not None and not ocr.workers:  # the cores shared out, not multiplied
             ocr = replace(ocr, workers=max(1, (os.cpu_count() or 1) // n))
-        with ProcessPoolExecutor(
-            n, mp_context=context, initializer=_worker_start, initargs=(pages_read,)
-        ) as ex:
-            futures = {ex.submit(_parse_job, str(c.path), password, ocr): c for c in todo}
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(pages_read, page_read)
-                for fut in finished:
-                    try:
-                        yield futures[fut], fut.result()
-                    except BrokenProcessPool as e:  # a parser crashed its worker process
-                        yield futures[fut], f"the parser crashed on this file ({e})"
+        jobs = [(c, ParseJob(str(c.path), password, ocr, bounds)) for c in todo]
+        yield from parse_all(jobs, n, limits, on_page=page_read)
 
     # -- git repositories -------------------------------------------------------------------
 
@@ -413,6 +383,8 @@ class StoredProject:
         on_progress: ProgressCallback | None = None,
         workers: int | None = None,
         ocr: OcrSettings | None = None,
+        bounds: ParseBounds = DEFAULT_BOUNDS,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> AddReport:
         """Add the files committed in a git repository (a local clone's directory, or a URL
         to clone) at ``ref`` (default HEAD), by the rules in ``gitrepo``; record the commit."""
@@ -424,7 +396,9 @@ class StoredProject:
         with gitrepo.checkout(location, ref) as repo:
             selection = gitrepo.select(repo, gitrepo.committed_files(repo))
             self._refuse_clashes(location, selection.files)
-            report = self._add_selected(repo, selection, on_progress, workers, ocr)
+            report = self._add_selected(
+                repo, selection, on_progress, workers, ocr, bounds=bounds, limits=limits
+            )
             # Read again: what its earlier commit had and this one lacks leaves the project.
             before = self._files_at(repo, known.commit) if known and known.commit else set()
         gone = self._remove_present(sorted(before - set(selection.files)))
@@ -471,6 +445,8 @@ class StoredProject:
         on_progress: ProgressCallback | None = None,
         workers: int | None = None,
         ocr: OcrSettings | None = None,
+        bounds: ParseBounds = DEFAULT_BOUNDS,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> list[AddReport]:
         """Read again only what changed in each recorded repository since its commit, and
         remove what it deleted. Raises NotFoundError when the project has none."""
@@ -489,7 +465,9 @@ class StoredProject:
                     continue
                 changed, deleted = gitrepo.changed_since(repo, source.commit)
                 selection = gitrepo.select(repo, changed)
-                report = self._add_selected(repo, selection, on_progress, workers, ocr)
+                report = self._add_selected(
+                    repo, selection, on_progress, workers, ocr, bounds=bounds, limits=limits
+                )
             gone = self._remove_present([*deleted, *selection.skipped])
             self._record_repository(source.model_copy(update={"commit": repo.commit}))
             reports.append(
@@ -506,12 +484,18 @@ class StoredProject:
         on_progress: ProgressCallback | None,
         workers: int | None,
         ocr: OcrSettings | None,
+        *,
+        bounds: ParseBounds,
+        limits: ParseLimits,
     ) -> AddReport:
         with tempfile.TemporaryDirectory(prefix="shesha-export-") as tmp:
             gitrepo.export(repo, selection, Path(tmp))
             if not selection.files:
                 return AddReport(project=self.name, stored=[], failed=[])
-            return self.add([tmp], ignore=(), on_progress=on_progress, workers=workers, ocr=ocr)
+            return self.add(
+                [tmp], ignore=(), on_progress=on_progress, workers=workers, ocr=ocr,
+                bounds=bounds, limits=limits,
+            )  # fmt: skip
 
     def remove(self, name: str) -> None:
         record = self.document(name)
