@@ -16,6 +16,7 @@ from shesha.llm.types import Message
 from shesha.rlm import EngineConfig, RLMEngine, read_trace
 from shesha.rlm.cache import CachedAnswer, DiskCache, cache_key
 from shesha.rlm.events import SubcallResponse
+from shesha.rlm.trace import prompt_key
 from shesha.sandbox import InMemoryCorpus, SandboxPool
 from shesha.testing import FunctionModel
 
@@ -38,6 +39,13 @@ def test_the_key_ignores_the_query_boundary_and_nothing_else() -> None:
     a = [{"role": "user", "content": 'x <t id="' + "a" * 32 + '">doc</t id="' + "a" * 32 + '">'}]
     b = [{"role": "user", "content": 'x <t id="' + "b" * 32 + '">doc</t id="' + "b" * 32 + '">'}]
     assert cache_key("m", a, "t=0") == cache_key("m", b, "t=0")
+    # text that only looks like a boundary is text: two passages that differ there differ
+    inner_a = 'x <t id="' + "c" * 32 + '">doc id="' + "1" * 32 + '"</t id="' + "c" * 32 + '">'
+    inner_b = 'x <t id="' + "c" * 32 + '">doc id="' + "2" * 32 + '"</t id="' + "c" * 32 + '">'
+    first = [{"role": "user", "content": inner_a}]
+    second = [{"role": "user", "content": inner_b}]
+    assert cache_key("m", first, "t=0") != cache_key("m", second, "t=0")
+    assert prompt_key(first) != prompt_key(second)
     assert cache_key("m", a, "t=0") != cache_key("other", a, "t=0")
     assert cache_key("m", a, "t=0") != cache_key("m", a, "t=0.5")
     assert cache_key("m", a, "t=0") != cache_key("m", [{"role": "user", "content": "y"}], "t=0")

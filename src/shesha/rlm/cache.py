@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shesha.llm.types import Message
-from shesha.rlm.trace import NONCE
+from shesha.rlm.history import without_boundary
 from shesha.storage.atomic import TMP_MARK, atomic_write
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -42,10 +42,10 @@ class SubcallCache(Protocol):
 
 
 def cache_key(model: str, messages: Sequence[Message], salt: str) -> str:
-    """What makes a sub-call's answer: the model, its messages as sent but for the
-    query's random boundary id, and the settings that change the output (``salt``)."""
+    """What makes a sub-call's answer: the model, its messages as sent but for their
+    random boundary id, and the settings that change the output (``salt``)."""
     content = [
-        {"role": m.get("role", ""), "content": NONCE.sub('id=""', m.get("content", ""))}
+        {"role": m.get("role", ""), "content": without_boundary(m.get("content", ""))}
         for m in messages
     ]
     blob = json.dumps({"model": model, "messages": content, "settings": salt}, sort_keys=True)

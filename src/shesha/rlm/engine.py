@@ -796,10 +796,18 @@ class RLMEngine:
         return list(await asyncio.gather(*(one(item) for item in items)))
 
     async def _subcall(self, run: _Run, item: SubcallItem) -> str:
+        """One sub-call's answer, for the code. Its content sits between tags with an id
+        of its own (not the REPL output's), and neither id reaches the code: a sub-model
+        that echoes its prompt hands the code no boundary to forge."""
+        boundary = secrets.token_hex(16)
+        answer = await self._subcall_answer(run, item, boundary)
+        return answer.replace(boundary, "").replace(run.nonce, "")
+
+    async def _subcall_answer(self, run: _Run, item: SubcallItem, boundary: str) -> str:
         model = run.config.effective_sub_model
         user = item.instruction
         if item.content:
-            user += "\n\n" + wrap(run.nonce, UNTRUSTED, item.content)
+            user += "\n\n" + wrap(boundary, UNTRUSTED, item.content)
         messages: list[Message] = [
             {"role": "system", "content": self.prompts.render("subcall_system")},
             {"role": "user", "content": user},

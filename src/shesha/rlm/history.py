@@ -3,6 +3,7 @@ came of it, with untrusted text between tags that carry the query's random id.""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,10 +36,24 @@ class Turn:
 
 
 def wrap(nonce: str, tag: str, text: str, attrs: str = "", *, typed: bool = False) -> str:
-    """Text between an opening and a closing tag that both carry the query's random id:
-    a closing tag forged inside the text lacks the id, so it stays data."""
+    """Text between an opening and a closing tag that both carry a random id: a closing
+    tag forged inside the text lacks the id, so it stays data. The id is scrubbed from
+    the text first, so even a text that learned it cannot close the block."""
     kind = f' type="{UNTRUSTED}"' if typed else ""
+    if nonce:
+        text = text.replace(nonce, "")
     return f'<{tag}{kind} id="{nonce}"{attrs}>\n{text}\n</{tag} id="{nonce}">'
+
+
+_CLOSING = re.compile(r'</[a-z_]+ id="([0-9a-f]{32})">\s*\Z')
+
+
+def without_boundary(text: str) -> str:
+    """The text with its block's random id blanked (``id=""``): the id of the closing tag
+    that ends it, wherever it stands, and no other, so that a key made of the text is the
+    same for every query and text that only looks like an id still counts."""
+    found = _CLOSING.search(text)
+    return text.replace(f'id="{found.group(1)}"', 'id=""') if found else text
 
 
 def joined(*parts: str | None) -> str:

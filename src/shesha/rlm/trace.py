@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shesha.errors import SheshaError
 from shesha.llm.types import Completion, Message
 from shesha.rlm.events import LLMResponse, SubcallResponse, Summary, TraceEvent, TraceHeader
-
-NONCE = re.compile(r'id="[0-9a-f]{32}"')
-
+from shesha.rlm.history import without_boundary
 
 EventCallback = Callable[[TraceEvent], None]
 
@@ -31,8 +28,8 @@ def _events() -> TypeAdapter[TraceEvent]:
 
 
 def prompt_key(messages: Sequence[Message]) -> str:
-    """A key for a sub-call's messages that ignores the per-query random boundary id."""
-    text = json.dumps([NONCE.sub('id=""', m.get("content", "")) for m in messages])
+    """A key for a sub-call's messages that ignores its random boundary id."""
+    text = json.dumps([without_boundary(m.get("content", "")) for m in messages])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
