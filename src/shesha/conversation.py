@@ -29,7 +29,7 @@ from shesha.rlm.prompting import PromptSet
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import prompt_key, read_trace
 from shesha.sandbox.execution import ExecResult, SubcallBatch, SubcallItem, ToolOutcome
-from shesha.storage.atomic import atomic_write
+from shesha.storage.atomic import atomic_write, private_dir
 from shesha.sync import run_sync
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def folder(project_path: Path) -> Path:
 
 def save(project_path: Path, record: Record) -> None:
     path = folder(project_path) / f"{record.id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     atomic_write(path, json.dumps(asdict(record), indent=1, ensure_ascii=False).encode())
 
 

@@ -18,6 +18,7 @@ from shesha.client import answers
 from shesha.config import default_home, load_settings
 from shesha.errors import ConfigError
 from shesha.server.state import clear_state, pid_alive, read_state
+from shesha.storage.atomic import private_dir, private_file
 
 serve_app = typer.Typer(
     help="Run shesha as a local service: HTTP API, Server-Sent Events and MCP at /mcp.",
@@ -121,9 +122,9 @@ def _start_background(home: Path, config: Path | None) -> None:
     """Run this same command again, detached, and wait until it answers."""
     argv = [a for a in sys.argv[1:] if a != "--background"]
     log_dir = home / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     log = log_dir / "server.log"
-    with open(log, "ab") as out:
+    with private_file(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shesha.cli", *argv],
             stdin=subprocess.DEVNULL,

@@ -24,6 +24,7 @@ from pathlib import Path
 from shesha.errors import ConfigError, LLMConnectionError
 from shesha.local.fetch import is_verified
 from shesha.local.registry import BUILTIN, RegisteredModel
+from shesha.storage.atomic import private_dir, private_file
 
 INSTALL_HINT = (
     "Install the local extra: pip install 'shesha[local]' (it builds llama.cpp: 5-7 minutes), "
@@ -166,7 +167,7 @@ class LocalModelServer:
             )
 
     def _start(self, path: Path) -> str | None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_path.parent)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # else generation slows to a crawl
         cmd = [
             self._python, "-c", _RUN_WHILE_OWNER_LIVES, str(os.getpid()), "--model", str(path),
@@ -174,7 +175,7 @@ class LocalModelServer:
             "--n_threads", str(self.threads), "--model_alias", self.alias,
         ]  # fmt: skip
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
+        with private_file(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )

@@ -129,7 +129,7 @@ def _write_atomically(path: Path, text: str) -> None:
     """A cache entry appears whole or not at all (readers never see half a page)."""
     temporary: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".ocr-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from shesha.llm.types import Message
 from shesha.rlm.history import without_boundary
-from shesha.storage.atomic import TMP_MARK, atomic_write
+from shesha.storage.atomic import TMP_MARK, atomic_write, private_dir
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -79,7 +79,7 @@ class DiskCache:
 
     def put(self, key: str, answer: CachedAnswer) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         data = json.dumps(asdict(answer)).encode()
         atomic_write(path, data)
         with self._lock:

@@ -17,6 +17,7 @@ from shesha.errors import SheshaError
 from shesha.llm.types import Completion, Message
 from shesha.rlm.events import LLMResponse, SubcallResponse, Summary, TraceEvent, TraceHeader
 from shesha.rlm.history import without_boundary
+from shesha.storage.atomic import private_dir, private_file
 
 EventCallback = Callable[[TraceEvent], None]
 
@@ -40,8 +41,8 @@ class TraceRecorder:
         self.path = path
         self._file: IO[str] | None = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115  closed in close()
+            private_dir(path.parent)
+            self._file = private_file(path)
 
     def write(self, record: BaseModel) -> None:
         if self._file is not None:

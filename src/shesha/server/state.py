@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shesha.storage.atomic import atomic_write
+from shesha.storage.atomic import atomic_write, private_dir
 
 STATE_FILE = "server.json"
 
@@ -27,11 +27,10 @@ def state_path(home: Path) -> Path:
 
 
 def write_state(home: Path, state: ServerState) -> None:
-    """Record the server, readable by this user only (it may hold the token)."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = state_path(home)
-    atomic_write(path, json.dumps(asdict(state), indent=1).encode())
-    path.chmod(0o600)
+    """Record the server, readable by this user only from the start (it may hold the
+    token)."""
+    private_dir(home)
+    atomic_write(state_path(home), json.dumps(asdict(state), indent=1).encode())
 
 
 def read_state(home: Path) -> ServerState | None:

@@ -37,7 +37,13 @@ from shesha.parser.bounds import DEFAULT as DEFAULT_BOUNDS
 from shesha.parser.bounds import ParseBounds
 from shesha.parser.ocr import OcrSettings
 from shesha.storage import gitrepo
-from shesha.storage.atomic import atomic_write, sweep_temporaries
+from shesha.storage.atomic import (
+    PRIVATE_DIR,
+    PRIVATE_FILE,
+    atomic_write,
+    private_dir,
+    sweep_temporaries,
+)
 from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
 from shesha.storage.names import validate_document_name, validate_project_name
 from shesha.storage.parsing import ParseJob, ParseLimits, parse_all
@@ -157,7 +163,7 @@ class StoredProject:
         self.docs_dir = self.path / "docs"
         self.originals_dir = self.path / "originals"
         self.traces_dir = self.path / "traces"
-        self._lock = FileLock(str(self.path / ".lock"))
+        self._lock = FileLock(str(self.path / ".lock"), mode=PRIVATE_FILE)
 
     def __repr__(self) -> str:
         return f"StoredProject({self.name!r})"
@@ -229,7 +235,7 @@ class StoredProject:
         text_file = f"{key}.{text_sha[:16]}.txt"
         record_path = self.docs_dir / f"{key}.json"
         with self._lock:
-            self.docs_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.docs_dir)
             old = (
                 StoredDocument.model_validate_json(record_path.read_bytes())
                 if record_path.exists()
@@ -238,7 +244,7 @@ class StoredProject:
             atomic_write(self.docs_dir / text_file, data)
             original = None
             if keep_original and source is not None:
-                self.originals_dir.mkdir(exist_ok=True)
+                private_dir(self.originals_dir)
                 original = f"{key}{source.suffix.lower()}"
                 atomic_write(self.originals_dir / original, source.read_bytes())
             record = StoredDocument(
@@ -538,7 +544,8 @@ class ProjectStore:
     def create(self, name: str) -> StoredProject:
         path = self._project_path(name)
         try:
-            self.projects_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.home)
+            private_dir(self.projects_dir)
         except OSError as e:
             raise StorageError(
                 f"Cannot create the data directory {self.projects_dir}: {e.strerror or e}.",
@@ -548,9 +555,9 @@ class ProjectStore:
             raise StorageError(f"Project {name!r} already exists.")
         # Build it aside and rename it into place: a killed create leaves no half project.
         staging = self.projects_dir / f".creating-{uuid.uuid4().hex}"
-        staging.mkdir()
-        (staging / "docs").mkdir()
-        (staging / "traces").mkdir()
+        staging.mkdir(mode=PRIVATE_DIR)
+        (staging / "docs").mkdir(mode=PRIVATE_DIR)
+        (staging / "traces").mkdir(mode=PRIVATE_DIR)
         meta = {"name": name, "created": _now(), "format": FORMAT_VERSION}
         atomic_write(staging / "project.json", json.dumps(meta, ensure_ascii=False).encode())
         try:
