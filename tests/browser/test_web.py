@@ -195,6 +195,20 @@ def test_a_token_sends_the_browser_to_sign_in(page: Page, site: Callable[..., st
     expect(page.locator("#state")).to_have_text("success", timeout=30_000)
 
 
+def test_a_base64_token_signs_in_once_and_stays_signed_in(
+    page: Page, site: Callable[..., str]
+) -> None:
+    """The cookie comes back quoted for such a token; it must still be the token."""
+    token = "Zm9vL2Jhcis9PQ=="
+    url = site(token=token)
+    page.goto(url)
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("link", name="contracts")).to_be_visible()
+    page.goto(url)
+    expect(page).to_have_url(f"{url}/")
+
+
 def test_phone_sized_and_keyboard_only(page: Page, site: Callable[..., str]) -> None:
     url = site()
     page.set_viewport_size({"width": 390, "height": 800})

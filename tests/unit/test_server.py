@@ -287,6 +287,43 @@ def test_api_keys_never_appear_in_responses_events_or_traces(
     assert SECRET not in Path(trace["path"]).read_text()
 
 
+def test_with_a_token_the_server_answers_for_any_host_name(serve: Callable[..., Server]) -> None:
+    """A server that listens beyond loopback is reached by another name than 127.0.0.1;
+    with its token it answers (without one it listens on loopback and stops DNS
+    rebinding by the Host header)."""
+    s = serve(token="t0ken")
+    remote = {"Host": "shesha.example:7733", "Authorization": "Bearer t0ken"}
+    assert httpx.get(f"{s.url}/api/projects", headers=remote).status_code == 200
+    assert httpx.get(f"{s.url}/api/projects", headers={"Host": "shesha.example"}).status_code == 401
+    open_ = serve()
+    rebound = httpx.get(f"{open_.url}/api/projects", headers={"Host": "evil.example"})
+    assert rebound.status_code == 421
+
+
+@pytest.mark.parametrize("token", ["Zm9vL2Jhcis9PQ==", 'a"b;c d\\e', "plain-token"])
+def test_the_login_cookie_round_trips_whatever_the_token(
+    serve: Callable[..., Server], token: str
+) -> None:
+    s = serve(token=token)
+    browser = httpx.Client(base_url=s.url, follow_redirects=False, timeout=10)
+    login = browser.post("/login", data={"token": token})
+    assert (login.status_code, login.headers["location"]) == (303, "/")
+    page = browser.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 200, page.headers.get("location")
+    assert browser.get("/api/projects").status_code == 200
+
+
+def test_no_page_of_the_server_loads_code_from_elsewhere(serve: Callable[..., Server]) -> None:
+    s = serve()
+    assert s.http.get("/api/docs").status_code == 404  # it would load its viewer from a CDN
+    schema = s.http.get("/api/openapi.json")
+    assert schema.status_code == 200
+    for path in ("/", "/api/openapi.json", "/api/projects", "/login"):
+        r = s.http.get(path)
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert "script-src 'self'" in r.headers["content-security-policy"], path
+
+
 def test_only_loopback_without_a_token() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "::1", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "example.org", "10.0.0.1"))

@@ -347,7 +347,7 @@ async def _bad_request(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(
         {
             "error": f"Invalid request: {where or 'body'}: {first.get('msg', 'invalid')}.",
-            "hint": "See /api/docs for what each endpoint takes.",
+            "hint": "See /api/openapi.json for what each endpoint takes.",
             "kind": "RequestValidationError",
         },
         status_code=422,
@@ -392,7 +392,7 @@ def create_app(
         title="shesha",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # its viewer would load code from a CDN into this origin
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
@@ -407,4 +407,6 @@ def create_app(
         token,
         open_paths=("/api/health", "/login", "/static/"),
     )
-    return SecurityHeaders(SameOrigin(guarded))
+    # Without a token the server listens on loopback only, and a Host that is not
+    # loopback is DNS rebinding; with one, it may be reached by any name.
+    return SecurityHeaders(SameOrigin(guarded, loopback_only=token is None))
