@@ -177,3 +177,30 @@ def test_an_upload_is_parsed_out_of_the_servers_process(
         assert "256 MB of memory" in errors["hungry.docx"]  # died in a worker, not here
         assert "(the bound: 2,000,000,000 pixels a file)" in errors["frames.gif"]
         assert http.get("/api/health").status_code == 200
+
+
+SCRIPT = """
+import sys, threading, time
+from shesha import Shesha
+print("ran", flush=True)
+threading.Thread(target=time.sleep, args=(5,), daemon=True).start()  # a threaded caller
+with Shesha(home=sys.argv[1]) as sh:
+    report = sh.project("p").add([sys.argv[2]])
+print("stored", [d.name for d in report.stored], report.failed, flush=True)
+"""
+
+
+def test_a_threaded_script_without_a_main_guard_is_not_run_again(tmp_path: Path) -> None:
+    """Parsing workers of a threaded caller are fresh interpreters: nothing runs the
+    caller's script a second time (multiprocessing's spawn and fork server would)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(SCRIPT)
+    doc = tmp_path / "doc.md"
+    doc.write_text("# A document")
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "home"), str(doc)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ran") == 1, done.stdout
+    assert "stored ['doc.md'] []" in done.stdout

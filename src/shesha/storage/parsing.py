@@ -4,8 +4,10 @@ its time is killed (with the OCR it started) and replaced, so one hostile file f
 alone and the rest of the batch goes on.
 
 Workers are forked when the caller has one thread (a CLI); a server's many threads make a
-fork unsafe, so there a fork server starts them, with the parsers already imported.
-Neither re-imports the caller's ``__main__``.
+fork unsafe, so there each is a fresh interpreter running this module. Neither runs the
+caller's ``__main__`` again (multiprocessing's spawn and fork server would).
+
+    python -m shesha.storage.parsing FD MEMORY_MB     a worker, on the socket FD
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import contextlib
 import os
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -21,7 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import TypeVar
 
@@ -90,43 +94,77 @@ def _parse(job: ParseJob, conn: Connection, memory_mb: int) -> Outcome:
         return f"the parser failed on this file ({type(e).__name__}: {e})"
 
 
-def _context() -> BaseContext:
-    if threading.active_count() == 1:
-        return get_context("fork")
-    context = get_context("forkserver")
-    context.set_forkserver_preload(["shesha.storage.parsing"])
-    return context
-
-
 class _Worker:
-    def __init__(self, context: BaseContext, limits: ParseLimits) -> None:
-        ours, theirs = context.Pipe()
-        self.conn = ours
-        self.process: BaseProcess = context.Process(  # type: ignore[attr-defined]
-            target=_serve, args=(theirs, limits.memory_mb), daemon=True
-        )
-        self.process.start()
-        theirs.close()
+    """One worker process and the channel to it: forked when this process has one thread,
+    else a fresh interpreter, since a fork of a threaded process may inherit a lock that
+    another thread held, locked forever."""
+
+    def __init__(self, limits: ParseLimits) -> None:
         self.deadline = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._forked: BaseProcess | None = None
+        if threading.active_count() == 1:
+            context = get_context("fork")
+            ours, theirs = context.Pipe()
+            forked = context.Process(target=_serve, args=(theirs, limits.memory_mb))
+            forked.daemon = True
+            forked.start()
+            theirs.close()
+            self._forked, self.conn = forked, ours
+            return
+        here, there = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "shesha.storage.parsing", str(there.fileno()),
+                 str(limits.memory_mb)],
+                pass_fds=(there.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            there.close()
+        self.conn = Connection(here.detach())
+
+    @property
+    def pid(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.pid
+        return self._forked.pid if self._forked is not None else None
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.poll()
+        return self._forked.exitcode if self._forked is not None else None
+
+    def _ended(self, timeout: float) -> bool:
+        """Whether it has ended, once ``timeout`` has passed at most."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        assert self._forked is not None
+        self._forked.join(timeout=timeout)
+        return not self._forked.is_alive()
 
     def kill(self) -> None:
-        pid = self.process.pid
+        pid = self.pid
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # the worker and its OCR
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.process.join(timeout=5)
+        self._ended(5)
         self.conn.close()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(None)
-        self.process.join(timeout=2)
-        if self.process.is_alive():
-            self.kill()
-        else:
+        if self._ended(2):
             self.conn.close()
+        else:
+            self.kill()
 
 
 def parse_all(
@@ -139,7 +177,6 @@ def parse_all(
     each file is done, in the order they finish."""
     if not jobs:
         return
-    context = _context()
     todo = deque(jobs)
     idle: list[_Worker] = []
     busy: dict[Connection, tuple[_Worker, K, ParseJob]] = {}
@@ -147,7 +184,7 @@ def parse_all(
     try:
         while todo or busy:
             while todo and len(busy) < count:
-                worker = idle.pop() if idle else _Worker(context, limits)
+                worker = idle.pop() if idle else _Worker(limits)
                 key, job = todo.popleft()
                 worker.conn.send(job)
                 worker.deadline = time.monotonic() + limits.timeout_s
@@ -161,7 +198,7 @@ def parse_all(
                     kind, *rest = conn.recv()
                 except (EOFError, OSError):
                     del busy[conn]
-                    code = worker.process.exitcode
+                    code = worker.exitcode
                     worker.kill()
                     yield key, _crashed(code, limits)
                     continue
@@ -198,3 +235,13 @@ def _crashed(code: int | None, limits: ParseLimits) -> str:
         f"parser's {limits.memory_mb:,} MB of memory ends so (raise parse_memory_mb if it "
         "is genuine)"
     )
+
+
+def main(argv: Sequence[str]) -> int:
+    """A worker started by :class:`_Worker`: the socket's descriptor and the memory limit."""
+    _serve(Connection(int(argv[0])), int(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
