@@ -97,6 +97,14 @@ class StorageError(SheshaError):
     """The project store could not be read or written."""
 
 
+class InvalidName(StorageError):
+    """A project or document name that the store refuses (the caller's to fix)."""
+
+
+class AlreadyExists(StorageError):
+    """A project that is being made exists already."""
+
+
 class NotFoundError(StorageError):
     """No such project, document or trace."""
 

@@ -126,9 +126,12 @@ def test_errors_are_json_with_the_clis_message_and_hint(serve: Callable[..., Ser
     assert "shesha projects list" in body["hint"]
     s.http.post("/api/projects/p")
     bad = s.http.post("/api/projects/p/queries", json={"question": "q", "max_iterations": 0})
-    assert (bad.status_code, bad.json()["kind"]) == (400, "ConfigError")
+    assert (bad.status_code, bad.json()["kind"]) == (422, "RequestValidationError")
+    assert "max_iterations" in bad.json()["error"]
     unknown = s.http.post("/api/projects/p/queries", json={"question": "q", "frobnicate": 1})
-    assert "Unknown query option" in unknown.json()["error"]
+    assert unknown.status_code == 422
+    assert "frobnicate: not an option" in unknown.json()["error"]
+    assert "max_iterations" in unknown.json()["hint"]  # the options it takes
     empty = s.http.post("/api/projects/p/queries", json={})
     assert empty.status_code == 422
     assert "question" in empty.json()["error"]

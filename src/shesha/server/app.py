@@ -11,30 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp
 
 from shesha import __version__
 from shesha.api import Shesha
+from shesha.config import QUERY_OVERRIDES, Settings
 from shesha.errors import (
+    AlreadyExists,
     ConfigError,
     Forbidden,
+    InvalidName,
     LLMError,
     NotFoundError,
     ParseError,
     SandboxBusyError,
     SandboxUnavailableError,
     SheshaError,
-    StorageError,
 )
 from shesha.rlm.output import output_checker
 from shesha.rlm.result import QueryResult
@@ -67,10 +73,8 @@ class AddPaths(BaseModel):
     password: str | None = None
 
 
-class Ask(BaseModel):
-    """A question, and any per-query overrides (model, limits...)."""
-
-    model_config = {"extra": "allow"}
+class AskBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1)
     output_schema: dict[str, Any] | None = Field(
         None, description="a JSON schema the answer must match (result.output)"
@@ -82,11 +86,62 @@ class Ask(BaseModel):
     )
 
 
+def _query_options() -> dict[str, Any]:
+    """Each per-query override, as the settings declare it (type, bounds, description)."""
+    options: dict[str, Any] = {}
+    for name in sorted(QUERY_OVERRIDES):
+        declared = Settings.model_fields[name]
+        field = copy.copy(declared)
+        field.default = None
+        options[name] = (Optional[declared.annotation], field)  # noqa: UP045  a runtime type
+    return options
+
+
+Ask = create_model(
+    "Ask",
+    __base__=AskBase,
+    __doc__="A question, and any per-query overrides (model, limits...).",
+    **_query_options(),
+)
+ASK_FIELDS = set(AskBase.model_fields)
+
+
+class ErrorBody(BaseModel):
+    """What every refusal and failure of the API says."""
+
+    error: str
+    hint: str | None = None
+    kind: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": said}
+    for status, said in (
+        (400, "an invalid request: a name, an option or a value the server refuses"),
+        (401, "no token, or the wrong one (a server with a token)"),
+        (
+            403,
+            "refused: a path outside the allowed folders, a setting a request may not "
+            "change, or a request from another site",
+        ),
+        (404, "no such project, document, trace or query"),
+        (409, "the project exists already"),
+        (413, "the request is larger than the server accepts"),
+        (421, "a host name this loopback-only server does not answer for"),
+        (422, "a request that does not match this schema, or a file that cannot be parsed"),
+        (502, "the model's endpoint failed"),
+        (503, "no sandbox is free, or none can be started"),
+    )
+}
+
+
 def _status(error: SheshaError) -> int:
     for kind, status in (
         (NotFoundError, 404),
         (Forbidden, 403),
         (ConfigError, 400),
+        (InvalidName, 400),
+        (AlreadyExists, 409),
         (ParseError, 422),
         (SandboxBusyError, 503),
         (SandboxUnavailableError, 503),
@@ -110,7 +165,7 @@ def get_run(request: Request, run_id: str) -> QueryRun:
     return run
 
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 # -- about the server -------------------------------------------------------------------
@@ -223,10 +278,7 @@ def upload(
     such as ``notes/call.md``, like a file found under a directory)."""
     sh = served(request).sh
     with tempfile.TemporaryDirectory(prefix="shesha-upload-") as tmp:
-        try:
-            refused = uploads.stage(((f.filename or "", f.file) for f in files), Path(tmp))
-        except StorageError as e:
-            raise ConfigError(str(e)) from e
+        refused = uploads.stage(((f.filename or "", f.file) for f in files), Path(tmp))
         report = sh.project(name).add([tmp], password=password)
     report.failed[:0] = refused
     return add_json(sh, name, report)
@@ -240,7 +292,8 @@ async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     """Start a query; follow it at ``events_url``."""
     s = served(request)
     overrides = request_overrides(
-        body.model_extra or {}, allow_endpoints=s.sh.settings.allow_endpoint_overrides
+        body.model_dump(exclude_unset=True, exclude=ASK_FIELDS),
+        allow_endpoints=s.sh.settings.allow_endpoint_overrides,
     )
     s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
     project = await asyncio.to_thread(s.sh.get_project, name)  # a missing one: a 404
@@ -285,7 +338,28 @@ async def cancel_query(request: Request, run_id: str) -> dict[str, Any]:
     return run.summary()
 
 
-@router.get("/queries/{run_id}/events")
+@router.get(
+    "/queries/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": "the event's index"},
+                            "event": {"type": "string", "description": "its type"},
+                            "data": {"type": "string", "description": "the event as JSON"},
+                        },
+                        "required": ["id", "event", "data"],
+                    }
+                }
+            },
+            "description": "the query's events, one Server-Sent Event each",
+        }
+    },
+)
 async def query_events(request: Request, run_id: str, start: int = 0) -> StreamingResponse:
     """Server-Sent Events: every event of the query from ``start`` on, live, ending with
     ``done``, ``cancelled`` or ``failed``. Each event's ``id`` is its index."""
@@ -340,14 +414,42 @@ async def _shesha_error(request: Request, error: Exception) -> Response:
     return JSONResponse(error_body(error), status_code=status)
 
 
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method a path does not take, a body
+    that is not JSON) in the API's error shape; a 405 lists every method of the path."""
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        methods: set[str] = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE and isinstance(route, APIRoute):
+                methods |= route.methods or set()
+        headers["Allow"] = ", ".join(sorted(methods))
+    said = {
+        404: "No such page or endpoint.",
+        405: f"{request.method} is not a method of this path.",
+    }
+    body = {
+        "error": said.get(error.status_code, str(error.detail)),
+        "hint": "See /api/openapi.json for what each endpoint takes.",
+        "kind": type(error).__name__ if error.status_code >= 500 else "HTTPError",
+    }
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
+
+
 async def _bad_request(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     first = error.errors()[0] if error.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    said, hint = first.get("msg", "invalid"), "See /api/openapi.json for what each endpoint takes."
+    if first.get("type") == "extra_forbidden":
+        said = "not an option"
+        hint = f"A query takes: {', '.join(sorted(ASK_FIELDS | QUERY_OVERRIDES))}."
     return JSONResponse(
         {
-            "error": f"Invalid request: {where or 'body'}: {first.get('msg', 'invalid')}.",
-            "hint": "See /api/openapi.json for what each endpoint takes.",
+            "error": f"Invalid request: {where or 'body'}: {said}.",
+            "hint": hint,
             "kind": "RequestValidationError",
         },
         status_code=422,
@@ -398,6 +500,7 @@ def create_app(
     )
     app.add_exception_handler(SheshaError, _shesha_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     add_web(app, token)
     if mcp_app is not None:

@@ -96,7 +96,13 @@ def allowed_path(raw: str, roots: Sequence[Path]) -> Path:
             f"{raw}: patterns are not accepted when adding by path.",
             hint="Give files and directories; the server adds directories recursively.",
         )
-    path = Path(raw).expanduser().resolve()
+    try:
+        path = Path(raw).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a lone surrogate, a loop
+        raise ConfigError(
+            f"{raw!r} is not a path this server can read ({e}).",
+            hint="Give the absolute path of a file or folder under --allow-path.",
+        ) from e
     if not any(path == root or root in path.parents for root in roots):
         where = ", ".join(str(r) for r in roots) or "nowhere (no --allow-path was given)"
         raise Forbidden(

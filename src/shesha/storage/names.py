@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import PurePosixPath
 
-from shesha.errors import StorageError
+from shesha.errors import InvalidName
 
 MAX_PROJECT_NAME = 200
 MAX_DOCUMENT_NAME = 1024
@@ -24,7 +24,7 @@ def _bad_chars(name: str) -> list[str]:
 def validate_project_name(name: str) -> str:
     """A project name: one path component, printable, not hidden. Unicode is fine."""
     if not isinstance(name, str) or not name.strip():
-        raise StorageError("A project name cannot be empty.", hint="Pick a name like 'contracts'.")
+        raise InvalidName("A project name cannot be empty.", hint="Pick a name like 'contracts'.")
     problem = None
     if bad := _bad_chars(name):
         problem = f"it contains control characters ({', '.join(bad[:3])})"
@@ -37,7 +37,7 @@ def validate_project_name(name: str) -> str:
     elif len(name) > MAX_PROJECT_NAME:
         problem = f"it is longer than {MAX_PROJECT_NAME} characters"
     if problem:
-        raise StorageError(
+        raise InvalidName(
             f"Invalid project name {name!r}: {problem}.",
             hint="Use letters, digits, '-', '_' or spaces (any script).",
         )
@@ -47,7 +47,7 @@ def validate_project_name(name: str) -> str:
 def validate_document_name(name: str) -> str:
     """A document name: a relative POSIX path with no '..', '.', or empty parts."""
     if not isinstance(name, str) or not name:
-        raise StorageError("A document name cannot be empty.")
+        raise InvalidName("A document name cannot be empty.")
     problem = None
     parts = name.split("/")
     if bad := _bad_chars(name):
@@ -67,7 +67,7 @@ def validate_document_name(name: str) -> str:
     elif any(len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_PART_BYTES for p in parts):
         problem = f"a part of it is longer than {MAX_NAME_PART_BYTES} bytes"
     if problem:
-        raise StorageError(
+        raise InvalidName(
             f"Invalid document name {name!r}: {problem}.",
             hint="Document names are relative paths such as 'reports/2024.pdf'.",
         )

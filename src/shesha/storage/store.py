@@ -31,7 +31,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
 from shesha.config import default_home
-from shesha.errors import NotFoundError, RepositoryError, StorageError
+from shesha.errors import AlreadyExists, InvalidName, NotFoundError, RepositoryError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument
 from shesha.parser.bounds import DEFAULT as DEFAULT_BOUNDS
 from shesha.parser.bounds import ParseBounds
@@ -535,7 +535,7 @@ class ProjectStore:
         validate_project_name(name)
         path = self.projects_dir / name
         if path.resolve().parent != self.projects_dir.resolve():
-            raise StorageError(f"Invalid project name {name!r}: it leaves the data directory.")
+            raise InvalidName(f"Invalid project name {name!r}: it leaves the data directory.")
         return path
 
     def exists(self, name: str) -> bool:
@@ -552,7 +552,7 @@ class ProjectStore:
                 hint="Set SHESHA_HOME to a writable directory.",
             ) from e
         if (path / "project.json").exists():
-            raise StorageError(f"Project {name!r} already exists.")
+            raise AlreadyExists(f"Project {name!r} already exists.")
         # Build it aside and rename it into place: a killed create leaves no half project.
         staging = self.projects_dir / f".creating-{uuid.uuid4().hex}"
         staging.mkdir(mode=PRIVATE_DIR)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from shesha.errors import StorageError
+from shesha.errors import InvalidName, StorageError
 from shesha.storage.inputs import DEFAULT_IGNORE, ignored_problem, rule_for
 from shesha.storage.names import validate_document_name
 from shesha.storage.store import FailedInput
@@ -27,7 +27,7 @@ def stage(files: Iterable[tuple[str, BinaryIO]], into: Path) -> list[FailedInput
         try:
             validate_document_name(name)
         except StorageError as e:
-            raise StorageError(f"The uploaded file name {name!r} is refused: {e}") from e
+            raise InvalidName(f"The uploaded file name {name!r} is refused: {e}") from e
     refused: list[FailedInput] = []
     taken: set[str] = set()
     for name, stream in named:
