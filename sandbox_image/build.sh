@@ -32,7 +32,7 @@ ctx=$(mktemp -d /tmp/shesha-image.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
 cp "$here/Dockerfile" "$ctx/Dockerfile"
 cp "$runner" "$ctx/runner.py"
-log "Building $tag FROM $base..."
-docker build -q --build-arg "BASE=$base" --build-arg "RUNNER_HASH=$hash" \
+log "Building $tag FROM $base (no network: nothing in it needs one)..."
+docker build -q --network none --build-arg "BASE=$base" --build-arg "RUNNER_HASH=$hash" \
   -t "$tag" -t shesha-sandbox:latest "$ctx" >/dev/null
 log "Built $tag."

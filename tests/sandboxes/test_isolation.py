@@ -361,10 +361,12 @@ print("left")
 def test_nothing_code_leaves_behind_reaches_the_next_query(one: SandboxPool) -> None:
     (baseline,) = query(one, SAME, OBSERVE)
     before = json.loads(ok(baseline))
+    discarded = one.stats().discarded
     (left,) = query(one, SAME, LEAVE_BEHIND)
     assert ok(left) == "left\n"
     (after,) = query(one, SAME, OBSERVE)
     assert json.loads(ok(after)) == before
+    assert one.stats().discarded == discarded  # cleaned up, not replaced
     assert before["scratch"] == []
     assert before["lurkers"] == []
     assert before["threads"] == 1
@@ -376,6 +378,49 @@ def test_nothing_left_behind_reaches_another_project(one: SandboxPool) -> None:
     ok(query(one, ATTACKER, LEAVE_BEHIND)[0])
     (after,) = query(one, VICTIM, OBSERVE)
     assert json.loads(ok(after)) == before
+
+
+def test_a_later_query_finds_nothing_of_an_earlier_ones_traffic(one: SandboxPool) -> None:
+    """The runner relays every query's code, output, sub-calls and answer; the next query
+    of the same project walks its frames, its objects and its whole memory for them."""
+    marker = uuid.uuid4().hex
+    code = f"print('earlier-output-' + {marker!r})\nFINAL('earlier-answer-' + {marker!r})"
+    (earlier,) = query(one, SAME, code)
+    assert earlier.final == f"earlier-answer-{marker}"
+    digest = hashlib.sha256(marker.encode()).hexdigest()
+    look = f"""
+import gc, hashlib, re, sys
+found = []
+f = sys._getframe()
+while f is not None:
+    found += [repr(v)[:200000] for v in f.f_locals.values()]
+    f = f.f_back
+found += [o for o in gc.get_objects() if isinstance(o, (str, bytes))]
+def hits(blob):
+    blob = blob if isinstance(blob, bytes) else str(blob).encode("utf-8", "replace")
+    n = 0
+    for m in re.finditer(rb"earlier-(?:output|answer)-", blob):
+        if hashlib.sha256(blob[m.end():m.end() + 32]).hexdigest() == {digest!r}:
+            n += 1
+    return n
+seen = sum(hits(x) for x in found)
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+    for line in maps:
+        span, perms = line.split()[:2]
+        if not perms.startswith("r"):
+            continue
+        start, end = (int(x, 16) for x in span.split("-"))
+        if end - start > 512 * 2**20:
+            continue
+        try:
+            mem.seek(start)
+            seen += hits(mem.read(end - start))
+        except (OSError, OverflowError, ValueError):
+            continue
+print(seen)
+"""
+    (later,) = query(one, SAME, look)
+    assert ok(later) == "0\n"
 
 
 def test_processes_left_behind_are_gone_when_the_query_ends(one: SandboxPool) -> None:
@@ -482,6 +527,48 @@ def test_code_cannot_read_or_trace_what_holds_the_documents_and_the_protocol(
     assert ok(reached) == "[]\n"
     (after,) = query(one, SAME, "print(context[0][:13])")
     assert ok(after) == "The real text\n"
+
+
+def test_no_signal_from_inside_stops_or_kills_what_holds_the_protocol(
+    one: SandboxPool, backend: str
+) -> None:
+    isolating(backend)
+    discarded = one.stats().discarded
+    (signalled,) = query(
+        one,
+        SAME,
+        "import os, signal\n"
+        "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,\n"
+        "            signal.SIGUSR1, signal.SIGALRM, signal.SIGSTOP, signal.SIGKILL):\n"
+        "    os.kill(1, sig)\n"
+        "print('sent')",
+    )
+    assert ok(signalled) == "sent\n"
+    (after,) = query(one, SAME, "print(context[0][:13])")
+    assert ok(after) == "The real text\n"
+    assert one.stats().discarded == discarded
+
+
+def test_a_worker_that_closes_its_channel_while_flooding_its_output_is_ended(
+    one: SandboxPool,
+) -> None:
+    code = (
+        "import os, socket, stat, subprocess\n"
+        "subprocess.Popen(['sh', '-c', 'cat /dev/zero'], start_new_session=True)\n"
+        "for fd in map(int, os.listdir('/proc/self/fd')):\n"
+        "    try:\n"
+        "        if stat.S_ISSOCK(os.fstat(fd).st_mode):\n"
+        "            os.close(fd)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "import time; time.sleep(30)"
+    )
+    with one.acquire(SAME) as s:
+        result = s.execute(code, timeout=20)
+        assert result.status == "crashed", result
+        assert "closed its channel" in (result.error or "")
+        after = s.execute("print(len(context))")
+    assert ok(after) == "1\n"
 
 
 def test_killing_everything_it_can_costs_a_query_only_its_own_sandbox(

@@ -562,6 +562,8 @@ def wipe(top: str) -> None:
                         if not stat.S_ISDIR(inner_info.st_mode):
                             os.unlink(inner, dir_fd=sub)
                             continue
+                        # moving a folder needs write access to it (its ".." changes)
+                        os.chmod(inner, 0o700, dir_fd=sub)
                         while True:  # up to the top, under a name of our own
                             moved += 1
                             try:
@@ -668,9 +670,13 @@ class WorkerLink:
         del self._output[:-WORKER_STDERR_TAIL]
 
     def output_tail(self) -> str:
+        """What is left in the output pipe, bounded (call once the writers are dead)."""
         with contextlib.suppress(OSError):
             os.set_blocking(self.output_fd, False)
-            while chunk := os.read(self.output_fd, 1 << 16):
+            for _ in range(16):
+                chunk = os.read(self.output_fd, 1 << 16)
+                if not chunk:
+                    break
                 self._output += chunk
                 del self._output[:-WORKER_STDERR_TAIL]
         return self._output.decode("utf-8", "replace")
@@ -681,6 +687,150 @@ class WorkerLink:
             os.close(self.output_fd)
 
 
+class Zygote:
+    """The process that workers are forked from: a copy of the supervisor made when it
+    held the documents and nothing else (just after a load, or at its start), which
+    never reads a frame of the host's or a worker's. The supervisor relays every query's
+    traffic, so its own memory is never what a worker inherits.
+
+    It is told over a socket of its own (SOCK_SEQPACKET, one request and one reply at a
+    time): ``spawn`` (with the worker's two descriptors), ``wait`` (a worker's exit
+    status) and ``reap``."""
+
+    def __init__(self, pid: int, control: socket.socket) -> None:
+        self.pid = pid
+        self.control = control
+
+    def ask(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        body = json.dumps(request).encode()
+        try:
+            if fds:
+                socket.send_fds(self.control, [body], fds)
+            else:
+                self.control.send(body)
+            reply = self.control.recv(4096)
+        except OSError:
+            reply = b""
+        if not reply:
+            os._exit(4)  # no zygote, no fresh workers: the host replaces this sandbox
+        answer: dict[str, Any] = json.loads(reply)
+        return answer
+
+    def spawn(self) -> WorkerLink:
+        ours, theirs = socket.socketpair()
+        out_r, out_w = os.pipe()
+        try:
+            pid = int(self.ask({"kind": "spawn"}, [theirs.fileno(), out_w])["pid"])
+        finally:
+            theirs.close()
+            os.close(out_w)
+        return WorkerLink(pid, ours, out_r)
+
+    def status(self, pid: int, wait_s: float) -> int | None:
+        """A worker's wait status, waiting up to ``wait_s`` for it to end; None if alive."""
+        status = self.ask({"kind": "wait", "pid": pid, "timeout": wait_s}).get("status")
+        return status if isinstance(status, int) else None
+
+    def reap(self) -> None:
+        self.ask({"kind": "reap"})
+
+    def stop(self) -> None:
+        self.control.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+class _ZygoteLoop:
+    """The zygote's life: fork a worker when asked, report and reap their ends."""
+
+    def __init__(
+        self, control: socket.socket, docs: tuple[str, ...], names: tuple[str, ...]
+    ) -> None:
+        self.control = control
+        self.docs, self.names = docs, names
+        self.children: dict[int, int | None] = {}
+
+    def serve(self) -> None:
+        while True:
+            try:
+                body, fds, _, _ = socket.recv_fds(self.control, 4096, 2)
+            except OSError:
+                return
+            if not body:
+                return  # the supervisor is gone
+            request = json.loads(body)
+            kind = request.get("kind")
+            if kind == "spawn" and len(fds) == 2:
+                reply: dict[str, Any] = {"pid": self.spawn(fds[0], fds[1])}
+            else:
+                for fd in fds:
+                    os.close(fd)
+                reply = self.wait(request) if kind == "wait" else self.reap()
+            self.control.send(json.dumps(reply).encode())
+
+    def spawn(self, channel: int, output: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                self.control.close()
+                _become_worker(channel, output, self.docs, self.names)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(channel)
+        os.close(output)
+        self.children[pid] = None
+        return pid
+
+    def collect(self) -> None:
+        for pid, status in list(self.children.items()):
+            if status is None:
+                with contextlib.suppress(ChildProcessError):
+                    done, ended = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        self.children[pid] = ended
+
+    def wait(self, request: dict[str, Any]) -> dict[str, Any]:
+        pid, deadline = int(request["pid"]), time.monotonic() + float(request["timeout"])
+        self.collect()
+        while self.children.get(pid, 0) is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+            self.collect()
+        return {"status": self.children.get(pid)}
+
+    def reap(self) -> dict[str, Any]:
+        self.collect()
+        for pid in [p for p, status in self.children.items() if status is not None]:
+            del self.children[pid]
+        return {}
+
+
+def _become_worker(
+    channel: int, output: int, docs: tuple[str, ...], names: tuple[str, ...]
+) -> None:
+    os.setsid()
+    low = 3  # close every inherited descriptor but these two
+    for fd in sorted({channel, output}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 10))
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    _prctl(_PR_SET_DUMPABLE, 1)  # its own /proc/self; the supervisor and zygote stay closed
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")  # out of memory, the kernel takes the worker, not the supervisor
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # POSIX queues outlive it
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    Worker(Wire(channel, channel), docs, names).serve()
+
+
 class Supervisor:
     """The protocol, the documents, and the workers' lives; never a query's code."""
 
@@ -689,16 +839,18 @@ class Supervisor:
         self.scratch = scratch
         self.alone = os.getpid() == 1
         """PID 1 of its own namespace (Docker, bubblewrap): every other process in it is
-        a worker's, and the IPC namespace is the sandbox's own."""
+        a worker's or the zygote, and the IPC namespace is the sandbox's own."""
         self.runner_hash = _own_hash()
         self.docs: tuple[str, ...] = ()
         self.names: tuple[str, ...] = ()
         self.version: str | None = None
         self.worker: WorkerLink | None = None
+        self.zygote: Zygote | None = None
         self.dirty = False
         """Code has run since the last clean-up."""
+        self.relayed = False
+        """This process has carried a query's traffic: its memory is no zygote's to be."""
         self._relay_id = 0
-        self._exited: dict[int, int] = {}
         if not _prctl(_PR_SET_DUMPABLE, 0):
             raise OSError("prctl(PR_SET_DUMPABLE) failed: workers could read the supervisor")
         if not self.alone and not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
@@ -706,68 +858,59 @@ class Supervisor:
 
     # -- workers ------------------------------------------------------------------------
 
-    def _spawn(self) -> WorkerLink:
-        ours, theirs = socket.socketpair()
-        out_r, out_w = os.pipe()
+    def _start_zygote(self) -> Zygote:
+        if self.relayed:
+            os._exit(5)  # no clean state to copy: the host replaces this sandbox
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
-        if pid == 0:  # the worker: it never returns from here
-            code = 70
+        if pid == 0:
             try:
-                self._become_worker(theirs.fileno(), out_w)
-                code = 0
-            except BaseException:  # noqa: BLE001  whatever ends the worker ends only it
-                code = 70
+                ours.close()
+                keep = theirs.fileno()
+                os.closerange(3, keep)
+                os.closerange(keep + 1, max(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1 << 10))
+                _ZygoteLoop(theirs, self.docs, self.names).serve()
             finally:
-                os._exit(code)
+                os._exit(0)
         theirs.close()
-        os.close(out_w)
-        return WorkerLink(pid, ours, out_r)
+        return Zygote(pid, ours)
 
-    def _become_worker(self, channel: int, output: int) -> None:
-        os.setsid()
-        low = 3  # close every inherited descriptor but these two: the host's above all
-        for fd in sorted({channel, output}):
-            os.closerange(low, fd)
-            low = fd + 1
-        os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        os.dup2(output, 1)
-        os.dup2(output, 2)
-        os.close(output)
-        _prctl(_PR_SET_DUMPABLE, 1)  # its own /proc/self; the supervisor stays closed
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")  # out of memory, the kernel takes the worker, not the supervisor
-        with contextlib.suppress(OSError, ValueError):
-            resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # POSIX queues outlive it
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        Worker(Wire(channel, channel), self.docs, self.names).serve()
+    def _spawn(self) -> WorkerLink:
+        if self.zygote is None:
+            self.zygote = self._start_zygote()
+        return self.zygote.spawn()
 
     def _reap(self) -> None:
-        """Collect ended processes, keeping the status of the current worker."""
+        """Collect this process's ended children (orphans come here), but the zygote."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            if self.worker is not None and pid == self.worker.pid:
-                self.worker.status = status
+            if self.zygote is not None and pid == self.zygote.pid:
+                os._exit(4)  # the zygote died: the host replaces this sandbox
+
+    def _others(self) -> list[int]:
+        """Every process a worker may have started: all of the sandbox's (or, outside one,
+        this process's descendants), but this one and the zygote."""
+        spared = {os.getpid(), self.zygote.pid if self.zygote else -1}
+        found = list(_parents()) if self.alone else descendants(os.getpid())
+        return [p for p in found if p not in spared]
 
     def _kill_all(self) -> None:
-        """Kill every process a worker started, by any route, and wait until all are gone."""
+        """Kill every process a worker started, by any route, and wait until all are gone.
+        Each pass kills all it finds; a process killed cannot fork, so the passes end."""
         deadline = time.monotonic() + 10
         while True:
-            if self.alone:
+            others = self._others()
+            for pid in others:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(-1, signal.SIGKILL)  # all but PID 1, atomically
-                others = [p for p in _parents() if p != os.getpid()]
-            else:
-                others = descendants(os.getpid())
-                for pid in others:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
             self._reap()
+            if self.zygote is not None:
+                self.zygote.reap()
             if not others:
                 return
             if time.monotonic() > deadline:
@@ -780,11 +923,14 @@ class Supervisor:
         if link is not None:
             link.close()
         self._kill_all()
-        with contextlib.suppress(OSError):
-            os.chmod(self.scratch, 0o1777 if self.alone else 0o700)
-        wipe(self.scratch)
-        if self.alone:
-            remove_ipc()
+        try:
+            with contextlib.suppress(OSError):
+                os.chmod(self.scratch, 0o1777 if self.alone else 0o700)
+            wipe(self.scratch)
+            if self.alone:
+                remove_ipc()
+        except OSError:
+            os._exit(3)  # what a query left cannot be removed: the host replaces this sandbox
         self.dirty = False
 
     def _ready_worker(self) -> WorkerLink:
@@ -793,8 +939,10 @@ class Supervisor:
         return self.worker
 
     def _worker_is_fresh(self) -> bool:
-        self._reap()
-        return self.worker is not None and not self.worker.used and self.worker.status is None
+        worker = self.worker
+        if worker is None or worker.used or self.zygote is None:
+            return False
+        return self.zygote.status(worker.pid, 0) is None
 
     # -- host messages ------------------------------------------------------------------
 
@@ -816,8 +964,12 @@ class Supervisor:
             raise ProtocolViolation("load needs names and lengths of equal length")
         if sum(lengths) != plen:
             raise ProtocolViolation("load lengths do not add up to the payload size")
-        if self.version is not None or self.dirty:
+        if self.version is not None or self.dirty or self.relayed:
             self._reexec(header, plen)
+        self.clean()  # a worker started before this first load, and its zygote, go
+        if self.zygote is not None:
+            self.zygote.stop()
+            self.zygote = None
         payload = self.wire.read_exact(plen) if plen else b""
         view = memoryview(payload)
         docs = []
@@ -841,6 +993,8 @@ class Supervisor:
         """Start this program again in this process, with nothing of the earlier corpus
         in memory; the new one reads the payload of this load and answers it."""
         self.clean()
+        if self.zygote is not None:
+            self.zygote.stop()
         pending = os.memfd_create("shesha-load", 0)
         with open(pending, "wb", closefd=False) as f:  # the frame, and what followed it
             f.write(json.dumps({"header": header, "payload": plen}).encode() + b"\n")
@@ -859,7 +1013,7 @@ class Supervisor:
         """Run code in the worker, passing its sub-calls and tool calls to the host. The
         result goes to the host as the worker sent it, once it is known to be one."""
         worker = self._ready_worker()
-        worker.used = self.dirty = True
+        worker.used = self.dirty = self.relayed = True
         if not worker.send_body(body):
             return self._lost(worker, "gone")
         while True:
@@ -883,16 +1037,13 @@ class Supervisor:
 
     def _lost(self, worker: WorkerLink, why: str) -> dict[str, Any]:
         """The worker died, or broke the protocol: report how, and clean up after it."""
-        deadline = time.monotonic() + 0.5
-        while worker.status is None and time.monotonic() < deadline:
-            self._reap()
-            if worker.status is None:
-                time.sleep(0.002)
-        code, sig = _status_of(worker.status) if worker.status is not None else (None, None)
+        status = self.zygote.status(worker.pid, 0.5) if self.zygote is not None else None
+        code, sig = _status_of(status) if status is not None else (None, None)
         oom = _oom_kills()
         by_memory = sig == signal.SIGKILL and (
             oom is None or worker.oom_kills is None or oom > worker.oom_kills
         )
+        self._kill_all()  # every writer of the output pipe is gone before it is read
         tail = worker.output_tail()
         self.clean()
         reason = "protocol" if why == "protocol" else ("memory" if by_memory else "crashed")
@@ -942,8 +1093,11 @@ class Supervisor:
                 if reply is None:
                     return
                 self.answer(header, reply)
+                del reply, header, body  # nothing of a query stays on this frame
         finally:
             self.clean()
+            if self.zygote is not None:
+                self.zygote.stop()
 
 
 def _take_stdio() -> tuple[int, int]:
@@ -981,9 +1135,15 @@ def main(argv: list[str] | None = None) -> int:
         print(_own_hash())
         return 0
     args = _arguments(argv)
-    # A stop (SIGTERM) must end the runner at once, even when it is PID 1.
-    handler: Callable[[int, Any], None] = lambda _sig, _frame: os._exit(143)  # noqa: E731
-    signal.signal(signal.SIGTERM, handler)
+    # Alone in its sandbox, the runner is PID 1: a signal from inside reaches it only if
+    # it handles one, so it handles none (the host stops a sandbox with SIGKILL, which
+    # only the host can send). Outside one, a stop (SIGTERM) ends it at once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.getpid() == 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        handler: Callable[[int, Any], None] = lambda _sig, _frame: os._exit(143)  # noqa: E731
+        signal.signal(signal.SIGTERM, handler)
     pending: dict[str, Any] | None = None
     unread = b""
     if "--fds" in args:  # re-executed: the descriptors are already private
