@@ -132,6 +132,43 @@ def test_when_the_operator_allows_it_a_named_endpoint_never_gets_a_stored_key(
 
 
 @pytest.mark.parametrize(
+    "model", ["llamafile/x", "ollama/llama3", "lm_studio/x", "anthropic/claude", "gpt-4o"]
+)
+def test_with_no_configured_endpoint_a_request_keeps_to_the_configured_provider(
+    tmp_path: Path, sandboxes: SandboxPool, model: str
+) -> None:
+    """The operator set a key and a model but no api_base: a model of another provider
+    would take the key to that provider's endpoint (a local port, for some)."""
+    with (
+        Shesha(
+            home=str(tmp_path / "home"), model="openai/gpt-4o-mini", api_key=SERVER_KEY,
+            sandboxes=sandboxes,
+        ) as sh,
+        RunningServer(sh) as url,
+    ):  # fmt: skip
+        sh.project("p").add([_doc(tmp_path)])
+        r = ask(url, model=model)
+        assert r.status_code == 403, r.text
+        assert "same provider" in r.json()["error"]
+        assert ask(url, sub_model=model).status_code == 403
+        web = httpx.post(f"{url}/p/p/ask", data={"question": "What?", "model": model})
+        assert web.status_code == 403, web.text  # the web page's form has a model field
+
+
+def test_a_model_of_the_configured_provider_goes_to_the_configured_endpoint(
+    tmp_path: Path,
+    sandboxes: SandboxPool,
+    endpoints: tuple[ScriptedLLMServer, ScriptedLLMServer],
+) -> None:
+    configured, _ = endpoints
+    with server(tmp_path, sandboxes, configured) as sh, RunningServer(sh) as url:
+        r = ask(url, model="openai/another-model")
+        assert r.status_code == 202, r.text
+    assert {q.model for q in configured.requests} == {"another-model"}
+    assert keys_seen(configured) == {f"Bearer {SERVER_KEY}"}
+
+
+@pytest.mark.parametrize(
     "override",
     [
         {"prompts_dir": "/etc"},

@@ -314,6 +314,10 @@ def test_the_login_cookie_round_trips_whatever_the_token(
     page = browser.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 200, page.headers.get("location")
     assert browser.get("/api/projects").status_code == 200
+    # another local app's cookies, which a strict cookie parser stops at, come first
+    ours = login.headers["set-cookie"].split(";")[0]
+    mixed = {"Cookie": 'prefs={"a": 1}; bad cookie; x="un"closed; ' + ours, "Accept": "text/html"}
+    assert httpx.get(f"{s.url}/", headers=mixed).status_code == 200
 
 
 def test_no_page_of_the_server_loads_code_from_elsewhere(serve: Callable[..., Server]) -> None:

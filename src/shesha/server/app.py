@@ -293,7 +293,7 @@ async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     s = served(request)
     overrides = request_overrides(
         body.model_dump(exclude_unset=True, exclude=ASK_FIELDS),
-        allow_endpoints=s.sh.settings.allow_endpoint_overrides,
+        s.sh.settings,
     )
     s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
     project = await asyncio.to_thread(s.sh.get_project, name)  # a missing one: a 404

@@ -297,7 +297,7 @@ class McpHub:
             and answers and the variables their code defined."""
             overrides = request_overrides(
                 {"model": model, "max_iterations": max_iterations},
-                allow_endpoints=sh.settings.allow_endpoint_overrides,
+                sh.settings,
             )
             p = await asyncio.to_thread(sh.get_project, project)
             conv = None

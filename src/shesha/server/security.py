@@ -3,17 +3,17 @@ listen, which paths it may read, and how much it accepts."""
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shesha.config import Settings
 from shesha.endpoints import is_local
 from shesha.errors import ConfigError, Forbidden
 
@@ -57,35 +57,66 @@ NO_KEY = "none"
 so that neither the server's key nor a provider's variable in its environment is sent."""
 
 
-def request_overrides(overrides: Mapping[str, Any], *, allow_endpoints: bool) -> dict[str, Any]:
+def _provider(model: str) -> str | None:
+    """A LiteLLM model string's provider (``openai/gpt-4o`` -> ``openai``); None when the
+    string names none (LiteLLM then guesses it from the name)."""
+    return model.split("/", 1)[0] if "/" in model else None
+
+
+def request_overrides(overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """What a request may change of its query's settings. It never names a file of the
-    server (prompts, a local model's path) and, unless the operator allows it, never the
-    endpoint or key; when it names an endpoint, the server's key does not go with it."""
+    server (prompts, a local model's path). Unless the operator allows endpoint
+    overrides, it never chooses where the model calls go: not ``api_base`` or
+    ``api_key``, and, when the operator set no ``api_base``, no model of another provider
+    than the configured one (LiteLLM would send the server's key to that provider's
+    endpoint, which for some is a local port). When a request does choose, the server's
+    key does not go with it."""
     if taken := sorted(OPERATOR_ONLY & overrides.keys()):
         raise Forbidden(
             f"A request may not set {', '.join(taken)}: it names the server's own files.",
             hint="Set it in the server's shesha.toml.",
         )
-    for key in ("model", "sub_model"):
-        value = overrides.get(key)
-        named_file = isinstance(value, str) and ("/" in value[6:] or value.endswith(".gguf"))
+    models = [v for k in ("model", "sub_model") if isinstance(v := overrides.get(k), str)]
+    for value in models:
+        named_file = "/" in value[6:] or value.endswith(".gguf")
         if named_file and is_local(value):
             raise Forbidden(
                 f"A request may name a registered local model ('local' or 'local/<name>'), "
                 f"not a file: {value!r}.",
                 hint="Register the file on the server with `shesha models add PATH`.",
             )
-    given = sorted(ENDPOINT_OVERRIDES & overrides.keys())
-    if given and not allow_endpoints:
-        raise Forbidden(
-            f"This server does not let a request choose where its model calls go "
-            f"({', '.join(given)}).",
-            hint="The operator may allow it: shesha serve --allow-endpoint-overrides (or "
-            "allow_endpoint_overrides = true). A named endpoint never gets the server's key.",
+    configured = [m for m in (settings.model, settings.sub_model) if m]
+    providers = {_provider(m) for m in configured if not is_local(m)}
+    elsewhere = [
+        m for m in models
+        if not is_local(m) and m not in configured and (
+            _provider(m) is None or _provider(m) not in providers
         )
+    ]  # fmt: skip
+    given = sorted(ENDPOINT_OVERRIDES & overrides.keys())
+    if not settings.allow_endpoint_overrides:
+        if given:
+            raise Forbidden(
+                f"This server does not let a request choose where its model calls go "
+                f"({', '.join(given)}).",
+                hint="The operator may allow it: shesha serve --allow-endpoint-overrides (or "
+                "allow_endpoint_overrides = true). A named endpoint never gets the server's "
+                "key.",
+            )
+        if elsewhere and not settings.api_base:
+            raise Forbidden(
+                f"This server's models are {', '.join(configured) or 'its default'}; a "
+                f"request may choose another of the same provider, not {elsewhere[0]!r} "
+                "(the server's key would go to that provider's endpoint).",
+                hint="The operator may allow it: shesha serve --allow-endpoint-overrides.",
+            )
     chosen = dict(overrides)
-    if "api_base" in chosen and not chosen.get("api_key"):
-        chosen["api_key"] = NO_KEY
+    if not chosen.get("api_key") and (
+        "api_base" in chosen or (elsewhere and not settings.api_base)
+    ):
+        # an endpoint the request chose: never the server's key, nor a provider variable
+        # from its environment, unless it is that endpoint's own provider's
+        chosen["api_key"] = NO_KEY if "api_base" in chosen else None
     return chosen
 
 
@@ -134,6 +165,17 @@ def _header(scope: Scope, name: bytes) -> bytes:
     return b""
 
 
+_COOKIE_ESCAPE = re.compile(rb"\\(?:([0-3][0-7][0-7])|(.))", re.DOTALL)
+
+
+def _unquoted(value: bytes) -> bytes:
+    """A cookie value as it was set: a quoted one (set so, for characters a cookie may
+    not carry bare) unquoted, octal and backslash escapes undone."""
+    if len(value) < 2 or not (value.startswith(b'"') and value.endswith(b'"')):
+        return value
+    return _COOKIE_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]) if m[1] else m[2], value[1:-1])
+
+
 class TokenGuard:
     """With a token, every HTTP request but ``open_paths`` (a trailing "/" opens a whole
     folder) must carry it: ``Authorization: Bearer <token>``, the page's cookie, or
@@ -152,11 +194,10 @@ class TokenGuard:
         auth = _header(scope, b"authorization")
         if auth.lower().startswith(b"bearer "):
             return auth[7:].strip()
-        cookies = SimpleCookie()
-        with contextlib.suppress(CookieError):  # a malformed header carries no token
-            cookies.load(_header(scope, b"cookie").decode("latin-1"))
-        if COOKIE.decode() in cookies:  # unquoted as the browser quoted it
-            return cookies[COOKIE.decode()].value.encode("latin-1")
+        for part in _header(scope, b"cookie").split(b";"):
+            name, _, value = part.strip().partition(b"=")
+            if name == COOKIE:  # other sites' cookies, however odd, are not parsed
+                return _unquoted(value)
         query: bytes = scope.get("query_string", b"")
         for part in query.split(b"&"):
             name, _, given = part.partition(b"=")

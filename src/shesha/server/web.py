@@ -162,7 +162,7 @@ async def ask_form(
     given = form.model_dump(exclude={"question"})
     overrides = request_overrides(
         {k: v.strip() for k, v in given.items() if v.strip()},
-        allow_endpoints=s.sh.settings.allow_endpoint_overrides,
+        s.sh.settings,
     )
     question = form.question
     s.sh.query_settings(**overrides)
