@@ -17,6 +17,7 @@ from tests.fixtures import git
 from typer.testing import CliRunner, Result
 
 from shesha.cli import app
+from shesha.storage import gitrepo
 
 
 def cli(tmp_path: Path, *args: str) -> Result:
@@ -167,3 +168,40 @@ def test_a_deleted_file_leaves_the_project_when_its_repository_is_read_again(
     assert [d["name"] for d in json.loads(listed.output)["docs"]] == ["a.md"]
     human = cli(tmp_path, "add", "p", str(repo), *again)
     assert "removed" not in human.output  # nothing more to remove, and nothing else moved
+
+
+def _repo_with_big_files(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in range(3):
+        # past any pipe buffer; a document's suffix, so that size does not leave it out
+        (repo / f"big{i}.pdf").write_bytes(bytes([65 + i]) * (4 << 20))
+    (repo / "small.md").write_text("Small.\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "big")
+    return repo
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_that_stops_early_does_not_leave_git_blocked(tmp_path: Path) -> None:
+    repo = _repo_with_big_files(tmp_path)
+    with gitrepo.checkout(str(repo), None) as checkout:
+        selection = gitrepo.select(checkout, gitrepo.committed_files(checkout))
+        blobs = gitrepo._batch(checkout, selection.objects)
+        _, size, stream = next(blobs)
+        assert size == 4 << 20
+        assert stream.read(10) == bytes([65]) * 10
+        blobs.close()  # git has megabytes left to write: it must not hold this up
+
+
+def test_a_file_that_cannot_be_written_is_left_out_alone(tmp_path: Path) -> None:
+    repo = _repo_with_big_files(tmp_path)
+    into = tmp_path / "export"
+    (into / "big1.pdf").mkdir(parents=True)  # as a clash on a case-insensitive disk would
+    with gitrepo.checkout(str(repo), None) as checkout:
+        selection = gitrepo.select(checkout, gitrepo.committed_files(checkout))
+        failed = gitrepo.export(checkout, selection, into)
+    assert set(failed) == {"big1.pdf"}
+    assert (into / "small.md").read_text() == "Small.\n"
+    assert (into / "big2.pdf").stat().st_size == 4 << 20

@@ -25,6 +25,8 @@ from shesha.cli import app
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
 from shesha.server.run import RunningServer
+from shesha.storage.inputs import OutsideRoots, read_inside
+from shesha.storage.parsing import ParseJob, parse_all
 from shesha.testing import FunctionModel
 
 SECRET = "the secret beside the allowed folder"
@@ -156,3 +158,26 @@ def test_a_file_named_directly_follows_the_ignore_rules_or_is_refused_with_why(
     (failure,) = out["failed"]
     assert "left out by the rule" in failure["error"]
     assert "rename" in failure["error"]
+
+
+def test_a_path_rewritten_after_its_check_is_not_read(tmp_path: Path) -> None:
+    """The check and the read are apart (a parse may wait minutes behind OCR): a folder on
+    a checked path swapped for a link to elsewhere, then read, is refused."""
+    allowed = tmp_path / "allowed"
+    (allowed / "sub").mkdir(parents=True)
+    (allowed / "sub" / "doc.txt").write_text("checked")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "doc.txt").write_text(SECRET)
+    checked = allowed / "sub" / "doc.txt"
+    assert read_inside(checked, [allowed]) == b"checked"
+    (allowed / "sub" / "doc.txt").unlink()
+    (allowed / "sub").rmdir()
+    (allowed / "sub").symlink_to(outside)  # the race an attacker with write access runs
+    with pytest.raises(OutsideRoots):
+        read_inside(checked, [allowed])
+    outcomes = dict(parse_all([("doc", ParseJob(str(checked), roots=(str(allowed),)))], 1))
+    assert "outside the allowed folders" in str(outcomes["doc"])
+    (allowed / "link.txt").symlink_to(outside / "doc.txt")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):  # not followed
+        read_inside(allowed / "link.txt", [allowed])

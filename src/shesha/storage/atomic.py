@@ -26,6 +26,7 @@ def private_file(path: Path, mode: str = "a") -> IO[Any]:
     """``path`` opened for writing (appending by default), created 0600 from the start."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
     fd = os.open(path, flags, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # one made by an older shesha, or by hand, too
     return os.fdopen(fd, mode)
 
 

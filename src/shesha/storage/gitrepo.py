@@ -45,7 +45,7 @@ import re
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -270,6 +270,7 @@ def _attributes(repo: Checkout, paths: Sequence[str]) -> dict[str, set[str]]:
             env={"GIT_INDEX_FILE": str(env_index), "PATH": "/usr/bin:/bin"},
             capture_output=True,
             check=False,
+            timeout=GIT_TIMEOUT_S,
         )
         done = subprocess.run(
             ["git", *GIT_SAFETY, "-C", str(repo.directory), "check-attr", "--cached", "-z",
@@ -279,6 +280,7 @@ def _attributes(repo: Checkout, paths: Sequence[str]) -> dict[str, set[str]]:
             env={"GIT_INDEX_FILE": str(env_index), "PATH": "/usr/bin:/bin"},
             capture_output=True,
             check=False,
+            timeout=GIT_TIMEOUT_S,
         )  # fmt: skip
     fields = done.stdout.decode("utf-8", errors="surrogateescape").split("\0")
     marked: dict[str, set[str]] = {}
@@ -288,7 +290,7 @@ def _attributes(repo: Checkout, paths: Sequence[str]) -> dict[str, set[str]]:
     return marked
 
 
-def _batch(repo: Checkout, objects: dict[str, str]) -> Iterator[tuple[str, int, Any]]:
+def _batch(repo: Checkout, objects: dict[str, str]) -> Generator[tuple[str, int, Any]]:
     """Each blob in turn from one ``git cat-file --batch``, read as a stream: yields the
     path, the blob's size and the stream positioned at its content. The caller reads
     what it wants of it; the rest is skipped here."""
@@ -308,6 +310,7 @@ def _batch(repo: Checkout, objects: dict[str, str]) -> Iterator[tuple[str, int, 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
     stream = _Counted(proc.stdout)
+    read_all = False
     try:
         for path in objects:
             header = proc.stdout.readline().split()
@@ -318,9 +321,18 @@ def _batch(repo: Checkout, objects: dict[str, str]) -> Iterator[tuple[str, int, 
             yield path, size, stream
             stream.skip_rest()
             proc.stdout.read(1)  # the newline after each blob
+        read_all = True
     finally:
+        if not read_all:  # the reader stopped early: git would block writing, and its feeder
+            proc.kill()
         writer.join(timeout=GIT_TIMEOUT_S)
-        _finish(proc, "cat-file")
+        if read_all:
+            _finish(proc, "cat-file")
+        else:
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 class _Counted:
@@ -347,7 +359,8 @@ class _Counted:
 
 def _heads(repo: Checkout, objects: dict[str, str]) -> dict[str, bytes]:
     """The first 8 KB of each blob: memory stays at a file's head, however large."""
-    return {path: stream.read(HEAD_BYTES) for path, _, stream in _batch(repo, objects)}
+    with contextlib.closing(_batch(repo, objects)) as blobs:
+        return {path: stream.read(HEAD_BYTES) for path, _, stream in blobs}
 
 
 def _start_git(directory: Path, *args: str, stdin: bool = False) -> subprocess.Popen[bytes]:
@@ -376,13 +389,22 @@ def _finish(proc: subprocess.Popen[bytes], what: str) -> None:
         raise RepositoryError(f"git {what} failed (exit code {proc.returncode}).")
 
 
-def export(repo: Checkout, selection: Selection, into: Path) -> None:
+def export(repo: Checkout, selection: Selection, into: Path) -> dict[str, str]:
     """Write the selected files, their committed bytes exactly, into the directory ``into``
-    (which holds only what this writes: no link, nothing else)."""
-    for path, _, stream in _batch(repo, selection.objects):
-        target = into.joinpath(*path.split("/"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(1 << 20):
-                out.write(chunk)
+    (which holds only what this writes: no link, nothing else). A file that cannot be
+    written there (a name that clashes with another's on a case-insensitive disk, or a
+    forged tree's file and folder of one name) is left out: path -> why."""
+    failed: dict[str, str] = {}
+    with contextlib.closing(_batch(repo, selection.objects)) as blobs:
+        for path, _, stream in blobs:
+            target = into.joinpath(*path.split("/"))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError as e:
+                failed[path] = f"cannot be written beside the other files ({e.strerror or e})"
+                continue
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
+    return failed

@@ -59,6 +59,32 @@ def inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(real == r or r in real.parents for r in roots)
 
 
+class OutsideRoots(OSError):
+    """A file that, opened, is not under the allowed folders (rewritten since it was
+    checked: a link swapped in for the file or a folder on its path)."""
+
+
+def open_inside(path: Path, roots: Sequence[Path] | None) -> int:
+    """``path`` opened for reading, not through a link at its end; with ``roots``, only if
+    what was opened lies under one of them (``/proc/self/fd`` says where it really is), so
+    a path rewritten between the check and the read is refused. The caller closes it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if roots is not None:
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            real = path.resolve()
+        if not any(real == r or r in real.parents for r in roots):
+            os.close(fd)
+            raise OutsideRoots(f"{path} now leads to {real}, outside the allowed folders")
+    return fd
+
+
+def read_inside(path: Path, roots: Sequence[Path] | None) -> bytes:
+    with os.fdopen(open_inside(path, roots), "rb") as f:
+        return f.read()
+
+
 def _outside(path: Path, roots: Sequence[Path], where: str) -> InputProblem:
     return InputProblem(
         str(path),

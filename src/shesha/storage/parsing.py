@@ -27,13 +27,15 @@ from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TypeVar
 
 from shesha.errors import SheshaError
 from shesha.parser.bounds import DEFAULT, ParseBounds
 from shesha.parser.document import ParsedDocument
 from shesha.parser.ocr import OcrSettings
-from shesha.parser.registry import parse_file
+from shesha.parser.registry import parse_bytes
+from shesha.storage.inputs import read_inside
 
 K = TypeVar("K")
 PageRead = Callable[[str, int, int], None]
@@ -56,6 +58,10 @@ class ParseJob:
     password: str | None = None
     ocr: OcrSettings | None = None
     bounds: ParseBounds = DEFAULT
+    roots: tuple[str, ...] | None = None
+    """Where the file must still be when it is read (a server's allowed folders)."""
+    name: str | None = None
+    """The name it is parsed under (its format comes from it): default, the path's."""
 
 
 def _address_space() -> int:
@@ -83,8 +89,14 @@ def _parse(job: ParseJob, conn: Connection, memory_mb: int) -> Outcome:
     ocr = job.ocr
     if ocr is not None:
         ocr = replace(ocr, on_page=lambda done, total: conn.send(("page", done, total)))
+    path = Path(job.path)
+    roots = [Path(r) for r in job.roots] if job.roots is not None else None
     try:
-        return parse_file(job.path, password=job.password, ocr=ocr, bounds=job.bounds)
+        data = read_inside(path, roots)
+    except OSError as e:
+        return f"{path}: cannot be read ({e.strerror or e})"
+    try:
+        return parse_bytes(data, job.name or path.name, job.password, ocr, job.bounds)
     except SheshaError as e:
         return str(e)
     except MemoryError:
@@ -115,11 +127,15 @@ class _Worker:
         here, there = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "shesha.storage.parsing", str(there.fileno()),
+                # -P: nothing of the caller's working directory on the worker's path
+                [sys.executable, "-P", "-m", "shesha.storage.parsing", str(there.fileno()),
                  str(limits.memory_mb)],
                 pass_fds=(there.fileno(),),
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
+        except OSError:
+            here.close()
+            raise
         finally:
             there.close()
         self.conn = Connection(here.detach())
@@ -136,7 +152,7 @@ class _Worker:
             return self._proc.poll()
         return self._forked.exitcode if self._forked is not None else None
 
-    def _ended(self, timeout: float) -> bool:
+    def ended(self, timeout: float) -> bool:
         """Whether it has ended, once ``timeout`` has passed at most."""
         if self._proc is not None:
             try:
@@ -155,13 +171,13 @@ class _Worker:
                 os.killpg(pid, signal.SIGKILL)  # the worker and its OCR
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self._ended(5)
+        self.ended(5)
         self.conn.close()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(None)
-        if self._ended(2):
+        if self.ended(2):
             self.conn.close()
         else:
             self.kill()
@@ -198,6 +214,7 @@ def parse_all(
                     kind, *rest = conn.recv()
                 except (EOFError, OSError):
                     del busy[conn]
+                    worker.ended(0.5)  # how it died, before a kill of ours could say so
                     code = worker.exitcode
                     worker.kill()
                     yield key, _crashed(code, limits)

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from filelock import FileLock
 from pydantic import BaseModel, ValidationError
@@ -44,7 +44,7 @@ from shesha.storage.atomic import (
     private_dir,
     sweep_temporaries,
 )
-from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand
+from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand, open_inside, read_inside
 from shesha.storage.names import validate_document_name, validate_project_name
 from shesha.storage.parsing import ParseJob, ParseLimits, parse_all
 
@@ -123,9 +123,9 @@ def _key(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(path: Path, roots: Sequence[Path] | None) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(open_inside(path, roots), "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -225,7 +225,7 @@ class StoredProject:
     # -- writing ---------------------------------------------------------------------------
 
     def _commit(
-        self, name: str, parsed: ParsedDocument, source: Path | None, keep_original: bool
+        self, name: str, parsed: ParsedDocument, original_bytes: bytes | None, suffix: str
     ) -> str:
         """Store one parsed document atomically; return added or replaced."""
         validate_document_name(name)
@@ -243,10 +243,10 @@ class StoredProject:
             )
             atomic_write(self.docs_dir / text_file, data)
             original = None
-            if keep_original and source is not None:
+            if original_bytes is not None:
                 private_dir(self.originals_dir)
-                original = f"{key}{source.suffix.lower()}"
-                atomic_write(self.originals_dir / original, source.read_bytes())
+                original = f"{key}{suffix.lower()}"
+                atomic_write(self.originals_dir / original, original_bytes)
             record = StoredDocument(
                 name=name,
                 key=key,
@@ -287,6 +287,7 @@ class StoredProject:
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
         candidates, problems = expand(inputs, ignore, roots)
+        allowed = [r.resolve() for r in roots] if roots is not None else None
         failed = [FailedInput(path=p.path, error=p.error) for p in problems]
         stored: list[AddedDocument] = []
         total = len(candidates)
@@ -302,7 +303,7 @@ class StoredProject:
         todo: list[Candidate] = []
         for c in candidates:
             try:
-                sha = _file_sha256(c.path)
+                sha = _file_sha256(c.path, allowed)
             except OSError as e:
                 failed.append(FailedInput(path=str(c.path), error=f"cannot be read: {e}"))
                 report(c.name, "failed")
@@ -330,7 +331,7 @@ class StoredProject:
             settings = replace(ocr, cache_dir=ocr.cache_dir or self.store.home / "cache" / "ocr")
         parsed = self._parse_all(
             todo, password=password, workers=workers, ocr=settings, page_read=page_read,
-            bounds=bounds, limits=limits,
+            bounds=bounds, limits=limits, roots=allowed,
         )  # fmt: skip
         for c, outcome in _within_add(parsed, bounds.add_chars):
             if isinstance(outcome, str):
@@ -338,8 +339,9 @@ class StoredProject:
                 report(c.name, "failed")
                 continue
             try:
-                status = self._commit(c.name, outcome, c.path, keep_originals)
-            except StorageError as e:  # a name the store refuses, a full disk: this file only
+                original = read_inside(c.path, allowed) if keep_originals else None
+                status = self._commit(c.name, outcome, original, c.path.suffix)
+            except (StorageError, OSError) as e:  # a name refused, a full disk: this file only
                 failed.append(FailedInput(path=str(c.path), error=str(e)))
                 report(c.name, "failed")
                 continue
@@ -358,12 +360,17 @@ class StoredProject:
         page_read: Callable[[str, int, int], None],
         bounds: ParseBounds,
         limits: ParseLimits,
+        roots: Sequence[Path] | None,
     ) -> Iterator[tuple[Candidate, ParsedDocument | str]]:
         """Every file in a worker process (``parsing.py``), never in this one."""
         n = min(workers or min(os.cpu_count() or 1, 8), len(todo)) or 1
         if ocr is not None and not ocr.workers:  # the cores shared out, not multiplied
             ocr = replace(ocr, workers=max(1, (os.cpu_count() or 1) // n))
-        jobs = [(c, ParseJob(str(c.path), password, ocr, bounds)) for c in todo]
+        within = tuple(str(r) for r in roots) if roots is not None else None
+        jobs = [
+            (c, ParseJob(str(c.path), password, ocr, bounds, within, PurePosixPath(c.name).name))
+            for c in todo
+        ]
         yield from parse_all(jobs, n, limits, on_page=page_read)
 
     # -- git repositories -------------------------------------------------------------------
@@ -495,13 +502,16 @@ class StoredProject:
         limits: ParseLimits,
     ) -> AddReport:
         with tempfile.TemporaryDirectory(prefix="shesha-export-") as tmp:
-            gitrepo.export(repo, selection, Path(tmp))
+            unwritten = gitrepo.export(repo, selection, Path(tmp))
+            not_written = [FailedInput(path=p, error=e) for p, e in unwritten.items()]
             if not selection.files:
                 return AddReport(project=self.name, stored=[], failed=[])
-            return self.add(
+            report = self.add(
                 [tmp], ignore=(), on_progress=on_progress, workers=workers, ocr=ocr,
                 bounds=bounds, limits=limits,
             )  # fmt: skip
+        report.failed[:0] = not_written
+        return report
 
     def remove(self, name: str) -> None:
         record = self.document(name)
