@@ -84,10 +84,8 @@ def adapt(command: str, api_base: str) -> list[str]:
         else:
             out.append(args[i])
             i += 1
-    if out[0] == "ask":
-        if "--api-base" not in out:
-            out += ["--api-base", api_base]
-        out += ["--api-key", "test"]
+    if out[0] == "ask" and "--api-base" in out:
+        out += ["--api-key", "test"]  # else the environment names the model and its endpoint
     if out[:2] == ["serve", "--background"]:
         out += ["--port", "0"]  # the default port may be taken on a test machine
     return out

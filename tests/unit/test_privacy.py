@@ -44,8 +44,8 @@ def test_every_folder_is_0700_and_every_file_0600(
         project = sh.project("p")
         project.add([doc], keep_originals=True)
         project.query("What is the fee?")
-        chat = project.chat()
-        chat.ask("What is the fee?")
+        with project.chat() as chat:  # its sandbox goes back to the (shared) pool
+            chat.ask("What is the fee?")
         write_state(home, ServerState("http://127.0.0.1:1", os.getpid(), str(home), "x", "t0ken"))
     loose = []
     for root, dirs, files in os.walk(home):

@@ -8,14 +8,16 @@ Two kinds of process, so that no query reaches another:
 - The **supervisor** speaks the protocol with the host and holds the documents. It never
   runs code from a query, and nothing a query does can reach it: it is not dumpable (no
   ptrace, no ``/proc/<pid>/mem``), and in a sandbox of its own (Docker, bubblewrap) it is
-  PID 1 of the namespace, which no signal from inside can stop or kill.
+  PID 1 of the namespace, which no signal from inside stops or kills but SIGTERM (a stop,
+  which costs only the sandbox of the code that sends it).
 - A **worker** runs one query's code. The supervisor forks it from its own, untouched
   state, so it starts with a fresh interpreter that already holds the documents. At the
   end of the query (``reset``) the supervisor kills it and everything it started, by any
   route (new sessions, orphans, threads), empties the scratch directory, and removes the
   namespace's System V IPC objects; only then does it fork the next worker. When another
   corpus is loaded, the supervisor first re-executes itself, so nothing of the earlier
-  corpus is left in the memory a worker would inherit.
+  corpus is left in the memory a worker would inherit. Workers are forked by a zygote,
+  a copy of the supervisor made when it held only the documents, never the supervisor.
 
 The worker speaks only to the supervisor, over a socket of its own; the supervisor checks
 each frame, gives it the host's ids, and passes it on. Its raw stdout and stderr go to a
@@ -1135,15 +1137,12 @@ def main(argv: list[str] | None = None) -> int:
         print(_own_hash())
         return 0
     args = _arguments(argv)
-    # Alone in its sandbox, the runner is PID 1: a signal from inside reaches it only if
-    # it handles one, so it handles none (the host stops a sandbox with SIGKILL, which
-    # only the host can send). Outside one, a stop (SIGTERM) ends it at once.
+    # Alone in its sandbox, the runner is PID 1: a signal from inside reaches it only if it
+    # handles one. It handles SIGTERM alone, so that a stop ends it at once: code can end
+    # its own sandbox so, as it can by killing the zygote, and the host replaces it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.getpid() == 1:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    else:
-        handler: Callable[[int, Any], None] = lambda _sig, _frame: os._exit(143)  # noqa: E731
-        signal.signal(signal.SIGTERM, handler)
+    handler: Callable[[int, Any], None] = lambda _sig, _frame: os._exit(143)  # noqa: E731
+    signal.signal(signal.SIGTERM, handler)
     pending: dict[str, Any] | None = None
     unread = b""
     if "--fds" in args:  # re-executed: the descriptors are already private

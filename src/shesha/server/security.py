@@ -99,16 +99,17 @@ def request_overrides(overrides: Mapping[str, Any], settings: Settings) -> dict[
             raise Forbidden(
                 f"This server does not let a request choose where its model calls go "
                 f"({', '.join(given)}).",
-                hint="The operator may allow it: shesha serve --allow-endpoint-overrides (or "
-                "allow_endpoint_overrides = true). A named endpoint never gets the server's "
-                "key.",
+                hint="Ask in this process instead (--server off), or the operator may allow it: "
+                "shesha serve --allow-endpoint-overrides (allow_endpoint_overrides = true). A "
+                "named endpoint never gets the server's key.",
             )
         if elsewhere and not settings.api_base:
             raise Forbidden(
                 f"This server's models are {', '.join(configured) or 'its default'}; a "
                 f"request may choose another of the same provider, not {elsewhere[0]!r} "
                 "(the server's key would go to that provider's endpoint).",
-                hint="The operator may allow it: shesha serve --allow-endpoint-overrides.",
+                hint="Ask in this process instead (--server off), or the operator may allow "
+                "it: shesha serve --allow-endpoint-overrides.",
             )
     chosen = dict(overrides)
     if not chosen.get("api_key") and (
