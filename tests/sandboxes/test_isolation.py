@@ -29,14 +29,16 @@ VICTIM = InMemoryCorpus([("victim.txt", f"The launch code is {SECRET}. " * 30)])
 SAME = InMemoryCorpus([("notes.txt", "The real text of the project. " * 10)])
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("docker", marks=pytest.mark.docker),
-        pytest.param("bwrap", marks=pytest.mark.bwrap),
-        "process",
-    ],
-)
+CAGED = [
+    pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("bwrap", marks=pytest.mark.bwrap),
+]
+# The process backend runs code as the host's user, with no namespaces to rely on: the
+# tests of what only a cage can promise run on the caged backends alone.
+caged = pytest.mark.parametrize("backend", CAGED, indirect=True)
+
+
+@pytest.fixture(scope="module", params=[*CAGED, "process"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -55,11 +57,6 @@ def one(
         pool = process_sandboxes(1, test_limits)
     with pool:
         yield pool
-
-
-def isolating(backend: str) -> None:
-    if backend == "process":
-        pytest.skip("the process backend runs code as the host's user: no namespaces to rely on")
 
 
 def query(pool: SandboxPool, corpus: InMemoryCorpus, *steps: str) -> list[ExecResult]:
@@ -461,8 +458,8 @@ print(sorted(k for k, v in left.items() if v >= 0))
 """
 
 
+@caged
 def test_ipc_objects_do_not_outlive_the_query(one: SandboxPool, backend: str) -> None:
-    isolating(backend)  # the process backend shares the host's IPC namespace
     (made,) = query(one, ATTACKER, SYSV)
     assert ok(made).startswith("['msg', 'sem', 'shm']")  # System V IPC works inside
     (left,) = query(one, VICTIM, SYSV_LEFT)
@@ -519,22 +516,22 @@ print(sorted(reached))
 """
 
 
+@caged
 def test_code_cannot_read_or_trace_what_holds_the_documents_and_the_protocol(
     one: SandboxPool, backend: str
 ) -> None:
-    isolating(backend)
     (reached,) = query(one, SAME, PARENT)
     assert ok(reached) == "[]\n"
     (after,) = query(one, SAME, "print(context[0][:13])")
     assert ok(after) == "The real text\n"
 
 
+@caged
 def test_no_signal_from_inside_stops_or_kills_what_holds_the_protocol(
     one: SandboxPool, backend: str
 ) -> None:
     """All but SIGTERM, which stops a sandbox at once (Docker's stop sends it): code that
     sends it ends its own sandbox, which the next test shows costs no one else."""
-    isolating(backend)
     discarded = one.stats().discarded
     (signalled,) = query(
         one,
@@ -573,10 +570,10 @@ def test_a_worker_that_closes_its_channel_while_flooding_its_output_is_ended(
     assert ok(after) == "1\n"
 
 
+@caged
 def test_killing_everything_it_can_costs_a_query_only_its_own_sandbox(
     one: SandboxPool, backend: str
 ) -> None:
-    isolating(backend)  # on the host, as the host's user, it would kill the host's processes
     (killer,) = query(
         one,
         ATTACKER,
