@@ -42,6 +42,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--financebench", action="store_true",
                    help="add FinanceBench questions with short gold answers (holdout)")  # fmt: skip
     p.add_argument("--shared", type=Path, default=SHARED, help="the ../shared folder")
+    p.add_argument("--questions", type=Path,
+                   help="another questions file (paths relative to its folder), instead of ours")  # fmt: skip
     p.add_argument("--methods", default="rlm,direct")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true")
@@ -51,7 +53,10 @@ def arguments() -> argparse.Namespace:
 
 
 def questions_file(args: argparse.Namespace) -> Path:
-    """Our questions, plus FinanceBench's when asked, in one file under --out."""
+    """Our questions, plus FinanceBench's when asked, in one file under --out; or the
+    file given with --questions."""
+    if args.questions is not None:
+        return Path(args.questions)
     if not args.shared.is_dir():
         sys.exit(f"{args.shared}: the shared documents are not here (give --shared DIR)")
     lines = QUESTIONS.read_text(encoding="utf-8").splitlines()
@@ -69,7 +74,8 @@ def questions_file(args: argparse.Namespace) -> Path:
 
 
 def run_study(args: argparse.Namespace) -> None:
-    spec, tasks = qa_tasks(questions_file(args), root=args.shared, split=args.split)
+    root = None if args.questions is not None else args.shared
+    spec, tasks = qa_tasks(questions_file(args), root=root, split=args.split)
     write_task_set(args.out / "tasks", spec, tasks)
     run: dict[str, object] = {
         "command": shlex.join(["python", *sys.argv]),

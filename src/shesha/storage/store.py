@@ -7,6 +7,8 @@ Layout, under ``$SHESHA_HOME`` (else platformdirs' user data directory)::
     projects/<name>/docs/<key>.json        a document's record (the commit point)
     projects/<name>/docs/<key>.<sha>.txt   its parsed text (content-addressed)
     projects/<name>/originals/<key><ext>   the original file, when kept
+    projects/<name>/index.sqlite           the passage index (derived: rebuilt from the
+                                           records when missing, stale or damaged)
     projects/<name>/traces/                query traces
 
 A document exists when its record exists; the record names its text file, which is
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +39,7 @@ from shesha.parser import DocumentMeta, ParsedDocument
 from shesha.parser.bounds import DEFAULT as DEFAULT_BOUNDS
 from shesha.parser.bounds import ParseBounds
 from shesha.parser.ocr import OcrSettings
+from shesha.retrieval.index import PassageIndex, SyncReport
 from shesha.storage import gitrepo
 from shesha.storage.atomic import (
     PRIVATE_DIR,
@@ -163,6 +167,7 @@ class StoredProject:
         self.docs_dir = self.path / "docs"
         self.originals_dir = self.path / "originals"
         self.traces_dir = self.path / "traces"
+        self.index_path = self.path / "index.sqlite"
         self._lock = FileLock(str(self.path / ".lock"), mode=PRIVATE_FILE)
 
     def __repr__(self) -> str:
@@ -221,6 +226,44 @@ class StoredProject:
         for r in self._records():
             h.update(f"{len(r.name)}:{r.name}:{r.text_sha256}\n".encode())
         return h.hexdigest()
+
+    def passage_index(self) -> PassageIndex:
+        """The project's passage index, brought up to date with its documents first (only
+        new and changed documents are read). The caller closes it."""
+        with self._lock:
+            return self._synced_index()[0]
+
+    def reindex(self) -> SyncReport:
+        """Bring the passage index up to date; what it changed."""
+        with self._lock:
+            index, report = self._synced_index()
+            index.close()
+            return report
+
+    def _synced_index(self) -> tuple[PassageIndex, SyncReport]:
+        if not self.path.is_dir():
+            raise NotFoundError(f"Project {self.name!r} does not exist.")
+        records = self._records()
+        paths = {r.name: r.text_file for r in records}
+
+        def text_of(name: str) -> str:
+            return (self.docs_dir / paths[name]).read_text(encoding="utf-8")
+
+        for attempt in (1, 2):
+            try:
+                index = PassageIndex.open(self.index_path)
+                try:
+                    return index, index.sync([(r.name, r.text_sha256) for r in records], text_of)
+                except BaseException:
+                    index.close()
+                    raise
+            except sqlite3.DatabaseError:
+                if attempt == 2:
+                    raise
+                # Derived data only: a damaged index is dropped and built again.
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{self.index_path}{suffix}").unlink(missing_ok=True)
+        raise AssertionError("unreachable")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -348,6 +391,8 @@ class StoredProject:
             stored.append(AddedDocument(name=c.name, status=status, meta=outcome.meta))
             report(c.name, status)
         stored.sort(key=lambda d: d.name)
+        if stored:
+            self.reindex()
         return AddReport(project=self.name, stored=stored, failed=failed)
 
     @staticmethod
@@ -520,6 +565,7 @@ class StoredProject:
             (self.docs_dir / record.text_file).unlink(missing_ok=True)
             if record.original:
                 (self.originals_dir / record.original).unlink(missing_ok=True)
+            self._synced_index()[0].close()
 
     def sweep(self) -> int:
         """Remove what a killed writer left behind: temporaries and unreferenced texts."""
