@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/cache.py
+	$(BIN)/python benchmarks/retrieval.py
 
 DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
 demo: setup local-model

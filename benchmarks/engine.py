@@ -61,7 +61,8 @@ def iteration_overhead(pool: SandboxPool, corpus: InMemoryCorpus, n: int) -> lis
     """Engine time per iteration: from a root reply's arrival to the next root request,
     which covers code extraction, the sandbox round trip, history and trace writes."""
     events: list[TraceEvent] = []
-    root = [repl("x = 1")] * n + [repl("FINAL('done')")]
+    # Each step prints something new: the same empty step again would be a stall.
+    root = [repl(f"x = {i}\nprint(x)") for i in range(n)] + [repl("FINAL('done')")]
     with ScriptedLLMServer(script(root)) as server:
         result = asyncio.run(
             make_engine(server, pool, n + 5).run("q", corpus, on_event=events.append)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -58,12 +59,14 @@ def main() -> None:
     if out is None:
         sys.exit("--out DIR is required")
     questions = write_questions(known.source, out, known.per_doc)
+    command = shlex.join(["python", *sys.argv])
     sys.argv = [sys.argv[0], *rest, "--questions", str(questions)]
     args = qa_real_documents.arguments()
-    if args.report_only:
-        qa_real_documents.report(args)
-    else:
+    if not args.report_only:
         qa_real_documents.run_study(args)
+        run = json.loads((out / "run.json").read_text())
+        (out / "run.json").write_text(json.dumps({**run, "command": command}, indent=1))
+    qa_real_documents.report(args)
 
 
 if __name__ == "__main__":

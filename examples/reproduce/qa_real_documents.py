@@ -43,7 +43,7 @@ def arguments() -> argparse.Namespace:
                    help="add FinanceBench questions with short gold answers (holdout)")  # fmt: skip
     p.add_argument("--shared", type=Path, default=SHARED, help="the ../shared folder")
     p.add_argument("--questions", type=Path,
-                   help="another questions file (paths relative to its folder), instead of ours")  # fmt: skip
+                   help="another questions file (paths relative to it)")  # fmt: skip
     p.add_argument("--methods", default="rlm,direct")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--resume", action="store_true")
@@ -110,7 +110,8 @@ def run_study(args: argparse.Namespace) -> None:
     run["methods"] = timings
     run["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     (args.out / "run.json").write_text(json.dumps(run, indent=1))
-    report(args)
+    if "rlm" in timings:
+        report(args)
 
 
 def right(row: ResultRow) -> bool:

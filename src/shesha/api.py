@@ -405,6 +405,7 @@ class Shesha:
             cache_salt=f"temperature={effective_temperature(settings, models.local)}",
             output_schema=schema,
             verify_citations=settings.verify_citations,
+            strategy=settings.strategy,
         )
         sandboxes = await asyncio.to_thread(self.sandboxes)
         cache = subcall_cache(settings, corpus, models.local)
@@ -417,11 +418,8 @@ class Shesha:
             tools=host_tools,
             check_output=check,
         )
-        ocr_pages = (
-            {d.name: d.meta.ocr_pages for d in corpus.documents_meta()}
-            if isinstance(corpus, StoredProject)
-            else None
-        )
+        stored = corpus if isinstance(corpus, StoredProject) else None
+        ocr_pages = {d.name: d.meta.ocr_pages for d in stored.documents_meta()} if stored else None
         return await engine.run(
             question,
             corpus,
@@ -431,6 +429,7 @@ class Shesha:
             session=session,
             earlier=earlier,
             ocr_pages=ocr_pages,
+            passages=stored.passage_index if stored else None,
         )
 
     # -- sandboxes --------------------------------------------------------------------

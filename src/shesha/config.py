@@ -29,6 +29,7 @@ from shesha.bounds import (
 from shesha.errors import ConfigError
 from shesha.llm.types import DEFAULT_LLM_TIMEOUT_S, DEFAULT_RETRIES
 from shesha.rlm.result import QueryLimits
+from shesha.rlm.strategy import StrategyChoice
 from shesha.sandbox.limits import DEFAULT_CPUS, DEFAULT_MEMORY_MB
 
 SandboxKind = Literal["auto", "docker", "bwrap"]
@@ -59,6 +60,11 @@ class ModelSettings(BaseModel):
     prompts_dir: str | None = Field(None, description="a directory of prompt overrides")
     verify_citations: bool = Field(
         False, description="ask the sub-model whether each found quote supports the answer"
+    )
+    strategy: StrategyChoice = Field(
+        "auto",
+        description="how a question is answered: read (the documents whole), retrieve (the "
+        "best passages), code (the RLM loop), or auto: the engine chooses",
     )
     cache: bool = Field(
         True,

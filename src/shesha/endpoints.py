@@ -28,6 +28,7 @@ LOCAL_PROFILE: dict[str, Any] = {
     "keep_full_outputs": 1,
     "subcall_chars": 12_000,
     "max_subcall_chars": 16_000,
+    "refuse_unseen": True,
 }
 """Engine settings for a local model (see ``EngineConfig``); see also ``local_profile``."""
 

@@ -22,7 +22,8 @@ from shesha.rlm import (
     TraceEvent,
     read_trace,
 )
-from shesha.rlm.events import CodeRun, Event, Warned
+from shesha.rlm.events import CodeRun, Event, StrategyChosen, Warned
+from shesha.rlm.prompting import PromptSet
 from shesha.sandbox import InMemoryCorpus, SandboxPool
 from shesha.testing import Fail, Reply, ScriptedLLMServer
 
@@ -450,6 +451,7 @@ def test_the_trace_has_header_events_and_summary_and_no_secrets(harness_factory:
     assert len(header["prompt_hash"]) == 16
     types = [rec["type"] for rec in records[1:]]
     assert types == [
+        "strategy",
         "llm_request",
         "llm_response",
         "code",
@@ -459,7 +461,8 @@ def test_the_trace_has_header_events_and_summary_and_no_secrets(harness_factory:
         "final",
         "summary",
     ]
-    assert records[1]["messages"][0]["role"] == "system"
+    assert records[1]["strategy"] == "code"  # no window set: a capable model's loop
+    assert records[2]["messages"][0]["role"] == "system"
     assert all("ts" in rec for rec in records)
 
 
@@ -533,7 +536,7 @@ def test_a_typed_final_after_unseen_code_in_the_same_reply_is_ignored(
 ) -> None:
     made_up = repl("n = len(context)\nprint(n)") + "\nREPL output: 256\n" + repl("FINAL(256)")
     h = harness_factory(by_role([made_up, repl("FINAL(n)")]))
-    r = h.run()
+    r = h.run(refuse_unseen=True)
     assert r.answer == "2"
     assert r.iterations == 2
     events = [e.type for e in read_trace(r.trace_path or "").events]
@@ -547,7 +550,7 @@ def test_the_history_keeps_only_the_code_that_ran_not_imagined_output(
     # in the history, next to the real output, makes them copy it.
     made_up = repl("print(len(context))") + "\nREPL output: 256\n" + repl("FINAL(256)") + "\nDone."
     h = harness_factory(by_role([made_up, repl("FINAL(len(context))")]))
-    h.run()
+    h.run(refuse_unseen=True)
     history = h.root_requests()[1]
     assert history[-2] == {"role": "assistant", "content": repl("print(len(context))")}
     # a random boundary id may hold the digits 256: blank the ids first
@@ -717,7 +720,7 @@ def test_a_one_word_final_no_output_showed_is_an_error_with_a_hint(harness_facto
 def test_an_answer_typed_after_code_in_the_same_block_is_ignored(harness_factory: Any) -> None:
     guess = repl("print(context[0][-5:-1])\nFINAL('1234')")
     h = harness_factory(by_role([guess, "FINAL(4711)"]))
-    r = h.run()
+    r = h.run(refuse_unseen=True)
     assert (r.answer, r.iterations) == ("4711", 2)
     assert 'status="ok">\n4711\n' in h.root_requests()[1][-1]["content"]
     events = [e.type for e in read_trace(r.trace_path or "").events]
@@ -736,7 +739,7 @@ def test_an_answer_typed_after_code_that_output_already_showed_counts(
 
 def test_a_repeated_error_is_quoted_then_the_loop_asks_for_an_answer(harness_factory: Any) -> None:
     h = harness_factory(by_role([repl("print(context[0].nope())")]))
-    r = h.run()
+    r = h.run(strategy="code")
     requests = h.root_requests()
     # Step 1: the plain error. Step 2: the same error, quoted, with the line to change.
     assert "failed in the same way" not in requests[1][-1]["content"]
@@ -769,7 +772,7 @@ def test_a_stalled_query_that_then_answers_succeeds(harness_factory: Any) -> Non
 
 def test_the_same_reply_without_code_escalates_too(harness_factory: Any) -> None:
     h = harness_factory(by_role(["I am not sure what to do."]))
-    r = h.run()
+    r = h.run(strategy="code")
     assert (r.status, r.iterations) == ("stalled", 3)
     assert "failed in the same way" in h.root_requests()[2][-1]["content"]
 
@@ -803,21 +806,21 @@ def test_an_answer_typed_before_any_output_is_a_guess(harness_factory: Any) -> N
         by_role([repl("print(context[0].find('no such words') * 0 or '')"), "FINAL(1987)",
                  repl("print(context[0])"), "FINAL(4711)"])
     )  # fmt: skip
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert (r.status, r.answer, r.iterations) == ("success", "4711", 4)
     assert "No REPL output has shown 1987" in h.root_requests()[2][-1]["content"]
 
 
 def test_a_number_no_output_holds_is_a_guess_even_after_output(harness_factory: Any) -> None:
     h = harness_factory(by_role([repl("print(context[0])"), "FINAL(1685)", "FINAL(4711)"]))
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert (r.answer, r.iterations) == ("4711", 3)
 
 
 def test_a_guess_insisted_on_ends_with_the_last_call(harness_factory: Any) -> None:
     # No output ever showed it: the answer is returned, but not as a success.
     h = harness_factory(by_role(["FINAL(Maria Lopez)"]))
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert (r.status, r.answer, r.iterations) == ("stalled", "Maria Lopez", 3)
 
 
@@ -827,7 +830,7 @@ def test_two_failures_taking_turns_still_end_the_loop(harness_factory: Any) -> N
     search = repl("print(context[0].find('no such words') * 0 or '')")
     guess = "Final answer: The number is not in the documents."
     h = harness_factory(by_role([search, guess] * 20))
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert r.status == "stalled"
     assert r.iterations <= 6
     events = [e.type for e in read_trace(r.trace_path or "").events]
@@ -839,7 +842,7 @@ def test_a_stalled_query_whose_last_answer_is_a_guess_stays_stalled(
 ) -> None:
     search = repl("print(context[0].find('no such words') * 0 or '')")
     h = harness_factory(by_role([search, *["FINAL(12345)"] * 5]))
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert (r.status, r.answer) == ("stalled", "12345")
 
 
@@ -858,7 +861,7 @@ def test_empty_searches_neither_reset_nor_add_to_the_count(harness_factory: Any)
     guess = "Final answer: The number is not in the documents."
     steps = [repl(f"print(context[0].find('words {i}') * 0 or '')") for i in range(3)]
     h = harness_factory(by_role([steps[0], guess, steps[1], guess, steps[2], guess, guess]))
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert (r.status, r.iterations) == ("stalled", 6)
 
 
@@ -868,7 +871,7 @@ def test_output_seen_before_is_not_progress(harness_factory: Any) -> None:
     cycle = [repl("print(context[0].find('docket') * 0 or '')"), repl("print(context[0])"),
              repl("'1315'")]  # fmt: skip
     h = harness_factory(by_role(cycle * 10))
-    r = h.run()
+    r = h.run(strategy="code", refuse_unseen=True)
     assert r.status in ("stalled", "success")
     assert r.iterations <= 9
 
@@ -905,12 +908,20 @@ def test_a_trace_line_cut_short_or_of_an_unknown_kind_is_passed_over(tmp_path: P
 # -- no answer, and documents shown whole -------------------------------------------
 
 
-def test_a_final_that_says_none_is_not_an_answer(harness_factory: Any) -> None:
-    # Seen with the 1.5B model: FINAL(None) is refused, then FINAL("None") slipped through.
-    h = harness_factory(by_role([repl("print(context[0])"), repl('FINAL("None")'), "FINAL(4711)"]))
-    r = h.run()
+@pytest.mark.parametrize("value", ["None", "none", "0", "no", "[]", "N/A"])
+def test_a_well_formed_answer_from_code_is_an_answer(harness_factory: Any, value: str) -> None:
+    # Regression: FINAL("none") from code was thrown away as "not an answer", and the
+    # query stalled. "none", "0", "no" and the empty list are answers.
+    h = harness_factory(by_role([repl("print(context[0])"), repl(f"FINAL({value!r})"), "x"]))
+    r = h.run(strategy="code")
+    assert (r.answer, r.status, r.iterations) == (value, "success", 2)
+
+
+def test_an_empty_final_is_not_an_answer(harness_factory: Any) -> None:
+    h = harness_factory(by_role([repl("print(context[0])"), repl('FINAL("  ")'), "FINAL(4711)"]))
+    r = h.run(strategy="code")
     assert (r.answer, r.status) == ("4711", "success")
-    assert "says that no answer was found" in h.root_requests()[2][-1]["content"]
+    assert "holds no answer" in h.root_requests()[2][-1]["content"]
 
 
 def test_the_repeat_nudge_never_suggests_final_none_as_text(harness_factory: Any) -> None:
@@ -933,14 +944,15 @@ def test_short_documents_are_read_whole_and_a_plain_reply_is_the_answer(
     r = h.run(show_whole_chars=1000)
     assert (r.answer, r.status, r.iterations) == ("4711", "success", 1)
     (first,) = h.root_requests()
-    assert first[0]["content"].startswith("You answer a question about a set of documents.")
+    # The direct baseline's wording, the documents wrapped as untrusted, the question last.
+    assert first[0]["content"] == PromptSet.load().render("direct_system")
     user = first[1]["content"]
+    assert user.startswith('Documents:\n<untrusted_document_content id="')
     assert "=== a.txt ===\nAlpha document. The secret code is 4711." in user
-    assert user.index("The secret code") < user.index("Question: What is the code?")
-    assert '<untrusted_document_content id="' in user
-    trace = read_trace(r.trace_path or "")
-    shown = next(e for e in trace.events if isinstance(e, CodeRun))
-    assert (shown.iteration, shown.code.startswith("for name, text in zip(")) == (0, True)
+    assert user.endswith("\n\nQuestion: What is the code?")
+    events = read_trace(r.trace_path or "").events
+    assert [e.strategy for e in events if isinstance(e, StrategyChosen)] == ["read"]
+    assert not any(isinstance(e, CodeRun) for e in events)  # no sandbox needed
 
 
 def test_reading_whole_documents_the_model_may_still_compute(harness_factory: Any) -> None:
@@ -956,7 +968,8 @@ def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
     harness_factory: Any,
 ) -> None:
     """The read-whole estimate is characters; the provider counts tokens. When it says
-    the documents do not fit, the query goes on as usual: code, documents unseen."""
+    the documents do not fit, the best passages are read in less; when even they do not
+    fit, the query goes on with code, documents unseen."""
 
     def script(messages: list[dict[str, Any]], model: str) -> Reply:
         if "The secret code is 4711." in str(messages[1]["content"]):
@@ -971,9 +984,10 @@ def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
     h = harness_factory(script)
     r = h.run(show_whole_chars=1000)
     assert (r.answer, r.status) == ("4711.", "success")
-    assert len(h.root_requests()[1]) == 2  # the usual opening: metadata and the question
-    warned = [e for e in read_trace(r.trace_path or "").events if isinstance(e, Warned)]
-    assert "too long to read whole" in warned[0].message
+    code_loop = [m for m in h.root_requests() if "4711" not in str(m)]
+    assert len(code_loop[0]) == 2  # the usual opening: metadata and the question
+    warned = [e.message for e in read_trace(r.trace_path or "").events if isinstance(e, Warned)]
+    assert any("did not fit the window" in m for m in warned)
 
 
 def test_longer_documents_are_not_shown(harness_factory: Any) -> None:

@@ -6,6 +6,7 @@ import glob
 import hashlib
 import json
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,15 @@ def project_name_for(paths: list[str]) -> str:
     digest = hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:8]
     stem = "-".join(re.sub(r"[^\w.-]+", "_", Path(p).name or "root") for p in paths)
     return f"ask-{stem[:40]}-{digest}"
+
+
+class Strategy(StrEnum):
+    """The choices of --strategy (``shesha.rlm.strategy``)."""
+
+    auto = "auto"
+    read = "read"
+    retrieve = "retrieve"
+    code = "code"
 
 
 class Progress:
@@ -157,6 +167,13 @@ def ask(
     verify: bool = typer.Option(
         False, "--verify", help="Ask the sub-model whether each cited quote supports the answer."
     ),
+    strategy: Strategy | None = typer.Option(
+        None,
+        "--strategy",
+        help="How to answer: read (the documents whole), retrieve (the best passages), code "
+        "(the RLM loop), or auto (default: the engine chooses by size and model).",
+        case_sensitive=False,
+    ),
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Ask the sub-model again instead of reusing its answers."
     ),
@@ -184,6 +201,7 @@ def ask(
         "max_wall_s": timeout,
         "cache": False if no_cache else None,
         "verify_citations": True if verify else None,
+        "strategy": strategy.value if strategy is not None else None,
     }
     schema = read_schema(output_schema) if output_schema is not None else None
     overrides = {k: v for k, v in settings.items() if v is not None}

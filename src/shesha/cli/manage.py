@@ -31,9 +31,12 @@ from shesha.rlm.events import (
     LimitHit,
     LLMResponse,
     Nudged,
+    PassagesShown,
+    StrategyChosen,
     SubcallResponse,
     Summary,
     Warned,
+    strategy_note,
 )
 from shesha.rlm.trace import read_trace
 from shesha.storage import AddProgress, AddReport
@@ -400,6 +403,8 @@ def trace(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None
                 subcalls += 1
             case Nudged():
                 c.print("[yellow]no code in the reply: nudged[/]")
+            case StrategyChosen() | PassagesShown():
+                c.print(strategy_note(e), markup=False, highlight=False)
             case LimitHit(message=message) | Warned(message=message) | Failed(error=message):
                 c.print(f"[red]{e.type}:[/] {message}", highlight=False)
             case Final():

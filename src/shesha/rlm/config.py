@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shesha.rlm.prompting import PromptStyle
 from shesha.rlm.result import QueryLimits
+from shesha.rlm.strategy import StrategyChoice
 
 
 class EngineConfig(BaseModel):
@@ -31,6 +32,15 @@ class EngineConfig(BaseModel):
         "(0: never; the local profile sets it)",
     )
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
+    strategy: StrategyChoice = Field(
+        "auto",
+        description="read, retrieve, code, or auto: the engine chooses (see shesha.rlm.strategy)",
+    )
+    refuse_unseen: bool = Field(
+        False,
+        description="refuse an answer typed before any output could show it (a small model's "
+        "guess from the prompt's example; the local profile sets it)",
+    )
 
     output_schema: dict[str, Any] | None = Field(
         None, description="a JSON schema the answer must match (a typed answer)"

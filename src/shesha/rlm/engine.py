@@ -22,6 +22,8 @@ from typing import Any, Literal, Protocol
 from shesha import __version__
 from shesha.errors import LLMContextWindowError, LLMError, SandboxError, SheshaError
 from shesha.llm.types import ChatModel, Completion, Message
+from shesha.retrieval.index import PassageIndex
+from shesha.retrieval.window import Window, fill
 from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
 from shesha.rlm.citations import Citation, check
@@ -39,9 +41,12 @@ from shesha.rlm.events import (
     LLMRequest,
     LLMResponse,
     Nudged,
+    PassageRead,
+    PassagesShown,
     RepeatNudge,
     SkippedBlocks,
     Stalled,
+    StrategyChosen,
     SubcallRequest,
     SubcallResponse,
     Summary,
@@ -91,6 +96,19 @@ from shesha.rlm.progress import (
 )
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.result import QueryResult, QueryStatus
+from shesha.rlm.strategy import (
+    DEFAULT_WINDOW_CHARS,
+    PROMPT_RESERVE_CHARS,
+    Choice,
+    StrategyName,
+    across_the_text,
+    choose,
+    documents_text,
+    not_found,
+    read_answer,
+    route,
+    wrote_code,
+)
 from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback, TraceRecorder, prompt_key
 from shesha.sandbox.corpus import Corpus
@@ -117,6 +135,10 @@ SHOW_WHOLE = """for name, text in zip(doc_names, context):
     print(text)"""
 """What the engine runs first when the documents are short enough to read whole."""
 
+
+IndexSource = Callable[[], PassageIndex]
+"""Opens the corpus's passage index (a stored project's, kept up to date); the engine
+closes it. Without one, the engine indexes the corpus in memory when it needs to."""
 
 OutputCheck = Callable[[str], Any]
 """Parses and validates an answer into the typed output; raises ValueError if it cannot."""
@@ -194,6 +216,9 @@ class _Run:
     ocr_pages: dict[str, list[int]] = field(default_factory=dict)
     output: Any = None
     """The typed answer, when one was asked for and the answer passed its check."""
+    tried: set[StrategyName] = field(default_factory=set)
+    """The reading strategies tried already (a stall does not try one twice)."""
+    index: PassageIndex | None = None
 
     def emit(self, event: TraceEvent) -> None:
         event = event.model_copy(update={"iteration": self.iteration})
@@ -263,11 +288,13 @@ class RLMEngine:
         session: ExecSession | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         ocr_pages: Mapping[str, Sequence[int]] | None = None,
+        passages: IndexSource | None = None,
     ) -> QueryResult:
         """Ask ``question`` of ``corpus``. A conversation passes its own ``session`` (kept
         open, with its namespace, between questions) and its ``earlier`` questions and
         answers. ``ocr_pages`` names the pages of each document that were read by OCR
-        (recorded in the trace's header)."""
+        (recorded in the trace's header). ``passages`` opens the corpus's passage index,
+        for the retrieve strategy."""
         trace_path = None
         if trace_dir is not None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -284,10 +311,13 @@ class RLMEngine:
         )
         try:
             result = await self._run(
-                run, corpus, project, trace_path, given=session, earlier=earlier
-            )
+                run, corpus, project, trace_path, given=session, earlier=earlier,
+                passages=passages,
+            )  # fmt: skip
         finally:
             recorder.close()
+            if run.index is not None:
+                run.index.close()
         return result
 
     async def stream(
@@ -312,6 +342,7 @@ class RLMEngine:
         *,
         given: ExecSession | None,
         earlier: Sequence[tuple[str, str | None]],
+        passages: IndexSource | None,
     ) -> QueryResult:
         cfg = run.config
         docs = list(corpus.sizes())
@@ -338,30 +369,15 @@ class RLMEngine:
         status: QueryStatus = "success"
         error: str | None = None
         limit: str | None = None
-        session: ExecSession | None = given
+        reader = _Reader(self, run, corpus, passages, earlier)
         try:
-            if session is None:
-                session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
-            plain = opening(self.prompts, cfg, run.question, docs)
-            start = plain
-            if self._whole(run):
-                start = await self._read_whole(run, session) or start
-            start = with_earlier(self.prompts, self._with_extras(start), earlier)
-            run.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
-            answer, status = await self._loop(run, session, start)
+            answer, status = await self._answer(run, corpus, reader, given, earlier)
         except LimitReached as hit:
             status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
             run.emit(LimitHit(limit=hit.limit, message=hit.message))
         except (LLMError, SandboxError, SheshaError) as e:
             status, error = "error", str(e)
             run.emit(Failed(error=error, kind=type(e).__name__))
-        except asyncio.CancelledError:
-            if session is not None:
-                session.cancel()  # stop its code now; the container is replaced
-            raise
-        finally:
-            if session is not None and given is None:
-                await asyncio.to_thread(session.close)
         reached = run.budget.reached
         if answer is None and reached is not None and status == "success":
             status, limit = reached.status, reached.limit
@@ -387,6 +403,84 @@ class RLMEngine:
         shown = {"trace_path", "citations", "output", "sandbox", "isolation"}
         run.emit(Summary(**result.model_dump(exclude=shown)))
         return result
+
+    async def _answer(
+        self,
+        run: _Run,
+        corpus: Corpus,
+        reader: _Reader,
+        given: ExecSession | None,
+        earlier: Sequence[tuple[str, str | None]],
+    ) -> tuple[str | None, QueryStatus]:
+        """The strategy the engine chooses; the code loop when it finds nothing (or is the
+        choice), and reading again when the code loop stalls."""
+        choice = await self._choose(run)
+        run.emit(StrategyChosen(strategy=choice.strategy, reason=choice.reason))
+        first: str | None = None
+        if choice.strategy != "code":
+            answer, first = await reader.answer(choice.strategy)
+            if answer is not None:
+                return answer, "success"
+        session = given
+        try:
+            if session is None:
+                session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
+            answer, status = await self._code_loop(run, session, earlier, first=first)
+        except asyncio.CancelledError:
+            if session is not None:
+                session.cancel()  # stop its code now; the container is replaced
+            raise
+        finally:
+            if session is not None and given is None:
+                await asyncio.to_thread(session.close)
+        stuck = status == "stalled" or (answer is None and status == "max_iterations")
+        if stuck and run.config.strategy == "auto":
+            # Stuck, or out of steps with nothing: answer by reading instead.
+            read = await reader.fallback()
+            if read is not None:
+                return read, "success"
+        return answer, status
+
+    async def _choose(self, run: _Run) -> Choice:
+        cfg = run.config
+        if cfg.strategy == "auto" and self.tools:
+            return Choice("code", "host tools are called from code")
+        window = cfg.show_whole_chars
+        if cfg.strategy != "auto" and window <= 0:
+            window = DEFAULT_WINDOW_CHARS
+        needs_all = across_the_text(run.question)
+        if needs_all is None:  # only past the window does it matter: what fits is read
+            past = cfg.strategy == "auto" and 0 < window < run.corpus_chars
+            needs_all = await self._route(run) if past else False
+        return choose(cfg.strategy, run.corpus_chars, window, needs_all=needs_all)
+
+    async def _route(self, run: _Run) -> bool:
+        """Where the words cannot tell, one call: is the answer stated somewhere, or
+        counted across the text? One word out of ``ROUTES``."""
+        prompt = self.prompts.render("route", question=run.question)
+        text = await self._root_call(run, [{"role": "user", "content": prompt}])
+        return route(text)
+
+    async def _code_loop(
+        self,
+        run: _Run,
+        session: ExecSession,
+        earlier: Sequence[tuple[str, str | None]],
+        *,
+        first: str | None,
+    ) -> tuple[str | None, QueryStatus]:
+        """The free-form loop. ``first``: the model's reply to the reading prompt, when it
+        wrote code instead of an answer: it is run as the first step, with the documents
+        shown as they were."""
+        plain = opening(self.prompts, run.config, run.question, run.docs)
+        start = plain
+        if first is not None or (self._whole(run) and "read" not in run.tried):
+            start = await self._read_whole(run, session) or start
+        if start is plain:
+            first = None
+        start = with_earlier(self.prompts, self._with_extras(start), earlier)
+        run.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
+        return await self._loop(run, session, start, first=first)
 
     async def _root_call(self, run: _Run, messages: list[Message]) -> str:
         run.check()
@@ -479,14 +573,17 @@ class RLMEngine:
         return run.plain_start
 
     async def _loop(
-        self, run: _Run, session: ExecSession, start: list[Message]
+        self, run: _Run, session: ExecSession, start: list[Message], *, first: str | None = None
     ) -> tuple[str | None, QueryStatus]:
         turns = run.turns
         streak = Streak()
         while run.iteration < run.config.limits.max_iterations:
-            run.iteration += 1
             try:
-                text = await self._root_call(run, self._messages(run, start))
+                if first is not None:  # already asked: the reply to the reading prompt
+                    text, first = first, None
+                else:
+                    run.iteration += 1
+                    text = await self._root_call(run, self._messages(run, start))
             except LLMContextWindowError as e:
                 if not run.reading:
                     raise
@@ -537,7 +634,7 @@ class RLMEngine:
             said = reply.answer or short_answer(text) or text.strip()
             return None if no_answer(said) else said
         typed = typed_answer(reply.answer, blocks)
-        if reply.answer is not None and not (typed is not None and unseen(typed, run.turns)):
+        if reply.answer is not None and not (typed is not None and self._guess(run, typed)):
             return reply.answer
         return None
 
@@ -545,7 +642,7 @@ class RLMEngine:
         """The nudge for a reply with nothing to run (a guess, a bare answer, prose)."""
         turns = run.turns
         answer = typed_answer(reply.answer, blocks)
-        if answer is not None and unseen(answer, turns):
+        if answer is not None and self._guess(run, answer):
             return self._unseen_nudge(run, text, answer)
         if len(blocks) == 1 and any(t.outputs for t in turns):
             typed = literal_block(blocks[0])
@@ -596,10 +693,16 @@ class RLMEngine:
                 return answer, "error"
             if not stalled:
                 return answer, "max_iterations"
-            return answer, "stalled" if unseen(answer, run.turns) else "success"
-        fallback = None if answer is not None else (text.strip() or None)
-        run.emit(Final(answer=fallback, source=source))
-        return fallback, "stalled" if stalled else "max_iterations"
+            return answer, "stalled" if self._guess(run, answer) else "success"
+        # No answer: never the model's sentence. The caller reads the documents instead.
+        run.emit(Final(answer=None, source=source))
+        return None, "stalled" if stalled else "max_iterations"
+
+    @staticmethod
+    def _guess(run: _Run, answer: str) -> bool:
+        """An answer typed before any output could have shown it, for a model that guesses
+        so (the local profile): refused, and asked again. Other models' answers stand."""
+        return run.config.refuse_unseen and unseen(answer, run.turns)
 
     def _repeat_nudge(self, run: _Run, turn: Turn) -> str:
         """The second identical failure: quote it, and show the line to write."""
@@ -607,7 +710,7 @@ class RLMEngine:
         code = turn.failed_code or ""
         line = failing_line(code, turn.error or "")
         final = final_argument(line) if line else None
-        if final is not None and not no_answer(final):
+        if final is not None and final != "None" and not no_answer(final):  # not FINAL(None)
             advice = (
                 f"If {final} is the answer itself, write exactly this line and nothing else:\n"
                 f"FINAL({json.dumps(final, ensure_ascii=False)})"
@@ -661,8 +764,10 @@ class RLMEngine:
             code, stop_after = written, False
             typed = typed_final(code)
             after_code = index > 1 or (typed is not None and bool(without_last_statement(code)))
-            if typed is not None and after_code and supported(typed, run.turns) is None:
-                # An answer typed after code whose output the model has not seen: a guess.
+            guessed = typed is not None and supported(typed, run.turns) is None
+            if after_code and guessed and run.config.refuse_unseen:
+                # An answer typed after code whose output the model has not seen: a guess
+                # (the local profile's check; other models' answers stand).
                 run.emit(IgnoredFinal(block=index, code=code))
                 if index > 1:
                     break
@@ -904,3 +1009,130 @@ class RLMEngine:
             )
         )
         return found.text
+
+
+class _Reader:
+    """The read and retrieve strategies for one query: the model reads, the host chose
+    what. Each returns (the answer, None), or (None, the reply) when the model wrote
+    code instead (the code loop then runs it), or (None, None) when nothing was found."""
+
+    def __init__(
+        self,
+        engine: RLMEngine,
+        run: _Run,
+        corpus: Corpus,
+        passages: IndexSource | None,
+        earlier: Sequence[tuple[str, str | None]],
+    ) -> None:
+        self.engine, self.run, self.corpus = engine, run, corpus
+        self.passages, self.earlier = passages, earlier
+        self.window = run.config.show_whole_chars or DEFAULT_WINDOW_CHARS
+
+    async def answer(self, strategy: StrategyName) -> tuple[str | None, str | None]:
+        if strategy == "read":
+            return await self.read()
+        return await self.retrieve(self.window)
+
+    async def fallback(self) -> str | None:
+        """A stalled or exhausted code loop answers by reading, never with the model's
+        sentence: read whole when the documents fit, else retrieve; not twice."""
+        run = self.run
+        if run.corpus_chars == 0:
+            return None
+        strategy: StrategyName = "read" if run.corpus_chars <= self.window else "retrieve"
+        if strategy in run.tried:
+            return None
+        run.emit(Warned(message=f"The code loop found no answer: answering by {strategy} instead."))
+        answer, _ = await self.answer(strategy)
+        return answer
+
+    def _messages(self, system: str, user: str) -> list[Message]:
+        engine = self.engine
+        start: list[Message] = [
+            {"role": "system", "content": engine.prompts.render(system)},
+            {"role": "user", "content": user},
+        ]
+        if engine.config.output_schema is not None:
+            start = engine._with_extras(start)
+        return with_earlier(engine.prompts, start, self.earlier)
+
+    async def _ask(self, messages: list[Message], source: FinalSource) -> tuple[str | None, str]:
+        run = self.run
+        run.iteration += 1
+        text = await self.engine._root_call(run, messages)
+        answer = read_answer(text)
+        if answer is not None and source == "passages" and not_found(answer):
+            return None, text
+        if answer is not None and self.engine._typed(run, answer) is not None:
+            return None, text  # not the typed answer asked for: the code loop tries
+        if answer is not None:
+            run.emit(Final(answer=answer, source=source))
+        return answer, text
+
+    async def read(self) -> tuple[str | None, str | None]:
+        run = self.run
+        run.tried.add("read")
+        documents = await asyncio.to_thread(self.corpus.documents)
+        text = wrap(run.nonce, UNTRUSTED, documents_text(documents))
+        user = self.engine.prompts.render("direct_user", documents=text, question=run.question)
+        try:
+            answer, reply = await self._ask(self._messages("direct_system", user), "read")
+        except LLMContextWindowError as e:
+            # The model's tokenizer counts more than estimated: read the best passages.
+            share = (e.limit / e.requested) if e.limit and e.requested else 0.5
+            run.emit(Warned(message="The documents did not fit the window: retrieving."))
+            return await self.retrieve(int(self.window * share * 0.9))
+        if answer is not None:
+            return answer, None
+        return None, reply if wrote_code(reply) else None
+
+    async def retrieve(self, window: int) -> tuple[str | None, str | None]:
+        run = self.run
+        run.tried.add("retrieve")
+        if run.index is None:
+            run.index = await asyncio.to_thread(self._open_index)
+        budget = max(window - PROMPT_RESERVE_CHARS - len(run.question), 1_000)
+        shown: set[tuple[str, int]] = set()
+        order = [name for name, _ in run.docs]
+        for round_ in (1, 2):
+            found = await asyncio.to_thread(
+                fill, run.index, run.question, budget, order, skip=shown
+            )
+            self._trace(found, round_)
+            if not found.hits:
+                return None, None
+            shown |= {(h.passage.document, h.passage.start) for h in found.hits}
+            passages = wrap(run.nonce, UNTRUSTED, found.text)
+            user = self.engine.prompts.render(
+                "passages_user", passages=passages, question=run.question
+            )
+            try:
+                answer, _ = await self._ask(self._messages("passages_system", user), "passages")
+            except LLMContextWindowError as e:
+                if round_ == 2 or not (e.limit and e.requested):
+                    run.emit(Warned(message="The passages did not fit the window: using code."))
+                    return None, None
+                budget = int(budget * e.limit / e.requested * 0.9)
+                shown.clear()
+                continue
+            if answer is not None:
+                return answer, None
+        return None, None
+
+    def _open_index(self) -> PassageIndex:
+        if self.passages is not None:
+            return self.passages()
+        return PassageIndex.in_memory(self.corpus.documents())
+
+    def _trace(self, window: Window, round_: int) -> None:
+        read = [
+            PassageRead(
+                document=h.passage.document,
+                page=h.passage.page,
+                start=h.passage.start,
+                end=h.passage.end,
+                rank=h.rank,
+            )
+            for h in window.hits
+        ]
+        self.run.emit(PassagesShown(round=round_, chars=len(window.text), passages=read))

@@ -100,7 +100,34 @@ class SubcallResponse(Event):
     and nothing was spent now."""
 
 
-FinalSource = Literal["reply", "code", "text", "stalled", "max_iterations"]
+FinalSource = Literal["reply", "code", "text", "stalled", "max_iterations", "read", "passages"]
+
+
+class StrategyChosen(Event):
+    """How the engine answers the question: read whole, retrieve then read, or code."""
+
+    type: Literal["strategy"] = "strategy"
+    strategy: Literal["read", "retrieve", "code"]
+    reason: str
+
+
+class PassageRead(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    document: str
+    page: int | None
+    start: int
+    end: int
+    rank: int
+
+
+class PassagesShown(Event):
+    """The passages put in the model's window, in document order (round 2: widened)."""
+
+    type: Literal["passages"] = "passages"
+    round: int
+    chars: int
+    passages: list[PassageRead]
 
 
 class Final(Event):
@@ -208,6 +235,26 @@ class Cited(Event):
     citations: list[dict[str, Any]]
 
 
+def strategy_note(event: StrategyChosen | PassagesShown) -> str:
+    """The strategy chosen, or the passages read, in a line."""
+    if isinstance(event, StrategyChosen):
+        return f"strategy: {event.strategy} ({event.reason})"
+    return (
+        f"passages read (round {event.round}, {len(event.passages)} passages, "
+        f"{event.chars:,} characters): {passages_read(event)}"
+    )
+
+
+def passages_read(event: PassagesShown, limit: int = 20) -> str:
+    """Where the passages came from, in a line: document, page, characters."""
+    shown = [
+        f"{p.document}" + (f" p.{p.page}" if p.page is not None else "") + f" @{p.start:,}"
+        for p in event.passages[:limit]
+    ]
+    more = len(event.passages) - limit
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
 class Summary(Event):
     """The last event: how the query ended, and what it used."""
 
@@ -243,6 +290,8 @@ TraceEvent = Annotated[
     | UnfencedCode
     | ToolCalled
     | Cited
+    | StrategyChosen
+    | PassagesShown
     | Summary,
     Field(discriminator="type"),
 ]

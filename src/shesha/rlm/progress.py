@@ -29,16 +29,17 @@ STALL_AT = 3
 """The third ends the loop with one "answer now" call: no query repeats one error more."""
 
 
-NOT_ANSWERS = frozenset({"none", "null", "nil", "n/a", "unknown", ""})
-"""What a FINAL may hold that says no answer was found (``FINAL("None")``)."""
 NOT_AN_ANSWER = (
-    "FINAL({answer!r}) says that no answer was found, so it is not an answer. Read the "
-    "output above again, or search with other words, and print what you find."
+    "FINAL({answer!r}) holds no answer. Read the output above again, or search with other "
+    "words, and print what you find."
 )
 
 
 def no_answer(answer: str) -> bool:
-    return answer.strip().strip("'\"").casefold() in NOT_ANSWERS | PLACEHOLDERS
+    """Empty, or a prompt's placeholder copied ("your answer"). Every well-formed answer
+    counts, "none", "0", "no" and "[]" included: they are answers."""
+    text = answer.strip().strip("'\"").strip()
+    return not text or text.casefold() in PLACEHOLDERS
 
 
 def printed(text: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from shesha.errors import ConfigError
 
-PROMPT_VERSION = "5"
+PROMPT_VERSION = "6"
 PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {
@@ -35,6 +35,11 @@ EXPECTED: dict[str, frozenset[str]] = {
     "read_system": frozenset({"doc_count", "total_chars"}),
     "read_user": frozenset({"documents", "question"}),
     "earlier": frozenset({"exchanges"}),
+    "direct_system": frozenset(),
+    "direct_user": frozenset({"documents", "question"}),
+    "passages_system": frozenset(),
+    "passages_user": frozenset({"passages", "question"}),
+    "route": frozenset({"question"}),
 }
 
 

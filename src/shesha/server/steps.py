@@ -13,12 +13,15 @@ from shesha.rlm.events import (
     LimitHit,
     LLMResponse,
     Nudged,
+    PassagesShown,
     RepeatNudge,
+    StrategyChosen,
     SubcallRequest,
     SubcallResponse,
     TraceEvent,
     UnseenAnswer,
     Warned,
+    strategy_note,
 )
 from shesha.rlm.trace import Trace
 
@@ -91,6 +94,12 @@ def steps_of(trace: Trace) -> list[Step]:
     return [steps[k] for k in sorted(steps)]
 
 
+def _note(e: Nudged | RepeatNudge | UnseenAnswer | Warned | StrategyChosen | PassagesShown) -> str:
+    if isinstance(e, StrategyChosen | PassagesShown):
+        return strategy_note(e)
+    return e.message
+
+
 def _add(step: Step, e: TraceEvent) -> None:
     match e:
         case LLMResponse():
@@ -126,8 +135,15 @@ def _add(step: Step, e: TraceEvent) -> None:
             step._last_sub = e.ts if step._last_sub is None else max(step._last_sub, e.ts)
         case Final():
             step.answer = e.answer
-        case Nudged() | RepeatNudge() | UnseenAnswer() | Warned():
-            step.notes.append(e.message)
+        case (
+            Nudged()
+            | RepeatNudge()
+            | UnseenAnswer()
+            | Warned()
+            | StrategyChosen()
+            | PassagesShown()
+        ):
+            step.notes.append(_note(e))
         case LimitHit():
             step.notes.append(f"limit {e.limit}: {e.message}")
         case Failed():

@@ -46,6 +46,7 @@ from shesha.storage.atomic import (
     PRIVATE_FILE,
     atomic_write,
     private_dir,
+    private_file,
     sweep_temporaries,
 )
 from shesha.storage.inputs import DEFAULT_IGNORE, Candidate, expand, open_inside, read_inside
@@ -251,6 +252,8 @@ class StoredProject:
 
         for attempt in (1, 2):
             try:
+                # Created 0600 before SQLite opens it: its -wal and -shm files follow suit.
+                private_file(self.index_path).close()
                 index = PassageIndex.open(self.index_path)
                 try:
                     return index, index.sync([(r.name, r.text_sha256) for r in records], text_of)
@@ -391,9 +394,13 @@ class StoredProject:
             stored.append(AddedDocument(name=c.name, status=status, meta=outcome.meta))
             report(c.name, status)
         stored.sort(key=lambda d: d.name)
-        if stored:
+        return self._indexed(AddReport(project=self.name, stored=stored, failed=failed))
+
+    def _indexed(self, report: AddReport) -> AddReport:
+        """The report, once the passage index holds what was stored."""
+        if report.stored:
             self.reindex()
-        return AddReport(project=self.name, stored=stored, failed=failed)
+        return report
 
     @staticmethod
     def _parse_all(

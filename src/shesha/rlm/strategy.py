@@ -1,0 +1,118 @@
+"""How a question is answered: the engine chooses, the model reads.
+
+- **read**: the documents fit the model's window, so it reads them whole, with the
+  direct baseline's wording and the question after the text.
+- **retrieve**: they do not fit; the host ranks passages against the question, fills
+  the window with the best ones (in document order, each under its location) and the
+  model answers from them, or says NOT FOUND. NOT FOUND widens the search once, to the
+  next-best passages; a second NOT FOUND falls back to the code loop.
+- **code**: the free-form RLM loop: the model writes code over ``context``. The default
+  for models with no window set (hosted models), for questions that count or list across
+  all of the text, and the fallback for the others.
+
+``choose`` is the rule. ``--strategy`` (the ``strategy`` setting) overrides it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from shesha.rlm.extract import final_in_last_reply, read_reply
+
+StrategyName = Literal["read", "retrieve", "code"]
+StrategyChoice = Literal["auto", "read", "retrieve", "code"]
+STRATEGIES: tuple[StrategyChoice, ...] = ("auto", "read", "retrieve", "code")
+
+DEFAULT_WINDOW_CHARS = 100_000
+"""What ``--strategy read`` or ``retrieve`` fills for a model with no window set."""
+PROMPT_RESERVE_CHARS = 600
+"""Of the window: the prompt's own words and the reply."""
+NOT_FOUND = re.compile(r"^\W*not\s+found\b", re.I)
+
+ACROSS_THE_TEXT = re.compile(
+    r"\b(?:how many times|how often|number of (?:times|occurrences|mentions)|occurrences?"
+    r"|count (?:the|all|every|each|how)|list (?:all|every|each)|every (?:time|mention)"
+    r"|most (?:common|frequent|frequently|often)|least (?:common|frequent|often))\b",
+    re.I,
+)
+"""Questions that need all of the text (counting, listing every one, the most frequent):
+no window of passages can answer them, so code does."""
+HOW_MANY = re.compile(r"\b(?:how many|number of)\b", re.I)
+"""Questions that may be either: "how many employees" is stated somewhere, "how many
+orders were late" is counted. One constrained call to the model tells them apart."""
+ROUTES = ("FIND", "COUNT")
+
+
+@dataclass(frozen=True)
+class Choice:
+    strategy: StrategyName
+    reason: str
+
+
+def across_the_text(question: str) -> bool | None:
+    """True when the question needs all of the text, False when it needs a passage, None
+    when the words cannot tell (ask the model: ``route``)."""
+    if ACROSS_THE_TEXT.search(question):
+        return True
+    return None if HOW_MANY.search(question) else False
+
+
+def route(reply: str) -> bool:
+    """The model's answer to the routing prompt: True when it says COUNT and not FIND.
+    Anything else is a passage to find (retrieval falls back to code when it finds none)."""
+    said = set(re.findall(r"\b(FIND|COUNT)\b", reply.upper()))
+    return said == {"COUNT"}
+
+
+def choose(
+    asked: StrategyChoice, corpus_chars: int, window_chars: int, *, needs_all: bool = False
+) -> Choice:
+    """The strategy for a corpus of ``corpus_chars`` and a model that reads
+    ``window_chars`` at once (0: not set, as for hosted models); ``needs_all``: the
+    question needs all of the text (see ``across_the_text``)."""
+    if asked != "auto":
+        return Choice(asked, "asked for")
+    if window_chars <= 0:
+        return Choice("code", "a model with no window set explores the documents with code")
+    if needs_all:
+        return Choice("code", "the question counts or lists across all of the text")
+    if corpus_chars <= window_chars:
+        return Choice(
+            "read", f"the documents ({corpus_chars:,} characters) fit the window "
+            f"({window_chars:,})",
+        )  # fmt: skip
+    return Choice(
+        "retrieve", f"the documents ({corpus_chars:,} characters) are past the window "
+        f"({window_chars:,}): the best passages are read",
+    )  # fmt: skip
+
+
+def documents_text(documents: Sequence[tuple[str, str]]) -> str:
+    """The documents as the direct baseline and ``SHOW_WHOLE`` show them."""
+    return "\n\n".join(f"=== {name} ===\n{text}" for name, text in documents)
+
+
+def not_found(reply: str) -> bool:
+    """The reply says the passages do not give the answer."""
+    return bool(NOT_FOUND.match(reply.strip()))
+
+
+def wrote_code(reply: str) -> bool:
+    """The reply to a reading prompt is a fenced block of code, not an answer."""
+    return "```" in reply and bool(read_reply(reply).blocks)
+
+
+def read_answer(reply: str) -> str | None:
+    """The answer in a reply to a reading prompt: a FINAL line's, else the reply's text;
+    None when the reply is code to run or empty. Any well-formed answer counts, "no",
+    "0" and "none" included."""
+    text = reply.strip()
+    if wrote_code(text):
+        return None  # a fenced block of code: the code loop runs it
+    final = final_in_last_reply(text)
+    if final is not None:
+        return final.strip() or None
+    return text or None
