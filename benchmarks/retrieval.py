@@ -29,11 +29,11 @@ from shesha.endpoints import local_profile
 from shesha.retrieval.index import PassageIndex
 from shesha.retrieval.passages import split
 from shesha.retrieval.window import fill
+from shesha.rlm.strategy import passages_budget
 from shesha.storage import ProjectStore
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "qa" / "financebench"
 WINDOW_CHARS = int(local_profile(8192)["show_whole_chars"])
-PROMPT_CHARS = 600
 TARGETS = {
     "evidence_in_window": (">=", 0.6),
     "index_s_per_mb": ("<=", 1.0),
@@ -73,7 +73,7 @@ def bench(quick: bool) -> dict[str, Any]:
             continue
         total += 1
         wanted = {e["evidence_page_num"] + 1 for e in q["evidence"]}
-        budget = WINDOW_CHARS - PROMPT_CHARS - len(q["question"])
+        budget = passages_budget(WINDOW_CHARS, q["question"])
         started = time.perf_counter()
         window = fill(indexes[q["doc_name"]], q["question"], budget, [q["doc_name"]])
         query_ms.append((time.perf_counter() - started) * 1000)

@@ -64,18 +64,28 @@ def fill(
     """The best passages for ``question`` that fit in ``budget_chars`` (with their location
     lines), leaving out those in ``skip`` ((document, start) pairs), in the order of the
     documents in ``order`` and of their text."""
+    position = {name: i for i, name in enumerate(order)}
+
+    def in_order(hits: list[Hit]) -> list[Hit]:
+        return sorted(
+            hits, key=lambda h: (position.get(h.passage.document, len(position)), h.passage.start)
+        )
+
     chosen: list[Hit] = []
     used = 0
     for offset in range(0, CANDIDATES, _BATCH):
         batch = index.search(question, _BATCH, skip=offset)
         for hit in batch:
-            cost = len(shown(hit)) + 2
-            if (hit.passage.document, hit.passage.start) in skip or used + cost > budget_chars:
+            if (hit.passage.document, hit.passage.start) in skip:
                 continue
+            if used + len(shown(hit)) + 2 > budget_chars:
+                # A neighbour of a chosen passage costs less than its own location line.
+                trial = len(_joined(in_order([*chosen, hit])))
+                if trial > budget_chars:
+                    continue
             chosen.append(hit)
-            used += cost
+            used = len(_joined(in_order(chosen)))
         if len(batch) < _BATCH or budget_chars - used < 200:
             break
-    position = {name: i for i, name in enumerate(order)}
-    chosen.sort(key=lambda h: (position.get(h.passage.document, len(position)), h.passage.start))
+    chosen = in_order(chosen)
     return Window(chosen, _joined(chosen))

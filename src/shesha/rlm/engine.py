@@ -98,13 +98,13 @@ from shesha.rlm.prompting import PromptSet
 from shesha.rlm.result import QueryResult, QueryStatus
 from shesha.rlm.strategy import (
     DEFAULT_WINDOW_CHARS,
-    PROMPT_RESERVE_CHARS,
     Choice,
     StrategyName,
     across_the_text,
     choose,
     documents_text,
     not_found,
+    passages_budget,
     read_answer,
     route,
     wrote_code,
@@ -1091,7 +1091,7 @@ class _Reader:
         run.tried.add("retrieve")
         if run.index is None:
             run.index = await asyncio.to_thread(self._open_index)
-        budget = max(window - PROMPT_RESERVE_CHARS - len(run.question), 1_000)
+        budget = passages_budget(window, run.question)
         shown: set[tuple[str, int]] = set()
         order = [name for name, _ in run.docs]
         for round_ in (1, 2):

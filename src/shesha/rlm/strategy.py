@@ -30,6 +30,10 @@ DEFAULT_WINDOW_CHARS = 100_000
 """What ``--strategy read`` or ``retrieve`` fills for a model with no window set."""
 PROMPT_RESERVE_CHARS = 600
 """Of the window: the prompt's own words and the reply."""
+PASSAGES_SHARE = 0.75
+"""Of the read-whole threshold, what passages fill: their location lines and numbers
+take more tokens a character than prose (2.6 characters a token, not 3.5, on long
+Wikipedia pages with the local model), and the reply needs room."""
 NOT_FOUND = re.compile(r"^\W*not\s+found\b", re.I)
 
 ACROSS_THE_TEXT = re.compile(
@@ -88,6 +92,11 @@ def choose(
         "retrieve", f"the documents ({corpus_chars:,} characters) are past the window "
         f"({window_chars:,}): the best passages are read",
     )  # fmt: skip
+
+
+def passages_budget(window_chars: int, question: str) -> int:
+    """The characters of passages (with their location lines) that a window takes."""
+    return max(int(window_chars * PASSAGES_SHARE) - PROMPT_RESERVE_CHARS - len(question), 1_000)
 
 
 def documents_text(documents: Sequence[tuple[str, str]]) -> str:
