@@ -20,7 +20,7 @@ def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> Callable
             name, text = t.documents[0]
             if t.question not in user:
                 continue
-            if f"{name} ({len(text):,} chars)" in system or text[:200] in user:
+            if f"{name} ({len(text):,} chars" in system or text[:200] in user:
                 return t
         return None
 

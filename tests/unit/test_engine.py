@@ -214,13 +214,17 @@ def test_the_wrapper_boundary_is_random_for_each_query(harness_factory: Any) -> 
     assert len(ids) == 2
 
 
-def test_the_system_prompt_describes_context_by_metadata_only(harness_factory: Any) -> None:
+def test_the_system_prompt_describes_context_and_previews_it_as_untrusted(
+    harness_factory: Any,
+) -> None:
     h = harness_factory(by_role(["FINAL(x)"]))
     h.run()
     system = h.root_requests()[0][0]["content"]
-    assert "[0] a.txt (40 chars)" in system
-    assert "[1] b.md (19 chars)" in system
-    assert "4711" not in system
+    assert "[0] a.txt (40 chars, 1 lines), starting:\n<untrusted_document_content id=" in system
+    assert "[1] b.md (19 chars, " in system
+    preview = system.split("[0] a.txt", 1)[1].split("[1] b.md", 1)[0]
+    assert "The secret code is 4711." in preview  # the first lines, between tags
+    assert preview.count("untrusted_document_content") == 2
     # Never discourage sub-calls: a "few sub-calls" prompt scored 0% on OOLONG.
     assert "as many sub-calls as the task needs" in system
     assert "few sub-calls" not in system.lower()
@@ -516,8 +520,10 @@ def test_the_compact_prompt_is_short_and_keeps_the_contract(harness_factory: Any
     h = harness_factory(by_role(["FINAL(x)"]))
     h.run(prompt_style="compact")
     system = h.root_requests()[0][0]["content"]
-    assert len(system) < 2000  # the rules and three short examples: about 450 tokens
-    assert "[0] a.txt (40 chars)" in system
+    assert len(system) < 2800  # the rules, two short examples and previews: ~700 tokens
+    assert "[0] a.txt (40 chars" in system
+    assert "llm_map" in system
+    assert "search(" in system
     assert "FINAL" in system
     assert "Never guess" in system
 
@@ -648,8 +654,12 @@ def test_a_literal_block_no_output_has_shown_gets_the_plain_nudge(harness_factor
 
 def test_code_that_prints_nothing_is_told_a_search_found_no_match(harness_factory: Any) -> None:
     h = harness_factory(by_role([repl("x = context[0].find('no such words')"), "FINAL(x)"]))
-    h.run()
-    assert "found no match" in h.root_requests()[1][-1]["content"]
+    long = InMemoryCorpus([("a.txt", "Alpha document. The secret code is 4711.\n" * 800)])
+    h.run(corpus=long)
+    note = h.root_requests()[1][-1]["content"]
+    assert "it matched nothing" in note
+    assert "it begins:\n<untrusted_document_content" in note
+    assert "Alpha document. The secret code is 4711." in note  # a sample, not "other words"
 
 
 def test_a_repeat_is_noted_even_with_a_nudge_in_between(harness_factory: Any) -> None:
@@ -984,7 +994,7 @@ def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
     h = harness_factory(script)
     r = h.run(show_whole_chars=1000)
     assert (r.answer, r.status) == ("4711.", "success")
-    code_loop = [m for m in h.root_requests() if "4711" not in str(m)]
+    code_loop = [m for m in h.root_requests() if "4711" not in str(m[1])]
     assert len(code_loop[0]) == 2  # the usual opening: metadata and the question
     warned = [e.message for e in read_trace(r.trace_path or "").events if isinstance(e, Warned)]
     assert any("did not fit the window" in m for m in warned)

@@ -20,10 +20,17 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from shesha import __version__
-from shesha.errors import LLMContextWindowError, LLMError, SandboxError, SheshaError
+from shesha.errors import (
+    ConfigError,
+    LLMContextWindowError,
+    LLMError,
+    SandboxError,
+    SheshaError,
+)
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.retrieval.index import PassageIndex
 from shesha.retrieval.window import Window, fill
+from shesha.rlm import helpers
 from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
 from shesha.rlm.citations import Citation, check
@@ -70,16 +77,21 @@ from shesha.rlm.extract import (
     typed_final,
     without_last_statement,
 )
+from shesha.rlm.helpers import Helpers
 from shesha.rlm.history import (
+    PREVIEW_DOCS,
     UNTRUSTED,
+    Preview,
     Turn,
     history,
     opening,
+    preview,
     reading,
     with_earlier,
     wrap,
 )
 from shesha.rlm.progress import (
+    EMPTY_SEARCH,
     NO_OUTPUT,
     NOT_AN_ANSWER,
     REPEAT_NUDGE_AT,
@@ -139,6 +151,9 @@ SHOW_WHOLE = """for name, text in zip(doc_names, context):
 IndexSource = Callable[[], PassageIndex]
 """Opens the corpus's passage index (a stored project's, kept up to date); the engine
 closes it. Without one, the engine indexes the corpus in memory when it needs to."""
+
+SAMPLE_CHARS = 400
+"""Of the first document, shown when a step prints nothing."""
 
 OutputCheck = Callable[[str], Any]
 """Parses and validates an answer into the typed output; raises ValueError if it cannot."""
@@ -216,6 +231,10 @@ class _Run:
     ocr_pages: dict[str, list[int]] = field(default_factory=dict)
     output: Any = None
     """The typed answer, when one was asked for and the answer passed its check."""
+    sample: str = ""
+    """The start of the first document, wrapped as untrusted: what an empty search shows."""
+    helpers: Helpers | None = None
+    """search and llm_map, for the code."""
     tried: set[StrategyName] = field(default_factory=set)
     """The reading strategies tried already (a stall does not try one twice)."""
     index: PassageIndex | None = None
@@ -242,6 +261,14 @@ async def _no_tools(call: ToolCall) -> ToolOutcome:
 def _preview(value: Any, limit: int = 500) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _previews(corpus: Corpus) -> tuple[list[Preview], str]:
+    """The first documents' line counts and first lines, for the opening; and the start
+    of the first, for an empty search."""
+    documents = corpus.documents()
+    sample = documents[0][1][:SAMPLE_CHARS] if documents else ""
+    return [preview(text) for _, text in documents[:PREVIEW_DOCS]], sample
 
 
 def _ms_since(started: float) -> float:
@@ -271,6 +298,11 @@ class RLMEngine:
         self.cache = cache
         self.tools = tools
         self.check_output = check_output
+        if tools and (taken := sorted(helpers.NAMES & set(tools.tools))):
+            raise ConfigError(
+                f"A tool may not be named {', '.join(taken)}: the engine's own helper is.",
+                hint="Rename the function.",
+            )
         self.sandboxes = sandboxes
         self.config = config
         self.prompts = PromptSet.load(config.prompts_dir, config.prompt_style)
@@ -370,6 +402,11 @@ class RLMEngine:
         error: str | None = None
         limit: str | None = None
         reader = _Reader(self, run, corpus, passages, earlier)
+
+        async def subcalls(items: Sequence[SubcallItem]) -> list[str]:
+            return await self._subcalls(run, items)
+
+        run.helpers = Helpers(reader.index, subcalls, [name for name, _ in docs])
         try:
             answer, status = await self._answer(run, corpus, reader, given, earlier)
         except LimitReached as hit:
@@ -425,7 +462,7 @@ class RLMEngine:
         try:
             if session is None:
                 session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
-            answer, status = await self._code_loop(run, session, earlier, first=first)
+            answer, status = await self._code_loop(run, session, corpus, earlier, first=first)
         except asyncio.CancelledError:
             if session is not None:
                 session.cancel()  # stop its code now; the container is replaced
@@ -465,6 +502,7 @@ class RLMEngine:
         self,
         run: _Run,
         session: ExecSession,
+        corpus: Corpus,
         earlier: Sequence[tuple[str, str | None]],
         *,
         first: str | None,
@@ -472,7 +510,11 @@ class RLMEngine:
         """The free-form loop. ``first``: the model's reply to the reading prompt, when it
         wrote code instead of an answer: it is run as the first step, with the documents
         shown as they were."""
-        plain = opening(self.prompts, run.config, run.question, run.docs)
+        previews, sample = await asyncio.to_thread(_previews, corpus)
+        run.sample = wrap(run.nonce, UNTRUSTED, sample) if sample else "(an empty text)"
+        plain = opening(
+            self.prompts, run.config, run.question, run.docs, previews=previews, nonce=run.nonce
+        )
         start = plain
         if first is not None or (self._whole(run) and "read" not in run.tried):
             start = await self._read_whole(run, session) or start
@@ -733,8 +775,8 @@ class RLMEngine:
     def _no_output(self, run: _Run) -> str:
         """What an empty step is told; for documents that fit the output, to print them."""
         if 0 < run.corpus_chars <= run.config.max_output_chars:
-            return f"{NO_OUTPUT}\n{SHORT_CORPUS.format(chars=run.corpus_chars)}"
-        return NO_OUTPUT
+            return f"{NO_OUTPUT})\n{SHORT_CORPUS.format(chars=run.corpus_chars)}"
+        return NO_OUTPUT + EMPTY_SEARCH.format(sample=run.sample)
 
     def _unseen_nudge(self, run: _Run, reply: str, answer: str) -> Turn:
         """An answer typed before any output could have shown it: a guess."""
@@ -849,7 +891,7 @@ class RLMEngine:
             code,
             timeout=run.config.limits.exec_timeout_s,
             max_output_chars=max_output_chars or run.config.max_output_chars,
-            tools=self.tools.specs() if self.tools else (),
+            tools=[*helpers.SPECS, *(self.tools.specs() if self.tools else ())],
         )
         while not isinstance(step := await asyncio.to_thread(session.next), ExecResult):
             if isinstance(step, ToolCall):
@@ -870,7 +912,10 @@ class RLMEngine:
             return ToolOutcome(ok=False, error=f"refused: limit reached: {message}")
         run.tool_calls += 1
         started = time.perf_counter()
-        outcome = await (self.tools.call(call) if self.tools else _no_tools(call))
+        if call.name in helpers.NAMES and run.helpers is not None:
+            outcome = await run.helpers.call(call)
+        else:
+            outcome = await (self.tools.call(call) if self.tools else _no_tools(call))
         run.emit(
             ToolCalled(
                 duration_ms=_ms_since(started),
@@ -1089,15 +1134,12 @@ class _Reader:
     async def retrieve(self, window: int) -> tuple[str | None, str | None]:
         run = self.run
         run.tried.add("retrieve")
-        if run.index is None:
-            run.index = await asyncio.to_thread(self._open_index)
+        index = await self.index()
         budget = passages_budget(window, run.question)
         shown: set[tuple[str, int]] = set()
         order = [name for name, _ in run.docs]
         for round_ in (1, 2):
-            found = await asyncio.to_thread(
-                fill, run.index, run.question, budget, order, skip=shown
-            )
+            found = await asyncio.to_thread(fill, index, run.question, budget, order, skip=shown)
             self._trace(found, round_)
             if not found.hits:
                 return None, None
@@ -1118,6 +1160,12 @@ class _Reader:
             if answer is not None:
                 return answer, None
         return None, None
+
+    async def index(self) -> PassageIndex:
+        """The query's passage index, opened once."""
+        if self.run.index is None:
+            self.run.index = await asyncio.to_thread(self._open_index)
+        return self.run.index
 
     def _open_index(self) -> PassageIndex:
         if self.passages is not None:

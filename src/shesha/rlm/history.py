@@ -12,6 +12,29 @@ from shesha.rlm.config import EngineConfig
 from shesha.rlm.prompting import PromptSet
 
 MAX_LISTED_DOCS = 100
+PREVIEW_DOCS = 5
+"""The first documents the opening previews: their line count and first lines."""
+PREVIEW_LINES = 3
+PREVIEW_LINE_CHARS = 120
+
+
+@dataclass(frozen=True)
+class Preview:
+    lines: int
+    head: str
+    """The first non-blank lines, each cut short."""
+
+
+def preview(text: str) -> Preview:
+    head = []
+    for line in text.splitlines():
+        if line.strip():
+            head.append(line.strip()[:PREVIEW_LINE_CHARS])
+        if len(head) == PREVIEW_LINES:
+            break
+    return Preview(lines=text.count("\n") + 1 if text else 0, head="\n".join(head))
+
+
 UNTRUSTED = "untrusted_document_content"
 """The tag around sub-call content; REPL output is ``<repl_output type="{UNTRUSTED}">``."""
 
@@ -61,13 +84,24 @@ def joined(*parts: str | None) -> str:
 
 
 def opening(
-    prompts: PromptSet, config: EngineConfig, question: str, docs: Sequence[tuple[str, int]]
+    prompts: PromptSet,
+    config: EngineConfig,
+    question: str,
+    docs: Sequence[tuple[str, int]],
+    *,
+    previews: Sequence[Preview] = (),
+    nonce: str = "",
 ) -> list[Message]:
-    """The system prompt (metadata about ``context``, never its text) and the question."""
-    listed = [
-        f"  [{i}] {name} ({chars:,} chars)"
-        for i, (name, chars) in enumerate(docs[:MAX_LISTED_DOCS])
-    ]
+    """The system prompt (metadata about ``context``, with a preview of the first
+    documents' first lines, between untrusted tags) and the question."""
+    listed = []
+    for i, (name, chars) in enumerate(docs[:MAX_LISTED_DOCS]):
+        if i < len(previews):
+            p = previews[i]
+            head = wrap(nonce, UNTRUSTED, p.head) if p.head else "(blank)"
+            listed.append(f"  [{i}] {name} ({chars:,} chars, {p.lines:,} lines), starting:\n{head}")
+        else:
+            listed.append(f"  [{i}] {name} ({chars:,} chars)")
     if len(docs) > MAX_LISTED_DOCS:
         listed.append(f"  ... and {len(docs) - MAX_LISTED_DOCS:,} more (see doc_names)")
     system = prompts.render(

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from shesha.rlm.extract import PLACEHOLDERS, typed_final, without_last_statement
 from shesha.rlm.history import Turn
 
-NO_OUTPUT = (
-    "(no output: nothing was printed. If this was a search, it found no match: "
-    "try fewer or other words, and ignore case: re.finditer(word, text, re.I), or compare "
-    "text.lower() with a lower-case word)"
+NO_OUTPUT = "(no output: nothing was printed."
+"""Every empty step's note starts so; what follows depends on the documents."""
+EMPTY_SEARCH = (
+    " If this was a search, it matched nothing. Look at how the text is written, and search "
+    "for words it uses; it begins:\n{sample})"
 )
 SHORT_CORPUS = (
     "(the documents are only {chars:,} characters: print them whole, "
