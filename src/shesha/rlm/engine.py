@@ -29,7 +29,6 @@ from shesha.errors import (
 )
 from shesha.llm.types import ChatModel, Completion, Message
 from shesha.retrieval.index import PassageIndex
-from shesha.retrieval.window import Window, fill
 from shesha.rlm import helpers
 from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
@@ -48,8 +47,6 @@ from shesha.rlm.events import (
     LLMRequest,
     LLMResponse,
     Nudged,
-    PassageRead,
-    PassagesShown,
     RepeatNudge,
     SkippedBlocks,
     Stalled,
@@ -107,6 +104,7 @@ from shesha.rlm.progress import (
     unseen,
 )
 from shesha.rlm.prompting import PromptSet
+from shesha.rlm.reading import IndexSource, Reader
 from shesha.rlm.result import QueryResult, QueryStatus
 from shesha.rlm.strategy import (
     DEFAULT_WINDOW_CHARS,
@@ -114,12 +112,7 @@ from shesha.rlm.strategy import (
     StrategyName,
     across_the_text,
     choose,
-    documents_text,
-    not_found,
-    passages_budget,
-    read_answer,
     route,
-    wrote_code,
 )
 from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback, TraceRecorder, prompt_key
@@ -147,10 +140,6 @@ SHOW_WHOLE = """for name, text in zip(doc_names, context):
     print(text)"""
 """What the engine runs first when the documents are short enough to read whole."""
 
-
-IndexSource = Callable[[], PassageIndex]
-"""Opens the corpus's passage index (a stored project's, kept up to date); the engine
-closes it. Without one, the engine indexes the corpus in memory when it needs to."""
 
 SAMPLE_CHARS = 400
 """Of the first document, shown when a step prints nothing."""
@@ -273,6 +262,25 @@ def _previews(corpus: Corpus) -> tuple[list[Preview], str]:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The root model as the reading strategies call it, for one query."""
+
+    engine: RLMEngine
+    run: _Run
+
+    async def ask(self, messages: list[Message]) -> str:
+        return await self.engine._root_call(self.run, messages)
+
+    def problem(self, answer: str) -> str | None:
+        return self.engine._typed(self.run, answer)
+
+    def with_schema(self, start: list[Message]) -> list[Message]:
+        if self.engine.config.output_schema is None:
+            return start
+        return self.engine._with_extras(start)
 
 
 class RLMEngine:
@@ -401,7 +409,14 @@ class RLMEngine:
         status: QueryStatus = "success"
         error: str | None = None
         limit: str | None = None
-        reader = _Reader(self, run, corpus, passages, earlier)
+        reader = Reader(
+            run,
+            corpus,
+            _Model(self, run),
+            prompts=self.prompts,
+            passages=passages,
+            earlier=earlier,
+        )
 
         async def subcalls(items: Sequence[SubcallItem]) -> list[str]:
             return await self._subcalls(run, items)
@@ -445,7 +460,7 @@ class RLMEngine:
         self,
         run: _Run,
         corpus: Corpus,
-        reader: _Reader,
+        reader: Reader,
         given: ExecSession | None,
         earlier: Sequence[tuple[str, str | None]],
     ) -> tuple[str | None, QueryStatus]:
@@ -1054,133 +1069,3 @@ class RLMEngine:
             )
         )
         return found.text
-
-
-class _Reader:
-    """The read and retrieve strategies for one query: the model reads, the host chose
-    what. Each returns (the answer, None), or (None, the reply) when the model wrote
-    code instead (the code loop then runs it), or (None, None) when nothing was found."""
-
-    def __init__(
-        self,
-        engine: RLMEngine,
-        run: _Run,
-        corpus: Corpus,
-        passages: IndexSource | None,
-        earlier: Sequence[tuple[str, str | None]],
-    ) -> None:
-        self.engine, self.run, self.corpus = engine, run, corpus
-        self.passages, self.earlier = passages, earlier
-        self.window = run.config.show_whole_chars or DEFAULT_WINDOW_CHARS
-
-    async def answer(self, strategy: StrategyName) -> tuple[str | None, str | None]:
-        if strategy == "read":
-            return await self.read()
-        return await self.retrieve(self.window)
-
-    async def fallback(self) -> str | None:
-        """A stalled or exhausted code loop answers by reading, never with the model's
-        sentence: read whole when the documents fit, else retrieve; not twice."""
-        run = self.run
-        if run.corpus_chars == 0:
-            return None
-        strategy: StrategyName = "read" if run.corpus_chars <= self.window else "retrieve"
-        if strategy in run.tried:
-            return None
-        run.emit(Warned(message=f"The code loop found no answer: answering by {strategy} instead."))
-        answer, _ = await self.answer(strategy)
-        return answer
-
-    def _messages(self, system: str, user: str) -> list[Message]:
-        engine = self.engine
-        start: list[Message] = [
-            {"role": "system", "content": engine.prompts.render(system)},
-            {"role": "user", "content": user},
-        ]
-        if engine.config.output_schema is not None:
-            start = engine._with_extras(start)
-        return with_earlier(engine.prompts, start, self.earlier)
-
-    async def _ask(self, messages: list[Message], source: FinalSource) -> tuple[str | None, str]:
-        run = self.run
-        run.iteration += 1
-        text = await self.engine._root_call(run, messages)
-        answer = read_answer(text)
-        if answer is not None and source == "passages" and not_found(answer):
-            return None, text
-        if answer is not None and self.engine._typed(run, answer) is not None:
-            return None, text  # not the typed answer asked for: the code loop tries
-        if answer is not None:
-            run.emit(Final(answer=answer, source=source))
-        return answer, text
-
-    async def read(self) -> tuple[str | None, str | None]:
-        run = self.run
-        run.tried.add("read")
-        documents = await asyncio.to_thread(self.corpus.documents)
-        text = wrap(run.nonce, UNTRUSTED, documents_text(documents))
-        user = self.engine.prompts.render("direct_user", documents=text, question=run.question)
-        try:
-            answer, reply = await self._ask(self._messages("direct_system", user), "read")
-        except LLMContextWindowError as e:
-            # The model's tokenizer counts more than estimated: read the best passages.
-            share = (e.limit / e.requested) if e.limit and e.requested else 0.5
-            run.emit(Warned(message="The documents did not fit the window: retrieving."))
-            return await self.retrieve(int(self.window * share * 0.9))
-        if answer is not None:
-            return answer, None
-        return None, reply if wrote_code(reply) else None
-
-    async def retrieve(self, window: int) -> tuple[str | None, str | None]:
-        run = self.run
-        run.tried.add("retrieve")
-        index = await self.index()
-        budget = passages_budget(window, run.question)
-        shown: set[tuple[str, int]] = set()
-        order = [name for name, _ in run.docs]
-        for round_ in (1, 2):
-            found = await asyncio.to_thread(fill, index, run.question, budget, order, skip=shown)
-            self._trace(found, round_)
-            if not found.hits:
-                return None, None
-            shown |= {(h.passage.document, h.passage.start) for h in found.hits}
-            passages = wrap(run.nonce, UNTRUSTED, found.text)
-            user = self.engine.prompts.render(
-                "passages_user", passages=passages, question=run.question
-            )
-            try:
-                answer, _ = await self._ask(self._messages("passages_system", user), "passages")
-            except LLMContextWindowError as e:
-                if round_ == 2 or not (e.limit and e.requested):
-                    run.emit(Warned(message="The passages did not fit the window: using code."))
-                    return None, None
-                budget = int(budget * e.limit / e.requested * 0.9)
-                shown.clear()
-                continue
-            if answer is not None:
-                return answer, None
-        return None, None
-
-    async def index(self) -> PassageIndex:
-        """The query's passage index, opened once."""
-        if self.run.index is None:
-            self.run.index = await asyncio.to_thread(self._open_index)
-        return self.run.index
-
-    def _open_index(self) -> PassageIndex:
-        if self.passages is not None:
-            return self.passages()
-        return PassageIndex.in_memory(self.corpus.documents())
-
-    def _trace(self, window: Window, round_: int) -> None:
-        read = [
-            PassageRead(
-                document=h.passage.document,
-                page=h.passage.page,
-                start=h.passage.start,
-                end=h.passage.end,
-                rank=h.rank,
-            )
-            for h in window.hits
-        ]
-        self.run.emit(PassagesShown(round=round_, chars=len(window.text), passages=read))
