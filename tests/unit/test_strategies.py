@@ -249,3 +249,26 @@ def test_a_final_after_code_in_the_same_block_stands_for_a_capable_model(
     reply = "```repl\nn = context[0].count('4711')\nFINAL('4711')\n```"
     result, _ = run(lambda m, _: reply, SHORT, sandboxes, tmp_path, strategy="code")
     assert (result.answer, result.status, result.iterations) == ("4711", "success", 1)
+
+
+# -- small models' slips in the code loop ------------------------------------------------
+
+
+def test_a_retyped_value_is_told_the_printed_one(sandboxes: SandboxPool, tmp_path: Path) -> None:
+    # Seen with the 1.5B model: its code printed 0, its next reply typed FINAL(1).
+    replies = iter(["```repl\nprint(6 * 7)\n```", "FINAL(41)", 'FINAL("42")'])
+    result, model = run(
+        lambda m, _: next(replies), SHORT, sandboxes, tmp_path, strategy="code", refuse_unseen=True
+    )
+    assert (result.answer, result.status) == ("42", "success")
+    nudge = model.calls[2][1][-1]["content"]
+    assert 'Your last output was 42. If that is the answer, write exactly: FINAL("42")' in nudge
+
+
+def test_a_printed_zero_is_told_the_words_may_be_written_otherwise(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    replies = iter(["```repl\nprint(context[0].count('SECRET'))\n```", "FINAL(0)"])
+    result, model = run(lambda m, _: next(replies), SHORT, sandboxes, tmp_path, strategy="code")
+    assert (result.answer, result.status) == ("0", "success")  # 0 is an answer
+    assert "the text may write these words otherwise" in model.calls[1][1][-1]["content"]

@@ -91,12 +91,15 @@ from shesha.rlm.progress import (
     EMPTY_SEARCH,
     NO_OUTPUT,
     NOT_AN_ANSWER,
+    NOTHING_FOUND,
+    NOTHING_FOUND_NOTE,
     REPEAT_NUDGE_AT,
     REPEATED,
     SHORT_CORPUS,
     STALL_AT,
     Streak,
     failure,
+    last_value,
     no_answer,
     same_step,
     supported,
@@ -796,6 +799,13 @@ class RLMEngine:
     def _unseen_nudge(self, run: _Run, reply: str, answer: str) -> Turn:
         """An answer typed before any output could have shown it: a guess."""
         nudge = self.prompts.render("unseen_answer", answer=answer)
+        printed = last_value(run.turns)
+        if printed is not None and printed != answer:
+            # Value handoff: the model retyped another value than the one its code printed.
+            nudge += (
+                f"\nYour last output was {printed}. If that is the answer, write exactly: "
+                f"FINAL({json.dumps(printed, ensure_ascii=False)})"
+            )
         run.emit(UnseenAnswer(answer=answer, message=nudge))
         return Turn(reply, [], nudge=nudge)
 
@@ -832,7 +842,10 @@ class RLMEngine:
             result = await self._execute(run, session, code, index)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
-            outputs.append((attrs, result.output.rstrip("\n") or self._no_output(run)))
+            printed = result.output.rstrip("\n")
+            if result.status == "ok" and printed.strip() in NOTHING_FOUND:
+                printed += "\n" + NOTHING_FOUND_NOTE
+            outputs.append((attrs, printed or self._no_output(run)))
             if result.final is not None and no_answer(result.final):
                 # FINAL("None") after FINAL(None) was refused: still no answer.
                 error, failed = NOT_AN_ANSWER.format(answer=result.final), code

@@ -16,6 +16,12 @@ EMPTY_SEARCH = (
     " If this was a search, it matched nothing. Look at how the text is written, and search "
     "for words it uses; it begins:\n{sample})"
 )
+NOTHING_FOUND = frozenset({"0", "0.0", "[]", "{}", "()", "set()", "None", "''", '""'})
+"""A printed count of 0 or an empty collection: often the words are written otherwise."""
+NOTHING_FOUND_NOTE = (
+    "(found nothing: the text may write these words otherwise, in another case or form. "
+    "Print a short sample of the text before you trust an empty result)"
+)
 SHORT_CORPUS = (
     "(the documents are only {chars:,} characters: print them whole, "
     "for example with print(context[0]), and read the answer there)"
@@ -115,6 +121,20 @@ def typed_answer(answer: str | None, blocks: Sequence[str]) -> str | None:
     if answer is None and len(blocks) == 1 and not without_last_statement(blocks[0]):
         return typed_final(blocks[0])
     return answer
+
+
+def last_value(turns: Sequence[Turn], max_chars: int = 60) -> str | None:
+    """The one short value the last step that ran printed (a number, a name), if any."""
+    for turn in reversed(turns):
+        if not turn.outputs:
+            continue
+        attrs, text = turn.outputs[-1]
+        text = text.replace(NOTHING_FOUND_NOTE, "")
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        value = lines[0].strip() if len(lines) == 1 else None
+        ok = 'status="ok"' in attrs and printed(text)
+        return value if ok and value and len(value) <= max_chars else None
+    return None
 
 
 def same_step(before: Turn, now: Turn) -> bool:
