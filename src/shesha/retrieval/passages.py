@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 TARGET_CHARS = 300
 """A passage is about this long: a paragraph or a few, a table's few lines. Short
-passages rank sharper: on FinanceBench, 300 puts an evidence page in the local model's
-window for 72% of questions, 1,200 for 55% (``benchmarks/retrieval.py``); the window
+passages rank sharper: on FinanceBench, filling the local model's whole read-whole
+threshold, 300 put an evidence page in the window for 72% of questions and 1,200 for
+55% (``benchmarks/retrieval.py``; 67% with the 75% the engine fills); the window
 joins neighbours back together, so the model still reads whole stretches of text."""
 MAX_CHARS = 600
 """No passage is longer than this."""
