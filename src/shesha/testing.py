@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from shesha.llm.types import Completion, Message
+from shesha.llm.types import Completion, Message, OutputConstraint
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.pool import SandboxPool
 from shesha.sandbox.process import ProcessSandbox
@@ -265,10 +265,21 @@ class FunctionModel:
         self.name = name
         self.calls: list[tuple[str, list[Message]]] = []
         """(model, messages) of every call, in the order they were made."""
+        self.constraints: list[OutputConstraint | None] = []
+        """The output constraint of every call (None: none), in the same order. The
+        function's reply is returned as it is: like a server that cannot enforce a
+        constraint, so the engine's own checks are what a test sees."""
 
-    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion:
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion:
         sent = [dict(m) for m in messages]
         self.calls.append((model, sent))
+        self.constraints.append(constraint)
         started = time.perf_counter()
         reply = self.fn(sent, model)
         text = await reply if inspect.isawaitable(reply) else reply

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shesha.errors import ConfigError
-from shesha.llm.types import Message
+from shesha.llm.types import Choices, Message
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.engine import RLMEngine
 from shesha.rlm.helpers import pick
@@ -96,6 +96,21 @@ def test_llm_map_asks_each_distinct_item_once_and_keeps_to_the_choices(
     assert sum("late delivery" in a for a in asked) == 1  # identical items: asked once
     assert sum("where is my order" in a for a in asked) == 2  # named no choice: asked again
     assert result.subcalls == 4
+
+
+def test_llm_map_asks_the_model_to_keep_to_the_choices(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    code = (
+        "kinds = ['complaint', 'praise', 'question']\n"
+        "labels = llm_map('Label the record.', context[0].splitlines(), choices=kinds)\n"
+        "free = llm_map('Say what the record is about.', ['late delivery'])\n"
+        "out = labels"
+    )
+    _, model = run_code(code, RECORDS, sandboxes, tmp_path, lambda _: "praise")
+    sub = [c for (_, m), c in zip(model.calls, model.constraints, strict=True) if is_subcall(m)]
+    assert sub[:3] == [Choices(("complaint", "praise", "question"))] * 3  # distinct items
+    assert sub[3:] == [None]  # no choices: a free reply
 
 
 def test_llm_map_without_choices_returns_the_replies_in_order(

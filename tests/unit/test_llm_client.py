@@ -8,7 +8,7 @@ import time
 import pytest
 
 from shesha.errors import LLMAuthenticationError, LLMConnectionError, LLMRateLimitError
-from shesha.llm import LLMClient, LLMSettings, Price
+from shesha.llm import Choices, Grammar, JsonSchema, LLMClient, LLMSettings, Price
 from shesha.testing import Fail, ScriptedLLMServer, Slow
 
 HI = [{"role": "user", "content": "hello there"}]
@@ -94,3 +94,56 @@ def test_a_local_openai_compatible_server_needs_no_key(monkeypatch: pytest.Monke
     with ScriptedLLMServer(["no key needed"]) as server:
         llm = LLMClient(LLMSettings(api_base=server.api_base, num_retries=0))
         assert llm.complete_sync(HI, model="openai/local").text == "no key needed"
+
+
+# -- output constraints -------------------------------------------------------------------
+
+
+def test_a_llama_cpp_endpoint_is_sent_the_choices_as_a_grammar() -> None:
+    with ScriptedLLMServer([" praise\n", "maybe"]) as server:
+        c = client(server, constraints="llama.cpp")
+        kinds = Choices(("complaint", "praise", 'say "hi"\\now'))
+        first = c.complete_sync(HI, model="openai/scripted", constraint=kinds)
+        second = c.complete_sync(HI, model="openai/scripted", constraint=kinds)
+    assert server.requests[0].body["grammar"] == (
+        'root ::= "complaint" | "praise" | "say \\"hi\\"\\\\now"'
+    )
+    assert (first.text, second.text) == ("praise", "maybe")  # trimmed to the choice, or as is
+
+
+def test_a_llama_cpp_endpoint_is_sent_a_schema_and_a_grammar_as_they_are() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    with ScriptedLLMServer(['{"n": 3}', "yes"]) as server:
+        c = client(server, constraints="llama.cpp")
+        c.complete_sync(HI, model="openai/scripted", constraint=JsonSchema(schema))
+        c.complete_sync(HI, model="openai/scripted", constraint=Grammar('root ::= "yes" | "no"'))
+    assert server.requests[0].body["response_format"] == {"type": "json_object", "schema": schema}
+    assert server.requests[1].body["grammar"] == 'root ::= "yes" | "no"'
+
+
+def test_an_endpoint_that_cannot_enforce_a_constraint_is_asked_plainly() -> None:
+    schema = {"type": "object"}
+    with ScriptedLLMServer(["a", "b", "c"]) as server:
+        for dialect in ("response_format", "none"):
+            c = client(server, constraints=dialect)
+            c.complete_sync(HI, model="openai/scripted", constraint=Choices(("a", "b")))
+        # A model LiteLLM does not know is not assumed to take a schema.
+        client(server).complete_sync(HI, model="openai/scripted", constraint=JsonSchema(schema))
+    for request in server.requests:
+        assert "grammar" not in request.body
+        assert "response_format" not in request.body
+
+
+def test_a_provider_with_structured_output_is_sent_the_schema() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    with ScriptedLLMServer(['{"n": 1}']) as server:
+        client(server).complete_sync(HI, model="openai/gpt-4o-mini", constraint=JsonSchema(schema))
+    sent = server.requests[0].body["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"] == schema
+
+
+@pytest.mark.parametrize("bad", [(), ("",), ("a", "  ")])
+def test_a_choice_of_nothing_is_refused(bad: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="at least one option"):
+        Choices(bad)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shesha import Shesha
-from shesha.llm.types import Message
+from shesha.llm.types import Choices, Message
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.engine import RLMEngine
 from shesha.rlm.events import CodeRun, Final, PassagesShown, StrategyChosen
@@ -224,9 +224,11 @@ def test_how_many_is_asked_of_the_model_past_the_window_only(
         return "FINAL(800)"
 
     question = "How many paragraphs describe the weather?"
-    result, _ = run(fn, LONG, sandboxes, tmp_path, question=question)
+    result, model = run(fn, LONG, sandboxes, tmp_path, question=question)
     assert (result.answer, result.status) == ("800", "success")
     assert "FIND or COUNT" in asked[0]
+    assert model.constraints[0] == Choices(("FIND", "COUNT"))  # one word of two
+    assert set(model.constraints[1:]) == {None}
     (chosen,) = [e for e in events(result) if isinstance(e, StrategyChosen)]
     assert chosen.strategy == "code"
     result, model = run(lambda m, _: "2", SHORT, sandboxes, tmp_path,

@@ -7,9 +7,30 @@ that never call a model (``shesha projects``, ``shesha docs``) should not pay fo
 from importlib import import_module
 from typing import Any
 
-from shesha.llm.types import ChatModel, Completion, LLMSettings, Message, Price
+from shesha.llm.types import (
+    ChatModel,
+    Choices,
+    Completion,
+    Grammar,
+    JsonSchema,
+    LLMSettings,
+    Message,
+    OutputConstraint,
+    Price,
+)
 
-__all__ = ["ChatModel", "Completion", "LLMClient", "LLMSettings", "Message", "Price"]
+__all__ = [
+    "ChatModel",
+    "Choices",
+    "Completion",
+    "Grammar",
+    "JsonSchema",
+    "LLMClient",
+    "LLMSettings",
+    "Message",
+    "OutputConstraint",
+    "Price",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,8 @@ from shesha.errors import (
     LLMRateLimitError,
 )
 from shesha.llm._litellm import litellm
-from shesha.llm.types import Completion, LLMSettings, Message
+from shesha.llm.constraints import conform, request_fields
+from shesha.llm.types import Completion, JsonSchema, LLMSettings, Message, OutputConstraint
 
 _errors = litellm.exceptions
 
@@ -104,7 +105,19 @@ class LLMClient:
         ):
             return None  # no price known for this model: unknown, not zero
 
-    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion:
+    def _supports_schema(self, model: str) -> bool:
+        try:
+            return bool(litellm.supports_response_schema(model=model))
+        except (ValueError, KeyError, TypeError, _errors.ModelNotMappedError):
+            return False  # a model LiteLLM does not know: ask plainly
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion:
         s = self.settings
         kwargs: dict[str, Any] = {
             "model": model,
@@ -125,6 +138,13 @@ class LLMClient:
             kwargs["temperature"] = s.temperature
         if s.max_output_tokens is not None:
             kwargs["max_tokens"] = s.max_output_tokens
+        schema = isinstance(constraint, JsonSchema) and s.constraints == "response_format"
+        fields = request_fields(
+            constraint, s.constraints, supports_schema=schema and self._supports_schema(model)
+        )
+        if "extra_body" in fields:
+            fields["extra_body"] = {**kwargs.get("extra_body", {}), **fields["extra_body"]}
+        kwargs.update(fields)
         started = time.perf_counter()
         try:
             response = await litellm.acompletion(**kwargs)
@@ -132,7 +152,7 @@ class LLMClient:
             raise _translate(e, model, s.api_base) from e
         duration = time.perf_counter() - started
         choice = response.choices[0]
-        text = choice.message.content or ""
+        text = conform(choice.message.content or "", constraint)
         usage = getattr(response, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -145,6 +165,12 @@ class LLMClient:
             duration_s=duration,
         )
 
-    def complete_sync(self, messages: Sequence[Message], *, model: str) -> Completion:
+    def complete_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion:
         """The same call, for code that is not async."""
-        return asyncio.run(self.complete(messages, model=model))
+        return asyncio.run(self.complete(messages, model=model, constraint=constraint))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -35,10 +35,54 @@ class Completion:
     duration_s: float
 
 
-class ChatModel(Protocol):
-    """What the engine needs of an LLM: one chat completion, for a given model."""
+@dataclass(frozen=True)
+class Choices:
+    """The reply is exactly one of ``options``."""
 
-    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion: ...
+    options: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.options or not all(o.strip() for o in self.options):
+            raise ValueError("Choices needs at least one option, and no empty one")
+
+
+@dataclass(frozen=True)
+class JsonSchema:
+    """The reply is one JSON value that validates against ``schema``."""
+
+    schema: Mapping[str, Any] = field(hash=False)
+    name: str = "reply"
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The reply is a sentence of a GBNF grammar (llama.cpp's format; root rule ``root``)."""
+
+    gbnf: str
+
+
+OutputConstraint = Choices | JsonSchema | Grammar
+"""What a call may ask the reply to be. A server that can enforce it does (llama.cpp:
+a grammar; providers with structured output: ``response_format``); one that cannot is
+asked plainly, and the caller still checks the reply."""
+
+ConstraintDialect = Literal["llama.cpp", "response_format", "none"]
+"""How an endpoint is told a constraint: llama.cpp's own ``grammar`` and JSON-schema
+fields, the OpenAI-style ``response_format`` (for a schema, where LiteLLM says the model
+supports it), or not at all."""
+
+
+class ChatModel(Protocol):
+    """What the engine needs of an LLM: one chat completion, for a given model, with an
+    optional constraint on the reply."""
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion: ...
 
 
 class LLMSettings(BaseModel):
@@ -52,3 +96,6 @@ class LLMSettings(BaseModel):
     max_output_tokens: int | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict, description="passed to LiteLLM")
+    constraints: ConstraintDialect = Field(
+        "response_format", description="how the endpoint is told an output constraint"
+    )

@@ -27,7 +27,7 @@ from shesha.errors import (
     SandboxError,
     SheshaError,
 )
-from shesha.llm.types import ChatModel, Completion, Message
+from shesha.llm.types import ChatModel, Choices, Completion, Message, OutputConstraint
 from shesha.retrieval.index import PassageIndex
 from shesha.rlm import helpers
 from shesha.rlm.budget import Budget, LimitReached
@@ -111,6 +111,7 @@ from shesha.rlm.reading import IndexSource, Reader
 from shesha.rlm.result import QueryResult, QueryStatus
 from shesha.rlm.strategy import (
     DEFAULT_WINDOW_CHARS,
+    ROUTES,
     Choice,
     StrategyName,
     across_the_text,
@@ -513,7 +514,8 @@ class RLMEngine:
         """Where the words cannot tell, one call: is the answer stated somewhere, or
         counted across the text? One word out of ``ROUTES``."""
         prompt = self.prompts.render("route", question=run.question)
-        text = await self._root_call(run, [{"role": "user", "content": prompt}])
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+        text = await self._root_call(run, messages, Choices(ROUTES))
         return route(text)
 
     async def _code_loop(
@@ -542,11 +544,13 @@ class RLMEngine:
         run.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
         return await self._loop(run, session, start, first=first)
 
-    async def _root_call(self, run: _Run, messages: list[Message]) -> str:
+    async def _root_call(
+        self, run: _Run, messages: list[Message], constraint: OutputConstraint | None = None
+    ) -> str:
         run.check()
         run.emit(LLMRequest(model=run.config.model, messages=messages))
         started = time.perf_counter()
-        c = await self.llm.complete(messages, model=run.config.model)
+        c = await self.llm.complete(messages, model=run.config.model, constraint=constraint)
         run.account("root", c)
         run.emit(
             LLMResponse(
@@ -576,6 +580,7 @@ class RLMEngine:
                     SubcallItem(
                         f"Does this passage support the answer {answer!r}? Answer yes or no.",
                         c.quote,
+                        ("yes", "no"),
                     )
                     for c in found
                 ],
@@ -991,6 +996,7 @@ class RLMEngine:
             {"role": "user", "content": user},
         ]
         key = prompt_key(messages)
+        constraint = Choices(item.choices) if item.choices else None
         limit = run.config.max_subcall_chars
         if limit is not None and len(item.content) + len(item.instruction) > limit:
             message = (
@@ -1011,13 +1017,16 @@ class RLMEngine:
             )
         )
         if self.cache is None:
-            return await self._ask_sub_model(run, model, messages, key)
-        ckey = cache_key(model, messages, run.config.cache_salt)
+            return await self._ask_sub_model(run, model, messages, key, constraint)
+        salt = run.config.cache_salt
+        if item.choices:  # a constrained reply is another answer than a free one
+            salt += "|choices=" + "\x1f".join(item.choices)
+        ckey = cache_key(model, messages, salt)
         pending = run.inflight.get(ckey)
         if pending is not None:  # the same prompt is out already, in this query
             same = await asyncio.shield(pending)
             if same is None:  # it failed: ask for this one
-                return await self._ask_sub_model(run, model, messages, key)
+                return await self._ask_sub_model(run, model, messages, key, constraint)
             return self._reuse(run, key, same)
         future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
         run.inflight[ckey] = future  # before any await: identical prompts wait on this one
@@ -1026,7 +1035,7 @@ class RLMEngine:
             if found is not None:
                 future.set_result(found)
                 return self._reuse(run, key, found)
-            text = await self._ask_sub_model(run, model, messages, key, into=future)
+            text = await self._ask_sub_model(run, model, messages, key, constraint, into=future)
         finally:
             run.inflight.pop(ckey, None)
             if not future.done():
@@ -1042,11 +1051,13 @@ class RLMEngine:
         model: str,
         messages: list[Message],
         key: str,
+        constraint: OutputConstraint | None,
+        *,
         into: asyncio.Future[CachedAnswer | None] | None = None,
     ) -> str:
         started = time.perf_counter()
         try:
-            c = await self.sub_llm.complete(messages, model=model)
+            c = await self.sub_llm.complete(messages, model=model, constraint=constraint)
         except LLMError as e:
             run.emit(SubcallResponse(key=key, error=str(e)))
             return f"[llm_query error: {str(e).splitlines()[0]}]"

@@ -105,14 +105,17 @@ class Helpers:
         if choices:
             asked += "\n\nReply with exactly one of: " + ", ".join(choices) + "."
         unique = list(dict.fromkeys(items))  # each distinct item is asked once
-        replies = await self._subcalls([SubcallItem(asked, item) for item in unique])
+        options = tuple(choices) if choices else ()
+        replies = await self._subcalls([SubcallItem(asked, item, options) for item in unique])
         answers = dict(zip(unique, replies, strict=True))
         if choices:
             picked = {item: pick(answers[item], choices) for item in unique}
             again = [item for item in unique if picked[item] is None]
             if again:  # one more try for the replies that named no choice
                 stricter = asked + " Reply with that one word or phrase only."
-                retried = await self._subcalls([SubcallItem(stricter, item) for item in again])
+                retried = await self._subcalls(
+                    [SubcallItem(stricter, item, options) for item in again]
+                )
                 for item, reply in zip(again, retried, strict=True):
                     picked[item] = pick(reply, choices)
             return [picked[item] for item in items]

@@ -14,7 +14,7 @@ from typing import IO
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shesha.errors import SheshaError
-from shesha.llm.types import Completion, Message
+from shesha.llm.types import Completion, Message, OutputConstraint
 from shesha.rlm.events import LLMResponse, SubcallResponse, Summary, TraceEvent, TraceHeader
 from shesha.rlm.history import without_boundary
 from shesha.storage.atomic import private_dir, private_file
@@ -119,7 +119,13 @@ class ReplayLLM:
     def question(self) -> str:
         return self.header.question if self.header is not None else ""
 
-    async def complete(self, messages: Sequence[Message], *, model: str) -> Completion:
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion:
         queue = self._sub.get(prompt_key(messages))
         recorded: LLMResponse | SubcallResponse
         if queue:

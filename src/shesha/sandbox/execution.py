@@ -30,6 +30,8 @@ class SubcallItem:
 
     instruction: str
     content: str
+    choices: tuple[str, ...] = ()
+    """When set (``llm_map``'s choices, the host's own checks), the reply is one of these."""
 
 
 @dataclass(frozen=True, slots=True)
