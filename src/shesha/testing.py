@@ -73,6 +73,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+def _shared_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
 def count_tokens(text: str) -> int:
     """A stable stand-in for a tokenizer: about four characters a token."""
     return max(1, (len(text) + 3) // 4)
@@ -87,6 +96,7 @@ class ScriptedLLMServer:
         *,
         latency_s: float = 0.0,
         report_usage: bool = True,
+        prompt_cache: bool = False,
         fail_first: Sequence[int] = (),
         host: str = "127.0.0.1",
     ) -> None:
@@ -95,6 +105,10 @@ class ScriptedLLMServer:
         self._script = script
         self.latency_s = latency_s
         self.report_usage = report_usage
+        self.prompt_cache = prompt_cache
+        """Report, as llama.cpp's server does, the prompt tokens it had read before: those
+        of the prefix this request shares with the one before."""
+        self._last_prompt = ""
         self._fail_first = list(fail_first)
         self._lock = threading.Lock()
         self._next = 0
@@ -220,6 +234,13 @@ class ScriptedLLMServer:
                         "completion_tokens": completion,
                         "total_tokens": prompt + completion,
                     }
+                if server.report_usage and server.prompt_cache:
+                    text = "".join(str(m.get("content") or "") for m in messages)
+                    shared = _shared_prefix(server._last_prompt, text)
+                    server._last_prompt = text
+                    reused = count_tokens(shared) if shared else 0
+                    cached = {"cached_tokens": min(reused, prompt)}
+                    payload["usage"]["prompt_tokens_details"] = cached
                 self._send(200, payload)
 
         return Handler

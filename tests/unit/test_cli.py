@@ -3,6 +3,7 @@ a local process, given to the CLI through its factory (``obj``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -17,10 +18,13 @@ from typer.testing import CliRunner, Result
 
 from shesha import Shesha
 from shesha.cli import app
+from shesha.llm import LLMClient, LLMSettings
 from shesha.llm.types import Message
-from shesha.sandbox import SandboxPool
+from shesha.rlm import read_trace
+from shesha.rlm.events import LLMResponse
+from shesha.sandbox import InMemoryCorpus, SandboxPool
 from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, ScriptedLLMServer
 
 
 def scripted(messages: list[Message], model: str) -> str:
@@ -237,3 +241,23 @@ def test_doctor_says_whether_a_server_runs(cli: Cli) -> None:
         assert server["detail"].startswith("none running")
     else:
         assert server["detail"].startswith(cli.url)
+
+
+def test_a_trace_shows_the_prompt_tokens_the_server_reused(
+    workdir: Path, sandboxes: SandboxPool
+) -> None:
+    steps = ["```repl\nprint(len(context))\n```", "FINAL(2)"]
+    with ScriptedLLMServer(steps, prompt_cache=True) as server:
+        llm = LLMClient(LLMSettings(api_base=server.api_base, api_key="k", num_retries=0))
+        with Shesha(home=str(workdir / "home"), llm=llm, sandboxes=sandboxes) as sh:
+            result = asyncio.run(sh.aquery_corpus(
+                "How many documents?", InMemoryCorpus([("a.txt", "one"), ("b.txt", "two")]),
+                trace_dir=workdir / "traces", model="openai/scripted", strategy="code",
+            ))  # fmt: skip
+    assert result.answer == "2"
+    replies = [e for e in read_trace(result.trace_path or "").events if isinstance(e, LLMResponse)]
+    first, second = replies
+    assert first.cached_prompt_tokens == 0  # nothing read before
+    assert 0 < second.cached_prompt_tokens < second.prompt_tokens  # the history, reused
+    shown = plain(workdir, "trace", str(result.trace_path)).stdout
+    assert f"{second.prompt_tokens} ({second.cached_prompt_tokens} reused) + " in shown

@@ -383,9 +383,10 @@ def trace(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None
             case LLMResponse():
                 c.rule(f"step {e.iteration}")
                 cost = f"${e.cost_usd:.5f}" if e.cost_usd is not None else "cost unknown"
+                reused = f" ({e.cached_prompt_tokens} reused)" if e.cached_prompt_tokens else ""
                 c.print(
-                    f"[dim]model: {e.prompt_tokens} + {e.completion_tokens} tokens · {cost} · "
-                    f"{_ms(e.duration_ms)}[/]",
+                    f"[dim]model: {e.prompt_tokens}{reused} + {e.completion_tokens} tokens · "
+                    f"{cost} · {_ms(e.duration_ms)}[/]",
                     highlight=False,
                 )
             case CodeRun():

@@ -156,6 +156,8 @@ class LLMClient:
         usage = getattr(response, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0)
         return Completion(
             text=text,
             model=model,
@@ -163,6 +165,7 @@ class LLMClient:
             completion_tokens=completion,
             cost_usd=self._cost(model, response, prompt, completion),
             duration_s=duration,
+            cached_prompt_tokens=min(cached, prompt),
         )
 
     def complete_sync(

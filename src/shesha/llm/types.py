@@ -33,6 +33,9 @@ class Completion:
     cost_usd: float | None
     """None when the model has no known price: unknown, not zero."""
     duration_s: float
+    cached_prompt_tokens: int = 0
+    """Of ``prompt_tokens``, those the server had read before and reused (its prompt
+    cache); 0 when it does not say."""
 
 
 @dataclass(frozen=True)

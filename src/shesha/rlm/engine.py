@@ -559,6 +559,7 @@ class RLMEngine:
                 prompt_tokens=c.prompt_tokens,
                 completion_tokens=c.completion_tokens,
                 cost_usd=c.cost_usd,
+                cached_prompt_tokens=c.cached_prompt_tokens,
             )
         )
         return c.text

@@ -49,6 +49,9 @@ class LLMResponse(Event):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None
+    cached_prompt_tokens: int = 0
+    """Of ``prompt_tokens``, those the server reused from its prompt cache (0: none, or
+    it does not say)."""
 
 
 class CodeRun(Event):
