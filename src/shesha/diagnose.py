@@ -19,7 +19,7 @@ from shesha.config import NO_MODEL_HINT, Settings, config_file_path, load_settin
 from shesha.endpoints import is_local
 from shesha.errors import SandboxUnavailableError, SheshaError
 from shesha.local.fetch import is_verified
-from shesha.local.server import INSTALL_HINT, server_installed
+from shesha.local.server import INSTALL_HINT, pick_runtime
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose
@@ -166,9 +166,13 @@ def _local_model(settings: Settings) -> Check:
         return Check(
             "model", False, f"{path} does not match its sha256", "delete it and fetch again"
         )
-    if not server_installed():
-        return Check("model", False, "the local model server is not installed", INSTALL_HINT)
-    return Check("model", True, f"{settings.model}: {path.name} (local, verified)")
+    runtime = pick_runtime(settings.local_runtime)
+    if not runtime.installed():
+        return Check(
+            "model", False, f"the local model server ({runtime.name}) is not installed",
+            INSTALL_HINT,
+        )  # fmt: skip
+    return Check("model", True, f"{settings.model}: {path.name} (local, verified; {runtime.name})")
 
 
 def _cost_map() -> Check:

@@ -18,7 +18,12 @@ from shesha import llm
 from shesha.config import Settings
 from shesha.errors import ConfigError
 from shesha.local.registry import DEFAULT_LOCAL_MODEL, ModelRegistry, RegisteredModel
-from shesha.local.server import LocalModelServer, server_installed
+from shesha.local.server import (
+    LocalModelServer,
+    RuntimeChoice,
+    pick_runtime,
+    server_installed,
+)
 
 LOCAL_PROFILE: dict[str, Any] = {
     # A small model with an 8K window: short prompts, short outputs, greedy decoding.
@@ -77,11 +82,13 @@ class Endpoints:
         self._lock = threading.Lock()
         self._closed = False
 
-    def local_fallback(self, python: str = sys.executable) -> RegisteredModel | None:
+    def local_fallback(
+        self, python: str = sys.executable, runtime: RuntimeChoice = "auto"
+    ) -> RegisteredModel | None:
         """The default local model, when its file is in place and the server is installed.
         (The server checks the file's sha256 when it starts.)"""
         entry = self.registry.resolve(DEFAULT_LOCAL_MODEL)
-        if Path(entry.path).is_file() and server_installed(python):
+        if Path(entry.path).is_file() and server_installed(python, runtime):
             return entry
         return None
 
@@ -101,6 +108,8 @@ class Endpoints:
                     log_dir=self._log_dir,
                     n_ctx=settings.local_ctx,
                     threads=settings.local_threads,
+                    runtime=pick_runtime(settings.local_runtime),
+                    slots=settings.local_slots,
                 )
                 self._servers[entry.path] = server
         api_base = server.ensure()
@@ -122,6 +131,7 @@ class Endpoints:
                 temperature=0.0 if local and settings.temperature is None else settings.temperature,
                 prices=endpoint.prices,
                 extra={"stop": LOCAL_STOP} if local else {},
+                constraints="llama.cpp" if local else "response_format",
             )
         )
         return client

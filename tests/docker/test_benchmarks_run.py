@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from shesha.local.registry import ModelRegistry
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 QUICK = {
@@ -24,6 +26,9 @@ QUICK_SHARED = {
     "ingest": ["--pdfplumber-pages", "4"],
     "retrieval": ["--quick"],
 }
+
+
+QUICK_LOCAL = {"local_runtime": ["--quick"]}
 
 
 def run(name: str, args: list[str]) -> dict[str, object]:
@@ -63,3 +68,16 @@ def test_a_benchmark_of_shared_documents_runs_and_reports_its_figures(
 ) -> None:
     figures = run(name, QUICK_SHARED[name])
     assert targets(name) <= set(figures)
+
+
+@pytest.mark.real_llm
+@pytest.mark.parametrize("name", sorted(QUICK_LOCAL))
+def test_a_local_model_benchmark_runs_and_reports_its_figures(
+    name: str, local_models: ModelRegistry
+) -> None:
+    figures = run(name, QUICK_LOCAL[name])
+    runtimes = figures["runtimes"]
+    assert isinstance(runtimes, dict)
+    assert "llama-server" in runtimes  # the default runtime is always measured
+    for measured in runtimes.values():
+        assert targets(name) <= set(measured)

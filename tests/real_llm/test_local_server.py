@@ -1,21 +1,25 @@
-"""The llama.cpp server's lifecycle, with the small SmolLM2-135M model."""
+"""The local model server (llama-server, from the prebuilt wheel): its lifecycle, slots
+and output constraints, with the small SmolLM2-135M model."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from shesha.llm import LLMClient, LLMSettings
+from shesha.llm import Choices, JsonSchema, LLMClient, LLMSettings
 from shesha.local.registry import ModelRegistry
-from shesha.local.server import LocalModelServer, free_port
+from shesha.local.server import LLAMA_SERVER, LocalModelServer, free_port
 
 pytestmark = pytest.mark.real_llm
 
@@ -23,8 +27,9 @@ pytestmark = pytest.mark.real_llm
 @pytest.fixture
 def server(local_models: ModelRegistry, tmp_path: Path) -> Iterator[LocalModelServer]:
     s = LocalModelServer(
-        local_models.resolve("local/smollm2-135m"), log_dir=tmp_path, n_ctx=2048, threads=2
-    )
+        local_models.resolve("local/smollm2-135m"), log_dir=tmp_path, n_ctx=2048, threads=2,
+        slots=3,
+    )  # fmt: skip
     yield s
     s.stop()
 
@@ -44,6 +49,42 @@ def test_start_answer_and_reuse(server: LocalModelServer) -> None:
     assert server.pid == pid
     assert server.starts == 1
     assert server.log_path.read_text()  # its log went to the data directory
+
+
+def test_the_default_runtime_is_llama_server_with_its_slots(server: LocalModelServer) -> None:
+    assert server.runtime is LLAMA_SERVER
+    base = server.ensure()
+    with urllib.request.urlopen(base.removesuffix("/v1") + "/slots", timeout=10) as r:
+        slots = json.load(r)
+    assert len(slots) == 3
+    assert {s["n_ctx"] for s in slots} == {2048}  # each slot has the whole window
+    with ThreadPoolExecutor(3) as pool:  # requests at once are all answered
+        replies = list(pool.map(lambda _: ask(base), range(3)))
+    assert all(replies)
+
+
+def test_a_choice_and_a_schema_hold_whatever_the_model_would_say(
+    server: LocalModelServer,
+) -> None:
+    llm = LLMClient(
+        LLMSettings(api_base=server.ensure(), temperature=0, max_output_tokens=60,
+                    constraints="llama.cpp")
+    )  # fmt: skip
+    question = [{"role": "user", "content": "Write a poem about the sea."}]
+    picked = llm.complete_sync(
+        question, model="openai/smollm2-135m", constraint=Choices(("alpha", "beta gamma"))
+    )
+    assert picked.text in ("alpha", "beta gamma")
+    schema = {
+        "type": "object",
+        "properties": {"count": {"type": "integer"}},
+        "required": ["count"],
+        "additionalProperties": False,
+    }
+    shaped = llm.complete_sync(question, model="openai/smollm2-135m", constraint=JsonSchema(schema))
+    value = json.loads(shaped.text)
+    assert set(value) == {"count"}
+    assert isinstance(value["count"], int)
 
 
 def test_a_crashed_server_is_started_again(server: LocalModelServer) -> None:

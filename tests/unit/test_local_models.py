@@ -21,7 +21,13 @@ from shesha.local.registry import (
     RegisteredModel,
     Source,
 )
-from shesha.local.server import LocalModelServer
+from shesha.local.server import (
+    LLAMA_CPP_PYTHON,
+    LLAMA_SERVER,
+    LocalModelServer,
+    default_slots,
+    pick_runtime,
+)
 from shesha.testing import ScriptedLLMServer
 
 GGUF = b"GGUF" + bytes(range(256)) * 40
@@ -147,6 +153,52 @@ def test_without_the_local_extra_it_says_how_to_install_it(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="not installed") as err:
         server.ensure()
     assert "shesha[local]" in str(err.value)
+
+
+def python_with(tmp_path: Path, *modules: str) -> str:
+    """A stand-in interpreter that can import only ``modules``."""
+    script = tmp_path / f"python-with-{'-'.join(modules) or 'nothing'}"
+    cases = "".join(f'  "import {m}") exit 0;;\n' for m in modules)
+    script.write_text(f'#!/bin/sh\ncase "$2" in\n{cases}esac\nexit 1\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_auto_picks_llama_server_when_it_is_installed_else_the_built_one(tmp_path: Path) -> None:
+    both = python_with(tmp_path, "xllamacpp", "llama_cpp.server")
+    assert pick_runtime("auto", both) is LLAMA_SERVER
+    assert pick_runtime("auto", python_with(tmp_path, "llama_cpp.server")) is LLAMA_CPP_PYTHON
+    # Neither: llama-server, so that the error says to install the prebuilt one.
+    assert pick_runtime("auto", python_with(tmp_path)) is LLAMA_SERVER
+    assert pick_runtime("llama-cpp-python", both) is LLAMA_CPP_PYTHON
+
+
+def test_a_runtime_asked_for_but_missing_says_which_and_how_to_install(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(GGUF)
+    only_built = python_with(tmp_path, "llama_cpp.server")
+    server = LocalModelServer(
+        RegisteredModel(name="m", path=str(gguf)), log_dir=tmp_path, python=only_built,
+        runtime=LLAMA_SERVER,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"llama-server, from the Python package xllamacpp"):
+        server.ensure()
+
+
+def test_slots_follow_the_cores_and_the_memory() -> None:
+    gib = 1 << 30
+    assert default_slots(cores=2, memory_bytes=24 * gib) == 4
+    assert default_slots(cores=64, memory_bytes=256 * gib) == 8
+    assert default_slots(cores=1, memory_bytes=24 * gib) == 2
+    assert default_slots(cores=16, memory_bytes=3 * gib) == 3
+    assert default_slots(cores=4, memory_bytes=gib // 2) == 1
+
+
+def test_only_llama_server_runs_requests_in_parallel(tmp_path: Path) -> None:
+    entry = RegisteredModel(name="m", path=str(tmp_path / "m.gguf"))
+    assert LocalModelServer(entry, log_dir=tmp_path, runtime=LLAMA_SERVER, slots=3).slots == 3
+    assert LocalModelServer(entry, log_dir=tmp_path, runtime=LLAMA_CPP_PYTHON, slots=3).slots == 1
+    assert LocalModelServer(entry, log_dir=tmp_path, runtime=LLAMA_SERVER).slots >= 2
 
 
 def test_calls_to_a_local_model_are_greedy_and_stop_before_made_up_output(

@@ -23,6 +23,7 @@ from shesha.bench.scoring import score
 from shesha.bench.tasks import EvalTask, read_task_set
 from shesha.endpoints import is_local
 from shesha.errors import ConfigError, LLMContextWindowError, LLMError
+from shesha.local.server import pick_runtime
 from shesha.rlm.prompting import PromptSet, PromptStyle
 from shesha.rlm.result import QueryLimits
 from shesha.sandbox import InMemoryCorpus
@@ -170,6 +171,8 @@ class EvalRunner:
                 if local
                 else None
             ),
+            # Greedy decoding differs from one llama.cpp build to another.
+            "local_runtime": pick_runtime(s.local_runtime).name if local else None,
             "temperature": 0.0 if local and s.temperature is None else s.temperature,
             "method": self.method,
             "window_tokens": self.window_tokens if self.method == "direct" else None,

@@ -1,7 +1,17 @@
-"""A llama.cpp server (llama-cpp-python) on a free loopback port, for one local model.
+"""A llama.cpp server on a free loopback port, for one local model.
 
-Started on first use, reused while it runs, restarted if it crashed, stopped on close.
-Its log goes to ``<data dir>/logs/``. LiteLLM reaches it as ``openai/<alias>``.
+Two runtimes can serve it (``Runtime``):
+
+- **llama-server**: llama.cpp's own C++ server, from the prebuilt ``xllamacpp`` wheel
+  (nothing to compile). It has parallel slots with continuous batching, per-slot prompt
+  reuse and a host-memory prompt cache, and grammars. The default when it is installed.
+- **llama-cpp-python**: its Python server, built from source by
+  ``scripts/install-local-server.sh``; one request at a time. The fallback for a CPU the
+  wheel cannot serve, and what a machine has that installed it before.
+
+Either way the server is started on first use, reused while it runs, restarted if it
+crashed, and stopped on close; it ends when the process that started it ends, even by
+SIGKILL. Its log goes to ``<data dir>/logs/``. LiteLLM reaches it as ``openai/<alias>``.
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from shesha.errors import ConfigError, LLMConnectionError
 from shesha.local.fetch import is_verified
@@ -27,10 +39,16 @@ from shesha.local.registry import BUILTIN, RegisteredModel
 from shesha.storage.atomic import private_dir, private_file
 
 INSTALL_HINT = (
-    "Install the local extra: pip install 'shesha[local]' (it builds llama.cpp: 5-7 minutes), "
-    "or run `make local-model` in a shesha checkout."
+    "Install the local extra: pip install 'shesha[local]' (a prebuilt llama.cpp server, "
+    "nothing to compile), or run `make local-model` in a shesha checkout."
 )
 LOG_TAIL = 3000
+PROMPT_CACHE_MIB = 1024
+"""Host memory for llama-server's prompt cache: prefixes of finished requests, restored
+when a later request starts with them (about 36,000 tokens of the 1.5B model)."""
+
+RuntimeName = Literal["llama-server", "llama-cpp-python"]
+RuntimeChoice = Literal["auto", "llama-server", "llama-cpp-python"]
 
 
 def free_port() -> int:
@@ -39,12 +57,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_installed(python: str = sys.executable) -> bool:
-    """Whether ``python`` can run the llama.cpp server (the ``local`` extra)."""
+def _importable(module: str, python: str) -> bool:
     if python == sys.executable:
-        return importlib.util.find_spec("llama_cpp") is not None
+        return importlib.util.find_spec(module.partition(".")[0]) is not None
     probe = subprocess.run(
-        [python, "-c", "import llama_cpp.server"], capture_output=True, check=False, timeout=60
+        [python, "-c", f"import {module}"], capture_output=True, check=False, timeout=60
     )
     return probe.returncode == 0
 
@@ -53,7 +70,19 @@ def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-_live: weakref.WeakSet[LocalModelServer] = weakref.WeakSet()
+SLOT_MEMORY_BYTES = 1 << 30
+"""What one slot is allowed of the machine's memory when choosing how many: a window of
+KV cache is about 230 MB for the 1.5B model at 8,192 tokens, more for larger models."""
+
+
+def default_slots(cores: int | None = None, memory_bytes: int | None = None) -> int:
+    """Parallel slots for llama-server, so that the root model and sub-calls run at once:
+    two per core, from 2 to 8, and no more than a gigabyte of memory each allows."""
+    cores = cores or os.cpu_count() or 1
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    by_memory = max(1, memory_bytes // SLOT_MEMORY_BYTES)
+    return int(max(1, min(2 * cores, 8, by_memory)))
 
 
 # Runs llama_cpp.server, and ends it when the process that started it is gone, even by
@@ -68,6 +97,82 @@ def watch():
 threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
+
+# llama.cpp's server from the xllamacpp wheel, in a child process of its own (a crash in
+# native code must not take the host with it), ended the same way.
+_RUN_LLAMA_SERVER = """\
+import json, os, sys, time
+owner, cfg = int(sys.argv[1]), json.loads(sys.argv[2])
+import xllamacpp as x
+p = x.CommonParams()
+p.model.path = cfg["model"]
+p.model_alias = {cfg["alias"]}
+p.hostnames = ["127.0.0.1"]
+p.port = cfg["port"]
+p.n_parallel = cfg["slots"]
+p.n_ctx = cfg["n_ctx"] * cfg["slots"]
+p.cpuparams.n_threads = cfg["threads"]
+p.cpuparams_batch.n_threads = cfg["threads"]
+p.cache_ram_mib = cfg["cache_mib"]
+p.endpoint_metrics = True
+server = x.Server(p)
+print("listening on", server.listening_address, flush=True)
+while os.getppid() == owner:
+    time.sleep(0.5)
+os._exit(0)
+"""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a server process for one model is started."""
+
+    name: RuntimeName
+    module: str
+    """What must import for it to run."""
+    parallel: bool
+    """Whether it serves several requests at once (slots)."""
+
+    def installed(self, python: str = sys.executable) -> bool:
+        return _importable(self.module, python)
+
+    def command(
+        self, python: str, path: Path, *, port: int, alias: str, n_ctx: int, threads: int,
+        slots: int,
+    ) -> list[str]:  # fmt: skip
+        owner = str(os.getpid())
+        if self.name == "llama-server":
+            cfg = {"model": str(path), "alias": alias, "port": port, "n_ctx": n_ctx,
+                   "slots": slots, "threads": threads, "cache_mib": PROMPT_CACHE_MIB}  # fmt: skip
+            return [python, "-c", _RUN_LLAMA_SERVER, owner, json.dumps(cfg)]
+        return [
+            python, "-c", _RUN_WHILE_OWNER_LIVES, owner, "--model", str(path),
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+            "--n_threads", str(threads), "--model_alias", alias,
+        ]  # fmt: skip
+
+
+LLAMA_SERVER = Runtime("llama-server", "xllamacpp", parallel=True)
+LLAMA_CPP_PYTHON = Runtime("llama-cpp-python", "llama_cpp.server", parallel=False)
+RUNTIMES: dict[RuntimeName, Runtime] = {r.name: r for r in (LLAMA_SERVER, LLAMA_CPP_PYTHON)}
+
+
+def pick_runtime(choice: RuntimeChoice = "auto", python: str = sys.executable) -> Runtime:
+    """The runtime asked for; with ``auto``, llama-server when it is installed, else
+    llama-cpp-python (a machine that built it before keeps working)."""
+    if choice != "auto":
+        return RUNTIMES[choice]
+    if LLAMA_SERVER.installed(python) or not LLAMA_CPP_PYTHON.installed(python):
+        return LLAMA_SERVER
+    return LLAMA_CPP_PYTHON
+
+
+def server_installed(python: str = sys.executable, choice: RuntimeChoice = "auto") -> bool:
+    """Whether ``python`` can run a local model server (the ``local`` extra)."""
+    return pick_runtime(choice, python).installed(python)
+
+
+_live: weakref.WeakSet[LocalModelServer] = weakref.WeakSet()
 
 
 def _stop_all() -> None:
@@ -91,12 +196,18 @@ class LocalModelServer:
         ready_timeout: float = 300.0,
         port_picker: Callable[[], int] = free_port,
         python: str = sys.executable,
+        runtime: Runtime | None = None,
+        slots: int | None = None,
     ) -> None:
         self.model = model
         self.alias = model.name
         self.log_path = log_dir / f"llama-{model.name}.log"
         self.n_ctx = n_ctx
+        """The window of each request (each slot's)."""
         self.threads = threads or default_threads()
+        self.runtime = runtime or pick_runtime("auto", python)
+        self.slots = (slots or default_slots()) if self.runtime.parallel else 1
+        """How many requests it serves at once."""
         self.ready_timeout = ready_timeout
         self._pick_port = port_picker
         self._python = python
@@ -150,9 +261,12 @@ class LocalModelServer:
                 self._proc.wait()
                 self._proc = None
             path = self._check_model()
-            if not server_installed(self._python):
-                raise ConfigError("The local model server (llama-cpp-python) is not installed.",
-                                  hint=INSTALL_HINT)  # fmt: skip
+            if not self.runtime.installed(self._python):
+                raise ConfigError(
+                    f"The local model server ({self.runtime.name}, from the Python package "
+                    f"{self.runtime.module.partition('.')[0]}) is not installed.",
+                    hint=INSTALL_HINT,
+                )
             last_error = ""
             for _ in range(3):  # a port taken between picking it and binding it: try another
                 self.port = self._pick_port()
@@ -169,11 +283,11 @@ class LocalModelServer:
     def _start(self, path: Path) -> str | None:
         private_dir(self.log_path.parent)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # else generation slows to a crawl
-        cmd = [
-            self._python, "-c", _RUN_WHILE_OWNER_LIVES, str(os.getpid()), "--model", str(path),
-            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.threads), "--model_alias", self.alias,
-        ]  # fmt: skip
+        assert self.port is not None
+        cmd = self.runtime.command(
+            self._python, path, port=self.port, alias=self.alias, n_ctx=self.n_ctx,
+            threads=self.threads, slots=self.slots,
+        )  # fmt: skip
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with private_file(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
