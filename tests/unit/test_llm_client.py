@@ -7,7 +7,12 @@ import time
 
 import pytest
 
-from shesha.errors import LLMAuthenticationError, LLMConnectionError, LLMRateLimitError
+from shesha.errors import (
+    LLMAuthenticationError,
+    LLMConnectionError,
+    LLMContextWindowError,
+    LLMRateLimitError,
+)
 from shesha.llm import Choices, Grammar, JsonSchema, LLMClient, LLMSettings, Price
 from shesha.testing import Fail, ScriptedLLMServer, Slow
 
@@ -147,3 +152,23 @@ def test_a_provider_with_structured_output_is_sent_the_schema() -> None:
 def test_a_choice_of_nothing_is_refused(bad: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="at least one option"):
         Choices(bad)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # OpenAI's wording, which vLLM and llama-cpp-python copy
+        "This model's maximum context length is 2048 tokens. However, you requested 5031 "
+        "tokens (5031 in the messages, None in the completion).",
+        # llama.cpp's own server
+        "request (5031 tokens) exceeds the available context size (2048 tokens), try increasing it",
+    ],
+)
+def test_a_prompt_past_the_window_says_by_how_much(message: str) -> None:
+    # The engine reads fewer passages by the share the server reports.
+    with (
+        ScriptedLLMServer([Fail(400, message)]) as server,
+        pytest.raises(LLMContextWindowError) as err,
+    ):
+        client(server).complete_sync(HI, model="openai/scripted")
+    assert (err.value.limit, err.value.requested) == (2048, 5031)

@@ -34,11 +34,26 @@ def missing_credentials(model: str) -> list[str]:
     return [str(k) for k in env.get("missing_keys") or []]
 
 
-_WINDOW_NUMBERS = re.compile(
-    r"maximum context length is (?P<limit>\d+) tokens.*?requested (?P<requested>\d+) tokens",
-    re.S,
+_WINDOW_NUMBERS = (
+    re.compile(
+        r"maximum context length is (?P<limit>\d+) tokens.*?requested (?P<requested>\d+) tokens",
+        re.S,
+    ),
+    re.compile(
+        r"request \((?P<requested>\d+) tokens\) exceeds the available context size "
+        r"\((?P<limit>\d+) tokens\)"
+    ),
 )
-"""The OpenAI wording, which llama.cpp, vLLM and others copy."""
+"""The OpenAI wording, which vLLM and llama-cpp-python copy; llama.cpp's server's own."""
+
+
+def window_numbers(text: str) -> tuple[int, int] | None:
+    """(the window, the tokens asked for) in a provider's context-window error."""
+    for pattern in _WINDOW_NUMBERS:
+        found = pattern.search(text)
+        if found:
+            return int(found["limit"]), int(found["requested"])
+    return None
 
 
 def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
@@ -67,12 +82,12 @@ def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
             hint="Check that the endpoint is up and reachable (api_base), or try again.",
         )
     if isinstance(error, _errors.ContextWindowExceededError):
-        numbers = _WINDOW_NUMBERS.search(str(error))
+        numbers = window_numbers(str(error))
         return LLMContextWindowError(
             f"The prompt is too long for {model}{where}: {text}",
             hint="Ask about fewer or shorter documents, or use a model with a longer window.",
-            limit=int(numbers["limit"]) if numbers else None,
-            requested=int(numbers["requested"]) if numbers else None,
+            limit=numbers[0] if numbers else None,
+            requested=numbers[1] if numbers else None,
         )
     if isinstance(error, _errors.NotFoundError | _errors.BadRequestError):
         return LLMError(f"{model}{where} refused the request: {text}", hint=_PERMANENT_HINT)
