@@ -120,19 +120,21 @@ class Endpoints:
 
     @staticmethod
     def client(endpoint: Endpoint, settings: Settings) -> llm.ChatModel:
-        """A LiteLLM client for the endpoint; a local one is patient and greedy."""
+        """The client for the endpoint: for a local one, patient and greedy, over the thin
+        OpenAI-compatible client (no LiteLLM import); else LiteLLM's."""
         local = endpoint.local
-        client: llm.ChatModel = llm.LLMClient(
-            llm.LLMSettings(
-                api_base=endpoint.api_base,
-                api_key=None if local else settings.api_key,
-                timeout_s=max(settings.llm_timeout_s, 300.0) if local else settings.llm_timeout_s,
-                num_retries=min(settings.num_retries, 1) if local else settings.num_retries,
-                temperature=0.0 if local and settings.temperature is None else settings.temperature,
-                prices=endpoint.prices,
-                extra={"stop": LOCAL_STOP} if local else {},
-                constraints="llama.cpp" if local else "response_format",
-            )
+        options = llm.LLMSettings(
+            api_base=endpoint.api_base,
+            api_key=None if local else settings.api_key,
+            timeout_s=max(settings.llm_timeout_s, 300.0) if local else settings.llm_timeout_s,
+            num_retries=min(settings.num_retries, 1) if local else settings.num_retries,
+            temperature=0.0 if local and settings.temperature is None else settings.temperature,
+            prices=endpoint.prices,
+            extra={"stop": LOCAL_STOP} if local else {},
+            constraints="llama.cpp" if local else "response_format",
+        )
+        client: llm.ChatModel = (
+            llm.OpenAICompatibleClient(options) if local else llm.LLMClient(options)
         )
         return client
 

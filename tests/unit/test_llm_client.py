@@ -1,8 +1,11 @@
-"""The LLM client against the scripted server, through LiteLLM."""
+"""The LLM clients against the scripted server: LiteLLM's (every provider) and the thin
+OpenAI-compatible one (the local server, no LiteLLM). The contract tests run on both."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,70 +16,88 @@ from shesha.errors import (
     LLMContextWindowError,
     LLMRateLimitError,
 )
-from shesha.llm import Choices, Grammar, JsonSchema, LLMClient, LLMSettings, Price
+from shesha.llm import (
+    Choices,
+    Grammar,
+    JsonSchema,
+    LLMClient,
+    LLMSettings,
+    OpenAICompatibleClient,
+    Price,
+)
 from shesha.testing import Fail, ScriptedLLMServer, Slow
 
 HI = [{"role": "user", "content": "hello there"}]
 
 
-def client(server: ScriptedLLMServer, **kw: object) -> LLMClient:
+Client = LLMClient | OpenAICompatibleClient
+CLIENTS = {"litellm": LLMClient, "openai-compatible": OpenAICompatibleClient}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def client(server: ScriptedLLMServer, kind: str = "litellm", **kw: object) -> Client:
     kw.setdefault("num_retries", 0)
-    return LLMClient(LLMSettings(api_base=server.api_base, api_key="k", **kw))
+    settings = LLMSettings(api_base=server.api_base, api_key="k", **kw)
+    return LLMClient(settings) if kind == "litellm" else OpenAICompatibleClient(settings)
 
 
-def test_completion_reports_text_and_tokens() -> None:
+def test_completion_reports_text_and_tokens(kind: str) -> None:
     with ScriptedLLMServer(["hi back"]) as server:
-        c = client(server).complete_sync(HI, model="openai/scripted")
+        c = client(server, kind).complete_sync(HI, model="openai/scripted")
     assert c.text == "hi back"
     assert (c.prompt_tokens, c.completion_tokens) == (3, 2)
     assert c.cost_usd is None  # no price known: unknown, not zero
     assert server.requests[0].model == "scripted"
 
 
-def test_user_prices_give_a_cost() -> None:
+def test_user_prices_give_a_cost(kind: str) -> None:
     with ScriptedLLMServer(["hi back"]) as server:
         prices = {"openai/scripted": Price(input_per_mtok=2.0, output_per_mtok=10.0)}
-        c = client(server, prices=prices).complete_sync(HI, model="openai/scripted")
+        c = client(server, kind, prices=prices).complete_sync(HI, model="openai/scripted")
     assert c.cost_usd == pytest.approx((3 * 2.0 + 2 * 10.0) / 1e6)
 
 
-def test_rate_limits_and_server_errors_are_retried() -> None:
+def test_rate_limits_and_server_errors_are_retried(kind: str) -> None:
     with ScriptedLLMServer(["finally"], fail_first=[429, 500]) as server:
-        c = client(server, num_retries=3).complete_sync(HI, model="openai/scripted")
+        c = client(server, kind, num_retries=3).complete_sync(HI, model="openai/scripted")
     assert c.text == "finally"
     assert len(server.requests) == 3
 
 
-def test_rate_limits_past_every_retry_raise_a_rate_limit_error() -> None:
+def test_rate_limits_past_every_retry_raise_a_rate_limit_error(kind: str) -> None:
     with ScriptedLLMServer([Fail(429)]) as server, pytest.raises(LLMRateLimitError):
-        client(server, num_retries=1).complete_sync(HI, model="openai/scripted")
+        client(server, kind, num_retries=1).complete_sync(HI, model="openai/scripted")
 
 
-def test_a_bad_key_fails_at_once_without_retries() -> None:
+def test_a_bad_key_fails_at_once_without_retries(kind: str) -> None:
     with ScriptedLLMServer([Fail(401, "invalid api key")]) as server:
         with pytest.raises(LLMAuthenticationError, match="refused the credentials"):
-            client(server, num_retries=3).complete_sync(HI, model="openai/scripted")
+            client(server, kind, num_retries=3).complete_sync(HI, model="openai/scripted")
         assert len(server.requests) == 1
 
 
-def test_an_unreachable_endpoint_is_a_clear_connection_error() -> None:
+def test_an_unreachable_endpoint_is_a_clear_connection_error(kind: str) -> None:
     with ScriptedLLMServer(["x"]) as server:
         base = server.api_base
     started = time.monotonic()
     settings = LLMSettings(api_base=base, api_key="k", num_retries=0, timeout_s=5)
     with pytest.raises(LLMConnectionError, match="Could not get an answer"):
-        LLMClient(settings).complete_sync(HI, model="openai/scripted")
+        CLIENTS[kind](settings).complete_sync(HI, model="openai/scripted")
     assert time.monotonic() - started < 10
 
 
-def test_a_slow_answer_times_out() -> None:
+def test_a_slow_answer_times_out(kind: str) -> None:
     with ScriptedLLMServer([Slow(3, "late")]) as server, pytest.raises(LLMConnectionError):
-        client(server, timeout_s=0.5).complete_sync(HI, model="openai/scripted")
+        client(server, kind, timeout_s=0.5).complete_sync(HI, model="openai/scripted")
 
 
-def test_calls_run_concurrently() -> None:
+def test_calls_run_concurrently(kind: str) -> None:
     with ScriptedLLMServer(["ok"], latency_s=0.3) as server:
-        llm = client(server)
+        llm = client(server, kind)
 
         async def many() -> list[str]:
             results = await asyncio.gather(
@@ -104,9 +125,9 @@ def test_a_local_openai_compatible_server_needs_no_key(monkeypatch: pytest.Monke
 # -- output constraints -------------------------------------------------------------------
 
 
-def test_a_llama_cpp_endpoint_is_sent_the_choices_as_a_grammar() -> None:
+def test_a_llama_cpp_endpoint_is_sent_the_choices_as_a_grammar(kind: str) -> None:
     with ScriptedLLMServer([" praise\n", "maybe"]) as server:
-        c = client(server, constraints="llama.cpp")
+        c = client(server, kind, constraints="llama.cpp")
         kinds = Choices(("complaint", "praise", 'say "hi"\\now'))
         first = c.complete_sync(HI, model="openai/scripted", constraint=kinds)
         second = c.complete_sync(HI, model="openai/scripted", constraint=kinds)
@@ -116,10 +137,10 @@ def test_a_llama_cpp_endpoint_is_sent_the_choices_as_a_grammar() -> None:
     assert (first.text, second.text) == ("praise", "maybe")  # trimmed to the choice, or as is
 
 
-def test_a_llama_cpp_endpoint_is_sent_a_schema_and_a_grammar_as_they_are() -> None:
+def test_a_llama_cpp_endpoint_is_sent_a_schema_and_a_grammar_as_they_are(kind: str) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     with ScriptedLLMServer(['{"n": 3}', "yes"]) as server:
-        c = client(server, constraints="llama.cpp")
+        c = client(server, kind, constraints="llama.cpp")
         c.complete_sync(HI, model="openai/scripted", constraint=JsonSchema(schema))
         c.complete_sync(HI, model="openai/scripted", constraint=Grammar('root ::= "yes" | "no"'))
     assert server.requests[0].body["response_format"] == {"type": "json_object", "schema": schema}
@@ -164,11 +185,31 @@ def test_a_choice_of_nothing_is_refused(bad: tuple[str, ...]) -> None:
         "request (5031 tokens) exceeds the available context size (2048 tokens), try increasing it",
     ],
 )
-def test_a_prompt_past_the_window_says_by_how_much(message: str) -> None:
+def test_a_prompt_past_the_window_says_by_how_much(message: str, kind: str) -> None:
     # The engine reads fewer passages by the share the server reports.
     with (
         ScriptedLLMServer([Fail(400, message)]) as server,
         pytest.raises(LLMContextWindowError) as err,
     ):
-        client(server).complete_sync(HI, model="openai/scripted")
+        client(server, kind).complete_sync(HI, model="openai/scripted")
     assert (err.value.limit, err.value.requested) == (2048, 5031)
+
+
+NO_LITELLM = """
+import sys
+from shesha.llm import LLMSettings, OpenAICompatibleClient
+llm = OpenAICompatibleClient(LLMSettings(api_base=sys.argv[1], num_retries=0))
+print(llm.complete_sync([{"role": "user", "content": "hi"}], model="openai/local").text)
+assert "litellm" not in sys.modules, "LiteLLM was imported"
+"""
+
+
+def test_the_thin_client_never_imports_litellm() -> None:
+    # LiteLLM takes seconds to import: the local model's path does without it.
+    with ScriptedLLMServer(["hello"]) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", NO_LITELLM, server.api_base],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "hello"

@@ -14,7 +14,13 @@ import typer
 from rich.markup import escape
 from rich.status import Status
 
-from shesha.cli.backend import Backend, RemoteBackend, open_backend, warm_llm_import
+from shesha.cli.backend import (
+    Backend,
+    LocalBackend,
+    RemoteBackend,
+    open_backend,
+    warm_llm_import,
+)
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     EXIT_ERROR,
@@ -207,8 +213,10 @@ def ask(
     overrides = {k: v for k, v in settings.items() if v is not None}
     name = project or project_name_for(paths)
     with open_backend(ctx, server, config, **settings) as backend:
-        if not backend_is_remote(backend):
-            warm_llm_import()  # seconds of LiteLLM import, overlapped with parsing and the pool
+        if isinstance(backend, LocalBackend):
+            # Seconds of LiteLLM import, overlapped with parsing and the pool; the local
+            # model (or no model, which falls back to it) does without LiteLLM.
+            warm_llm_import(overrides.get("model") or backend.sh.settings.model)
         note = backend.local_model_note()
         if note is not None:
             err_console.print(note, markup=False)

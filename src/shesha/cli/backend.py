@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from shesha.cli.common import open_shesha
 from shesha.client import ServerClient, find_server
 from shesha.config import default_home, load_settings
+from shesha.endpoints import is_local
 from shesha.errors import Forbidden, SheshaError
 from shesha.rlm import QueryResult, TraceEvent
 from shesha.storage import AddProgress, AddReport, FailedInput
@@ -297,9 +298,13 @@ def open_backend(
         yield LocalBackend(sh)
 
 
-def warm_llm_import() -> None:
+def warm_llm_import(model: str | None) -> None:
     """Import LiteLLM in the background while the CLI parses documents and starts the
-    sandbox pool: it takes seconds, and a query needs it only at its first model call."""
+    sandbox pool: it takes seconds, and a query needs it only at its first model call.
+    Not for the local model (``model`` local, or None: the local fallback), which is
+    reached without LiteLLM."""
+    if model is None or is_local(model):
+        return
 
     def load() -> None:
         with contextlib.suppress(SheshaError, ImportError):  # the query reports it properly

@@ -2,10 +2,11 @@
 
 ``LLMClient`` is loaded on first use: importing LiteLLM takes seconds, and commands
 that never call a model (``shesha projects``, ``shesha docs``) should not pay for it.
+``OpenAICompatibleClient`` (httpx, no LiteLLM) serves the local model.
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shesha.llm.types import (
     ChatModel,
@@ -19,6 +20,10 @@ from shesha.llm.types import (
     Price,
 )
 
+if TYPE_CHECKING:  # the real classes for the type checker; loaded lazily at run time
+    from shesha.llm.client import LLMClient, missing_credentials
+    from shesha.llm.openai_compatible import OpenAICompatibleClient
+
 __all__ = [
     "ChatModel",
     "Choices",
@@ -28,12 +33,16 @@ __all__ = [
     "LLMClient",
     "LLMSettings",
     "Message",
+    "OpenAICompatibleClient",
     "OutputConstraint",
     "Price",
+    "missing_credentials",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("LLMClient", "missing_credentials"):
         return getattr(import_module("shesha.llm.client"), name)
+    if name == "OpenAICompatibleClient":
+        return getattr(import_module("shesha.llm.openai_compatible"), name)
     raise AttributeError(f"module 'shesha.llm' has no attribute {name!r}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +18,15 @@ from shesha.errors import (
 )
 from shesha.llm._litellm import litellm
 from shesha.llm.constraints import conform, request_fields
-from shesha.llm.types import Completion, JsonSchema, LLMSettings, Message, OutputConstraint
+from shesha.llm.types import (
+    Completion,
+    JsonSchema,
+    LLMSettings,
+    Message,
+    OutputConstraint,
+    SyncCalls,
+)
+from shesha.llm.windows import window_numbers
 
 _errors = litellm.exceptions
 
@@ -32,28 +38,6 @@ def missing_credentials(model: str) -> list[str]:
     """The environment variables a provider needs that are not set (LiteLLM's check)."""
     env = litellm.validate_environment(model)
     return [str(k) for k in env.get("missing_keys") or []]
-
-
-_WINDOW_NUMBERS = (
-    re.compile(
-        r"maximum context length is (?P<limit>\d+) tokens.*?requested (?P<requested>\d+) tokens",
-        re.S,
-    ),
-    re.compile(
-        r"request \((?P<requested>\d+) tokens\) exceeds the available context size "
-        r"\((?P<limit>\d+) tokens\)"
-    ),
-)
-"""The OpenAI wording, which vLLM and llama-cpp-python copy; llama.cpp's server's own."""
-
-
-def window_numbers(text: str) -> tuple[int, int] | None:
-    """(the window, the tokens asked for) in a provider's context-window error."""
-    for pattern in _WINDOW_NUMBERS:
-        found = pattern.search(text)
-        if found:
-            return int(found["limit"]), int(found["requested"])
-    return None
 
 
 def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
@@ -94,7 +78,7 @@ def _translate(error: Exception, model: str, api_base: str | None) -> LLMError:
     return LLMError(f"The call to {model}{where} failed: {type(error).__name__}: {text}")
 
 
-class LLMClient:
+class LLMClient(SyncCalls):
     """Any LiteLLM model string; ``api_base`` / ``api_key`` for custom endpoints.
 
     Retries (with LiteLLM's backoff) cover rate limits and transient errors; permanent
@@ -182,13 +166,3 @@ class LLMClient:
             duration_s=duration,
             cached_prompt_tokens=min(cached, prompt),
         )
-
-    def complete_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        model: str,
-        constraint: OutputConstraint | None = None,
-    ) -> Completion:
-        """The same call, for code that is not async."""
-        return asyncio.run(self.complete(messages, model=model, constraint=constraint))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -86,6 +87,29 @@ class ChatModel(Protocol):
         model: str,
         constraint: OutputConstraint | None = None,
     ) -> Completion: ...
+
+
+class SyncCalls:
+    """``complete_sync``: a client's ``complete``, for code that is not async."""
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion:
+        raise NotImplementedError
+
+    def complete_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        constraint: OutputConstraint | None = None,
+    ) -> Completion:
+        """The same call, for code that is not async."""
+        return asyncio.run(self.complete(messages, model=model, constraint=constraint))
 
 
 class LLMSettings(BaseModel):
