@@ -19,7 +19,14 @@ from shesha.config import NO_MODEL_HINT, Settings, config_file_path, load_settin
 from shesha.endpoints import is_local
 from shesha.errors import SandboxUnavailableError, SheshaError
 from shesha.local.fetch import is_verified
-from shesha.local.server import INSTALL_HINT, pick_runtime
+from shesha.local.server import (
+    INSTALL_HINT,
+    cpu_features,
+    default_slots,
+    default_threads,
+    pick_runtime,
+    runtime_version,
+)
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose
@@ -172,7 +179,17 @@ def _local_model(settings: Settings) -> Check:
             "model", False, f"the local model server ({runtime.name}) is not installed",
             INSTALL_HINT,
         )  # fmt: skip
-    return Check("model", True, f"{settings.model}: {path.name} (local, verified; {runtime.name})")
+    slots = (settings.local_slots or default_slots()) if runtime.parallel else 1
+    threads = settings.local_threads or default_threads()
+    features = ", ".join(cpu_features()) or "none listed"
+    version = runtime_version(runtime) or "version unknown"
+    return Check(
+        "model",
+        True,
+        f"{settings.model}: {path.name} (local, verified); {runtime.name} {version}, "
+        f"{slots} slot(s) of {settings.local_ctx:,} tokens, {threads} threads; "
+        f"CPU: {features}",
+    )
 
 
 def _cost_map() -> Check:

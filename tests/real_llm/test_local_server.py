@@ -162,3 +162,21 @@ def test_the_server_ends_when_its_owner_is_killed(
         time.sleep(0.2)
     os.kill(server_pid, signal.SIGKILL)
     pytest.fail("the model server outlived its owner")
+
+
+def test_doctor_names_the_runtime_its_slots_and_window(
+    local_models: ModelRegistry, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ, "SHESHA_HOME": str(tmp_path), "SHESHA_MODELS_DIR": str(local_models.dir),
+        "SHESHA_MODEL": "local", "SHESHA_LOCAL_SLOTS": "3", "SHESHA_LOCAL_CTX": "4096",
+    }  # fmt: skip
+    shesha = str(Path(sys.executable).with_name("shesha"))
+    done = subprocess.run(
+        [shesha, "doctor", "--json"], env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    model = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["model"]
+    assert model["ok"] is True, model
+    assert "llama-server 2026." in model["detail"]
+    assert "3 slot(s) of 4,096 tokens" in model["detail"]

@@ -17,6 +17,7 @@ SIGKILL. Its log goes to ``<data dir>/logs/``. LiteLLM reaches it as ``openai/<a
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -155,6 +156,31 @@ class Runtime:
 LLAMA_SERVER = Runtime("llama-server", "xllamacpp", parallel=True)
 LLAMA_CPP_PYTHON = Runtime("llama-cpp-python", "llama_cpp.server", parallel=False)
 RUNTIMES: dict[RuntimeName, Runtime] = {r.name: r for r in (LLAMA_SERVER, LLAMA_CPP_PYTHON)}
+
+
+SIMD = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+"""The CPU features that decide llama.cpp's speed on x86, as /proc/cpuinfo names them."""
+
+
+def cpu_features() -> list[str]:
+    """Which of ``SIMD`` this CPU has (empty where /proc/cpuinfo says nothing)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next(
+                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []
+            )
+    except OSError:
+        return []
+    return [name for name in SIMD if name in flags]
+
+
+def runtime_version(runtime: Runtime) -> str | None:
+    """The installed version of the runtime's package, or None."""
+    package = {"llama-server": "xllamacpp", "llama-cpp-python": "llama_cpp_python"}[runtime.name]
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def pick_runtime(choice: RuntimeChoice = "auto", python: str = sys.executable) -> Runtime:
