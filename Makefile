@@ -73,7 +73,7 @@ bench: setup local-model
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/cache.py
 	$(BIN)/python benchmarks/retrieval.py
-	$(BIN)/python benchmarks/local_runtime.py
+	$(BIN)/python benchmarks/local_model.py
 
 DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
 demo: setup local-model

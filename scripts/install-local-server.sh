@@ -3,7 +3,7 @@
 # `make local-model` and `pip install 'shesha[local]'` install llama.cpp's own server
 # prebuilt (xllamacpp) instead, with nothing to compile. Build this one for a CPU that
 # wheel cannot serve (it needs AVX2), or for a build tuned to this CPU's AVX-512 (about
-# 13% faster at reading prompts on one Xeon; see benchmarks/local_runtime.py), then set
+# 13% faster at reading prompts on one Xeon; see benchmarks/local_model.py), then set
 # local_runtime = "llama-cpp-python". The build takes 4-7 minutes on 2 cores; the wheel is
 # kept in a cache keyed by version and CPU flags, so later installs are quick.
 #   usage: scripts/install-local-server.sh [PYTHON]      (default: .venv/bin/python)

@@ -28,7 +28,7 @@ QUICK_SHARED = {
 }
 
 
-QUICK_LOCAL = {"local_runtime": ["--quick"]}
+QUICK_LOCAL = {"local_model": ["--quick"]}
 
 
 def run(name: str, args: list[str]) -> dict[str, object]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shesha.llm import Choices, JsonSchema, LLMClient, LLMSettings
+from shesha.llm import Choices, Grammar, JsonSchema, LLMClient, LLMSettings, OpenAICompatibleClient
 from shesha.local.registry import ModelRegistry
 from shesha.local.server import LLAMA_SERVER, LocalModelServer, free_port
 
@@ -63,10 +63,11 @@ def test_the_default_runtime_is_llama_server_with_its_slots(server: LocalModelSe
     assert all(replies)
 
 
-def test_a_choice_and_a_schema_hold_whatever_the_model_would_say(
-    server: LocalModelServer,
+@pytest.mark.parametrize("client", [LLMClient, OpenAICompatibleClient])
+def test_a_choice_a_grammar_and_a_schema_hold_whatever_the_model_would_say(
+    server: LocalModelServer, client: type[LLMClient] | type[OpenAICompatibleClient]
 ) -> None:
-    llm = LLMClient(
+    llm = client(
         LLMSettings(api_base=server.ensure(), temperature=0, max_output_tokens=60,
                     constraints="llama.cpp")
     )  # fmt: skip
@@ -75,6 +76,10 @@ def test_a_choice_and_a_schema_hold_whatever_the_model_would_say(
         question, model="openai/smollm2-135m", constraint=Choices(("alpha", "beta gamma"))
     )
     assert picked.text in ("alpha", "beta gamma")
+    answered = llm.complete_sync(
+        question, model="openai/smollm2-135m", constraint=Grammar('root ::= "yes" | "no"')
+    )
+    assert answered.text in ("yes", "no")
     schema = {
         "type": "object",
         "properties": {"count": {"type": "integer"}},

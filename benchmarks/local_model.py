@@ -1,9 +1,9 @@
 """The local model's runtimes, side by side: llama.cpp's own server (the prebuilt
 xllamacpp wheel) against llama-cpp-python's server (built from source).
 
-    python benchmarks/local_runtime.py          # a readable table per runtime
-    python benchmarks/local_runtime.py --json   # one JSON object
-    python benchmarks/local_runtime.py --quick  # the 135M model, short prompts: what CI runs
+    python benchmarks/local_model.py          # a readable table per runtime
+    python benchmarks/local_model.py --json   # one JSON object
+    python benchmarks/local_model.py --quick  # the 135M model, short prompts: what CI runs
 
 For each runtime that is installed, with the same model, threads and window:
 - ``start_s``: from start to answering;
@@ -15,6 +15,8 @@ For each runtime that is installed, with the same model, threads and window:
   the rest came from its prompt cache (llama-cpp-python reports none, so its share reads
   1.0: compare the times). ``reuse_step_s``: the mean time of steps 2-6;
   ``reuse_with_subcalls_step_s``: the same with a sub-call of other text before each step;
+- ``batch16_s``: 16 sub-calls on short passages sent at once, as ``llm_query_batched``
+  sends them (the engine's sub-call prompt, about 200 tokens each, a short answer);
 - ``grammar_gen_tok_s``: tokens written a second under a JSON-schema constraint.
 Every figure comes from the wall clock and the token counts the server reports.
 """
@@ -37,6 +39,7 @@ from report import emit
 from shesha.config import load_settings, models_dir
 from shesha.local.registry import ModelRegistry
 from shesha.local.server import RUNTIMES, LocalModelServer, default_threads
+from shesha.rlm.prompting import PromptSet
 
 TARGETS = {"gen_tok_s": (">=", 5.0), "reuse_evaluated_share": ("<=", 0.5)}
 WORDS = ("harbour", "ledger", "signal", "orchard", "quarry", "lantern", "meadow", "copper")
@@ -100,6 +103,21 @@ def measure(server: LocalModelServer, quick: bool) -> dict[str, Any]:
         list(pool.map(one, range(10, 14)))
     parallel = time.perf_counter() - t0
 
+    subcall = PromptSet.load(style="compact").render("subcall_system")
+
+    def passage(seed: int) -> float:
+        asked = "Which crates does this passage count? Answer in a few words."
+        messages = [
+            {"role": "system", "content": subcall},
+            {"role": "user", "content": f"{asked}\n\n{prose(150 // scale, 300 + seed)}"},
+        ]
+        return float(ask(base, alias, messages, max_tokens=24 // scale)["_wall"])
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(passage, range(16)))
+    batch16 = time.perf_counter() - t0
+
     reuse = conversation(base, alias, scale, subcalls=False)
     mixed = conversation(base, alias, scale, subcalls=True)
 
@@ -121,6 +139,7 @@ def measure(server: LocalModelServer, quick: bool) -> dict[str, Any]:
         "prompt_tok_s": round(prompt_tokens / long["_wall"], 1),
         "gen_tok_s": round(gen_tok_s, 1),
         "parallel4_speedup": round(serial / parallel, 2),
+        "batch16_s": round(batch16, 1),
         "reuse_evaluated_share": reuse[0],
         "reuse_step_s": reuse[1],
         "reuse_with_subcalls_step_s": mixed[1],
