@@ -261,3 +261,18 @@ def test_a_trace_shows_the_prompt_tokens_the_server_reused(
     assert 0 < second.cached_prompt_tokens < second.prompt_tokens  # the history, reused
     shown = plain(workdir, "trace", str(result.trace_path)).stdout
     assert f"{second.prompt_tokens} ({second.cached_prompt_tokens} reused) + " in shown
+
+
+def test_models_list_says_how_big_each_model_is(workdir: Path) -> None:
+    models = workdir / "models"
+    gguf = workdir / "mine.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(1000))
+    env = {"SHESHA_MODELS_DIR": str(models)}
+    assert plain(workdir, "models", "add", str(gguf), "--name", "mine", env=env).exit_code == 0
+    listed = json.loads(plain(workdir, "models", "list", "--json", env=env).stdout)["models"]
+    sizes = {m["name"]: (m["present"], m["size_bytes"]) for m in listed}
+    assert sizes["mine"] == (True, 1004)  # on disk
+    assert sizes["qwen2.5-coder-1.5b"][0] is False
+    assert sizes["qwen2.5-coder-1.5b"][1] > 1_000_000_000  # what fetching it downloads
+    shown = plain(workdir, "models", "list", env=env).stdout
+    assert "0 MB" in shown and "1,117 MB" in shown

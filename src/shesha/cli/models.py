@@ -12,7 +12,7 @@ import shesha
 from shesha.cli.common import CONFIG_OPTION_HELP, err_console, out_console, print_json
 from shesha.errors import ConfigError
 from shesha.local.fetch import fetch
-from shesha.local.registry import BUILTIN, DEFAULT_LOCAL_MODEL
+from shesha.local.registry import BUILTIN, DEFAULT_LOCAL_MODEL, RegisteredModel
 
 models_app = typer.Typer(help="Local CPU models for --model local.", no_args_is_help=False)
 ConfigOpt = typer.Option(None, "--config", help=CONFIG_OPTION_HELP)
@@ -42,6 +42,7 @@ def models_list(
             "path": e.path,
             "present": Path(e.path).is_file(),
             "default": e.name == DEFAULT_LOCAL_MODEL,
+            "size_bytes": _size(e),
             "note": e.note,
         }
         for e in registry.entries()
@@ -49,13 +50,24 @@ def models_list(
     if json_out:
         print_json({"models_dir": str(registry.dir), "models": rows})
         return
-    table = Table("model", "present", "path", "note")
+    table = Table("model", "present", "size", "path", "note")
     for r in rows:
         name = f"{r['name']} (default)" if r["default"] else r["name"]
-        table.add_row(name, "yes" if r["present"] else "no", r["path"], r["note"])
+        size = f"{r['size_bytes'] / 1e6:,.0f} MB" if r["size_bytes"] else "?"
+        table.add_row(name, "yes" if r["present"] else "no", size, r["path"], r["note"])
     out_console.print(table)
     if not all(r["present"] for r in rows if r["default"]):
         err_console.print("Fetch the default with `shesha models fetch`.", markup=False)
+
+
+def _size(entry: RegisteredModel) -> int | None:
+    """The model file's size: on disk, else what a built-in one will download; memory
+    needed is about this plus each slot's window of KV cache."""
+    path = Path(entry.path)
+    if path.is_file():
+        return path.stat().st_size
+    known = BUILTIN.get(entry.name)
+    return known.size if known is not None else None
 
 
 @models_app.command("add")
