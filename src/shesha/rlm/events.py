@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shesha.rlm.result import QueryStatus, Usage
+from shesha.rlm.strategy import StrategyName
 
 TRACE_VERSION = 2
 """1: each event's fields sat under ``data``; 2: they are the record's own."""
@@ -110,7 +111,7 @@ class StrategyChosen(Event):
     """How the engine answers the question: read whole, retrieve then read, or code."""
 
     type: Literal["strategy"] = "strategy"
-    strategy: Literal["read", "retrieve", "code"]
+    strategy: StrategyName
     reason: str
 
 
