@@ -12,7 +12,8 @@ from shesha.llm.types import Message
 
 def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> Callable[..., str]:
     """Answers each task from its gold. Questions repeat across tasks, so a task is found by
-    its question and its document's size (RLM: from the system prompt; direct: the text)."""
+    its question and its document's size (RLM: from the opening's list of documents;
+    direct: the text)."""
 
     def find(messages: list[Message]) -> EvalTask | None:
         system, user = str(messages[0]["content"]), str(messages[1]["content"])
@@ -20,7 +21,8 @@ def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> Callable
             name, text = t.documents[0]
             if t.question not in user:
                 continue
-            if f"{name} ({len(text):,} chars" in system or text[:200] in user:
+            listed = f"{name} ({len(text):,} chars"
+            if listed in system or listed in user or text[:200] in user:
                 return t
         return None
 
