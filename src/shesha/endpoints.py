@@ -53,6 +53,11 @@ def local_profile(context_tokens: int) -> dict[str, Any]:
     }
 
 
+LOCAL_TIMEOUT_S = 900.0
+"""A local call's patience: a full window read on two cores takes minutes, and the
+server's slots share the cores, so a call waits while others are read (a 300 s limit
+timed out in `make demo` on a busy machine)."""
+
 LOCAL_STOP = ["\nREPL output"]
 """Small models write made-up "REPL output: ..." after their code. It is never used (the
 engine drops it), and on a CPU those tokens cost seconds, so generation stops there."""
@@ -126,7 +131,9 @@ class Endpoints:
         options = llm.LLMSettings(
             api_base=endpoint.api_base,
             api_key=None if local else settings.api_key,
-            timeout_s=max(settings.llm_timeout_s, 300.0) if local else settings.llm_timeout_s,
+            timeout_s=(
+                max(settings.llm_timeout_s, LOCAL_TIMEOUT_S) if local else settings.llm_timeout_s
+            ),
             num_retries=min(settings.num_retries, 1) if local else settings.num_retries,
             temperature=0.0 if local and settings.temperature is None else settings.temperature,
             prices=endpoint.prices,

@@ -13,6 +13,7 @@ import pytest
 from shesha import Shesha
 from shesha.endpoints import Endpoint, Endpoints, local_profile
 from shesha.errors import ConfigError
+from shesha.llm import LLMClient, OpenAICompatibleClient
 from shesha.local.fetch import fetch, is_verified
 from shesha.local.registry import (
     DEFAULT_LOCAL_MODEL,
@@ -219,3 +220,14 @@ def test_a_local_model_reads_whole_the_documents_that_fill_half_its_window() -> 
     assert local_profile(8192)["show_whole_chars"] == 22_937
     assert local_profile(16_384)["show_whole_chars"] == 45_875
     assert local_profile(8192)["prompt_style"] == "compact"
+
+
+def test_a_local_call_waits_long_enough_for_a_full_window_on_a_busy_cpu(tmp_path: Path) -> None:
+    with ScriptedLLMServer(["ok"]) as server, Shesha(home=str(tmp_path), llm_timeout_s=60) as sh:
+        base = server.api_base
+        local = Endpoints.client(Endpoint("openai/q", base, {}, local=True), sh.settings)
+        hosted = Endpoints.client(Endpoint("openai/q", base, {}, local=False), sh.settings)
+    assert isinstance(local, OpenAICompatibleClient)
+    assert isinstance(hosted, LLMClient)
+    assert local.settings.timeout_s >= 900
+    assert hosted.settings.timeout_s == 60
