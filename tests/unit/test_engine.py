@@ -25,7 +25,7 @@ from shesha.rlm import (
 from shesha.rlm.events import CodeRun, Event, StrategyChosen, Warned
 from shesha.rlm.prompting import PromptSet
 from shesha.sandbox import InMemoryCorpus, SandboxPool
-from shesha.testing import Fail, FunctionModel, Reply, ScriptedLLMServer
+from shesha.testing import Fail, Reply, ScriptedLLMServer
 
 DOCS = InMemoryCorpus(
     [("a.txt", "Alpha document. The secret code is 4711."), ("b.md", "# Beta\nnothing here")]
@@ -214,38 +214,20 @@ def test_the_wrapper_boundary_is_random_for_each_query(harness_factory: Any) -> 
     assert len(ids) == 2
 
 
-def test_the_opening_describes_context_and_previews_it_as_untrusted(
+def test_the_system_prompt_describes_context_and_previews_it_as_untrusted(
     harness_factory: Any,
 ) -> None:
     h = harness_factory(by_role(["FINAL(x)"]))
     h.run()
-    system, user = (m["content"] for m in h.root_requests()[0][:2])
-    assert "[0] a.txt (40 chars, 1 lines), starting:\n<untrusted_document_content id=" in user
-    assert "[1] b.md (19 chars, " in user
-    preview = user.split("[0] a.txt", 1)[1].split("[1] b.md", 1)[0]
+    system = h.root_requests()[0][0]["content"]
+    assert "[0] a.txt (40 chars, 1 lines), starting:\n<untrusted_document_content id=" in system
+    assert "[1] b.md (19 chars, " in system
+    preview = system.split("[0] a.txt", 1)[1].split("[1] b.md", 1)[0]
     assert "The secret code is 4711." in preview  # the first lines, between tags
     assert preview.count("untrusted_document_content") == 2
-    assert user.index("[1] b.md") < user.index("Question: ")
     # Never discourage sub-calls: a "few sub-calls" prompt scored 0% on OOLONG.
     assert "as many sub-calls as the task needs" in system
     assert "few sub-calls" not in system.lower()
-
-
-@pytest.mark.parametrize("style", ["full", "compact"])
-def test_the_system_prompt_is_the_same_for_every_query_so_a_prompt_cache_keeps_it(
-    sandboxes: SandboxPool, tmp_path: Path, style: str
-) -> None:
-    model = FunctionModel(lambda m, _: "FINAL(x)")
-    config = EngineConfig(model="m", strategy="code", prompt_style=style)
-    engine = RLMEngine(model, sandboxes, config)
-    for question, corpus in [
-        ("Who?", InMemoryCorpus([("a.txt", "Ada wrote it.")])),
-        ("When, and where?", InMemoryCorpus([("b.md", "In 1843.\n" * 50), ("c.txt", "London")])),
-    ]:
-        asyncio.run(engine.run(question, corpus, trace_dir=tmp_path))
-    first, second = (messages[0]["content"] for _, messages in model.calls[:2])
-    assert "repl" in first
-    assert first == second
 
 
 def test_a_forged_closing_tag_in_sub_call_content_stays_data(harness_factory: Any) -> None:
@@ -537,9 +519,9 @@ def test_output_is_cut_to_the_configured_size(harness_factory: Any) -> None:
 def test_the_compact_prompt_is_short_and_keeps_the_contract(harness_factory: Any) -> None:
     h = harness_factory(by_role(["FINAL(x)"]))
     h.run(prompt_style="compact")
-    system, user = (m["content"] for m in h.root_requests()[0][:2])
-    assert len(system) < 2400  # the rules and three short examples: ~600 tokens
-    assert "[0] a.txt (40 chars" in user
+    system = h.root_requests()[0][0]["content"]
+    assert len(system) < 2800  # the rules, two short examples and previews: ~700 tokens
+    assert "[0] a.txt (40 chars" in system
     assert "llm_map" in system
     assert "search(" in system
     assert "FINAL" in system
@@ -1000,8 +982,7 @@ def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
     fit, the query goes on with code, documents unseen."""
 
     def script(messages: list[dict[str, Any]], model: str) -> Reply:
-        reading = "repl" not in messages[0]["content"]  # not the code loop's opening
-        if reading and "The secret code is 4711." in str(messages[1]["content"]):
+        if "The secret code is 4711." in str(messages[1]["content"]):
             return Fail(
                 400,
                 "This model's maximum context length is 100 tokens. However, you "
@@ -1013,7 +994,7 @@ def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
     h = harness_factory(script)
     r = h.run(show_whole_chars=1000)
     assert (r.answer, r.status) == ("4711.", "success")
-    code_loop = [m for m in h.root_requests() if "repl" in m[0]["content"]]
+    code_loop = [m for m in h.root_requests() if "4711" not in str(m[1])]
     assert len(code_loop[0]) == 2  # the usual opening: metadata and the question
     warned = [e.message for e in read_trace(r.trace_path or "").events if isinstance(e, Warned)]
     assert any("did not fit the window" in m for m in warned)

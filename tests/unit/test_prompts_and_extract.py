@@ -13,33 +13,25 @@ from shesha.rlm.extract import Reply, code_blocks, final_in_last_reply, read_rep
 
 def test_packaged_prompts_load_and_render() -> None:
     prompts = PromptSet.load()
-    text = prompts.render(
-        "user", doc_count=1, total_chars="12", doc_list="  [0] a.txt (12 chars)", question="Why?"
-    )
-    assert text.index("[0] a.txt") < text.index("Question: Why?")
+    text = prompts.render("user", question="Why?")
+    assert text.startswith("Question: Why?")
     assert len(prompts.hash) == 16
 
 
 def test_an_override_directory_replaces_single_prompts(tmp_path: Path) -> None:
-    (tmp_path / "route.md").write_text("Q: {{question}}")
+    (tmp_path / "user.md").write_text("Q: {{question}}")
     prompts = PromptSet.load(tmp_path)
-    assert prompts.render("route", question="x") == "Q: x"
+    assert prompts.render("user", question="x") == "Q: x"
     assert prompts.hash != PromptSet.load().hash
-    assert "route" in prompts.source
+    assert "user" in prompts.source
 
 
 @pytest.mark.parametrize(
     ("name", "text", "problem"),
     [
-        ("route.md", "No question here", "missing \\['question'\\]"),
-        ("route.md", "{{question}} {{surprise}}", "unknown \\['surprise'\\]"),
-        ("rout.md", "{{question}}", "Unknown prompt files"),
-        # A system prompt from before v7, with the documents in it: told where they go.
-        (
-            "system.md",
-            "{{doc_list}} {{subcall_chars}} {{max_output_chars}}",
-            "unknown \\['doc_list'\\]",
-        ),
+        ("user.md", "No question here", "missing \\['question'\\]"),
+        ("user.md", "{{question}} {{surprise}}", "unknown \\['surprise'\\]"),
+        ("usr.md", "{{question}}", "Unknown prompt files"),
     ],
 )
 def test_bad_overrides_are_refused(tmp_path: Path, name: str, text: str, problem: str) -> None:

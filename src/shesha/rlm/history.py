@@ -92,9 +92,8 @@ def opening(
     previews: Sequence[Preview] = (),
     nonce: str = "",
 ) -> list[Message]:
-    """The system prompt, the same for every query (so that a server's prompt cache
-    reuses it), then the documents (their names and sizes, and a preview of the first
-    ones' first lines, between untrusted tags) and the question."""
+    """The system prompt (metadata about ``context``, with a preview of the first
+    documents' first lines, between untrusted tags) and the question."""
     listed = []
     for i, (name, chars) in enumerate(docs[:MAX_LISTED_DOCS]):
         if i < len(previews):
@@ -107,16 +106,13 @@ def opening(
         listed.append(f"  ... and {len(docs) - MAX_LISTED_DOCS:,} more (see doc_names)")
     system = prompts.render(
         "system",
-        subcall_chars=f"{config.subcall_chars:,}",
-        max_output_chars=f"{config.max_output_chars:,}",
-    )
-    user = prompts.render(
-        "user",
         doc_count=len(docs),
         total_chars=f"{sum(chars for _, chars in docs):,}",
         doc_list="\n".join(listed) or "  (no documents)",
-        question=question,
+        subcall_chars=f"{config.subcall_chars:,}",
+        max_output_chars=f"{config.max_output_chars:,}",
     )
+    user = prompts.render("user", question=question)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 

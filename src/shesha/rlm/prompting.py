@@ -16,14 +16,14 @@ from typing import Literal
 
 from shesha.errors import ConfigError
 
-PROMPT_VERSION = "7"
+PROMPT_VERSION = "6"
 PromptStyle = Literal["full", "compact"]
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 EXPECTED: dict[str, frozenset[str]] = {
-    # The system prompt is the same for every query of a profile, so that a server's
-    # prompt cache reuses it; what differs (the documents, the question) comes after.
-    "system": frozenset({"subcall_chars", "max_output_chars"}),
-    "user": frozenset({"doc_count", "total_chars", "doc_list", "question"}),
+    "system": frozenset(
+        {"doc_count", "total_chars", "doc_list", "subcall_chars", "max_output_chars"}
+    ),
+    "user": frozenset({"question"}),
     "nudge": frozenset(),
     "answer_nudge": frozenset({"answer"}),
     "final": frozenset({"max_iterations"}),
@@ -82,17 +82,10 @@ class PromptSet:
             found = set(PLACEHOLDER.findall(text))
             missing, extra = EXPECTED[name] - found, found - EXPECTED[name]
             if missing or extra:
-                moved = extra & EXPECTED["user"] if name == "system" else set()
                 raise ConfigError(
                     f"The prompt {name!r} ({source}) has the wrong placeholders: "
                     f"missing {sorted(missing)}, unknown {sorted(extra)}.",
-                    hint=f"{name}.md must use exactly {sorted(EXPECTED[name])}."
-                    + (
-                        f" Since prompts v7, {', '.join(sorted(moved))} go in user.md, so "
-                        "that the system prompt is the same for every query."
-                        if moved
-                        else ""
-                    ),
+                    hint=f"{name}.md must use exactly {sorted(EXPECTED[name])}.",
                 )
         return cls(templates, source)
 
