@@ -21,10 +21,14 @@ if ! command -v debootstrap >/dev/null 2>&1; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
 fi
 
-# Use the mirror apt is configured with (deb822 or classic sources), else deb.debian.org.
-mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+# Use the mirror apt is configured with (deb822 or classic sources), or DEBIAN_MIRROR.
+mirror=${DEBIAN_MIRROR:-}
+[ -n "$mirror" ] || mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
   | head -n1 | sed -E 's/^(URIs:|deb) +//; s/ *$//') || true
-mirror=${mirror:-http://deb.debian.org/debian}
+if [ -z "$mirror" ]; then
+  log "apt names no Debian mirror (/etc/apt/sources.list*): set DEBIAN_MIRROR=<url of a Debian archive>, or make python:3.12-slim pullable."
+  exit 1
+fi
 
 root=$(mktemp -d /tmp/shesha-base.XXXXXX)
 trap 'rm -rf "$root"' EXIT
