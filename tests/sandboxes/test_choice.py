@@ -5,6 +5,8 @@ that does not exist."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +77,33 @@ def test_with_neither_the_error_says_how_to_get_either(no_docker: Path, no_bwrap
     assert "install bubblewrap" in (e.value.hint or "")
     with pytest.raises(SandboxUnavailableError, match="sandbox = bwrap, but bubblewrap"):
         choose("bwrap")
+
+
+SCRIPT_THAT_NEVER_CLOSES = """
+import pathlib, sys
+from shesha import Shesha
+from shesha.testing import FunctionModel
+folder = pathlib.Path(sys.argv[1])
+(folder / "a.txt").write_text("The CEO is Maria.")
+sh = Shesha(home=str(folder / "home"), llm=FunctionModel(lambda m, n: "FINAL(Maria)"),
+            sandbox="bwrap", pool_size=2)
+project = sh.project("x")
+project.add([folder / "a.txt"])
+print(project.query("Who is the CEO?").answer)
+"""
+
+
+def test_a_script_that_never_closes_its_shesha_exits_cleanly(
+    tmp_path: Path, bwrap_ready: None
+) -> None:
+    """Its sandboxes are closed at exit, quietly: no traceback from the atexit hook."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT_THAT_NEVER_CLOSES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "Maria\n"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr

@@ -22,6 +22,7 @@ from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
 from shesha.server.run import RunningServer
+from shesha.service import Service
 from shesha.testing import FunctionModel
 
 SUBCALL = "You follow one instruction"
@@ -73,7 +74,7 @@ def structured(result: Any) -> Any:
 
 
 def test_tools_for_agents_that_want_answers(sh: Shesha, docs: Path, tmp_path: Path) -> None:
-    hub = McpHub(sh, allow_paths=[tmp_path])
+    hub = McpHub(Service(sh, roots=[tmp_path]))
 
     async def go() -> None:
         async with Client(hub.server) as client:
@@ -135,7 +136,7 @@ def test_tools_for_agents_that_want_answers(sh: Shesha, docs: Path, tmp_path: Pa
 def test_a_session_lets_the_client_be_the_root_model_with_sampling(
     sh: Shesha, docs: Path, tmp_path: Path
 ) -> None:
-    hub = McpHub(sh, allow_paths=[tmp_path])
+    hub = McpHub(Service(sh, roots=[tmp_path]))
     sh.project("acme").add([docs])
 
     async def go() -> None:
@@ -188,16 +189,16 @@ def test_without_sampling_llm_query_uses_the_sub_model_or_says_what_to_set_up(
         await hub.close()
         return str(out["stdout"])
 
-    assert asyncio.run(ask_in_a_session(McpHub(sh))) == "shesha's sub-model read it\n"
+    assert asyncio.run(ask_in_a_session(McpHub(Service(sh)))) == "shesha's sub-model read it\n"
     with Shesha(home=str(tmp_path / "home"), sandboxes=sandboxes) as no_model:
-        said = asyncio.run(ask_in_a_session(McpHub(no_model)))
+        said = asyncio.run(ask_in_a_session(McpHub(Service(no_model))))
     assert "enable sampling" in said
     assert "SHESHA_MODEL" in said
 
 
 def test_idle_sessions_expire(sh: Shesha, docs: Path) -> None:
     sh.project("acme").add([docs])
-    hub = McpHub(sh, session_ttl_s=0.2)
+    hub = McpHub(Service(sh), session_ttl_s=0.2)
 
     async def go() -> list[str]:
         async with Client(hub.server) as client:

@@ -25,6 +25,7 @@ from shesha.cli import app
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
 from shesha.server.run import RunningServer
+from shesha.service import Service
 from shesha.storage.inputs import OutsideRoots, read_inside
 from shesha.storage.parsing import ParseJob, parse_all
 from shesha.testing import FunctionModel
@@ -97,7 +98,7 @@ def test_mcp_follows_no_link_out_of_the_allowed_folder(
     sh: Shesha, layout: tuple[Path, Path]
 ) -> None:
     allowed, _ = layout
-    hub = McpHub(sh, allow_paths=[allowed])
+    hub = McpHub(Service(sh, roots=[allowed]))
 
     async def go() -> dict[str, Any]:
         async with Client(hub.server) as client:

@@ -23,6 +23,7 @@ from shesha import Shesha
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
 from shesha.server.run import RunningServer
+from shesha.service import Service
 from shesha.testing import ScriptedLLMServer
 
 SERVER_KEY = "sk-the-servers-own-key"
@@ -194,7 +195,7 @@ def test_a_request_names_no_file_of_the_server(
         if "model" in override:  # the web page's form has a model field too
             web = httpx.post(f"{url}/p/p/ask", data={"question": "What?", **override})
             assert web.status_code == 403, web.text
-        hub = McpHub(sh)
+        hub = McpHub(Service(sh))
 
         async def via_mcp() -> bool:
             async with Client(hub.server) as client:

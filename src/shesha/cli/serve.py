@@ -192,10 +192,11 @@ def mcp(
 ) -> None:
     """Serve MCP over stdin/stdout, for Claude Code, Cursor and other MCP clients."""
     from shesha.server.mcp_tools import McpHub  # noqa: PLC0415  the MCP SDK loads only here
+    from shesha.service import Service  # noqa: PLC0415  with it
 
     chosen = _model_settings(ctx, config, model)
     with open_shesha(ctx, config_file=config, **chosen) as sh:
-        McpHub(sh, allow_paths=_allowed(allow_path)).run_stdio()
+        McpHub(Service(sh, roots=_allowed(allow_path))).run_stdio()
 
 
 def view(

@@ -232,9 +232,13 @@ class SandboxPool:
             self._all.clear()
             self._idle.clear()
             self._cond.notify_all()
-        if victims:
-            with ThreadPoolExecutor(max_workers=len(victims)) as ex:
-                list(ex.map(lambda s: s.kill(), victims))
+        # Plain threads, not an executor: at interpreter exit (the atexit hook below)
+        # executors take no new work, and a pool a script never closed must still close.
+        killers = [threading.Thread(target=s.kill, daemon=True) for s in victims]
+        for killer in killers:
+            killer.start()
+        for killer in killers:
+            killer.join()
         if self._owns_client and self._client is not None:
             self._client.close()
         if self._on_close is not None:

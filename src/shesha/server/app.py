@@ -9,13 +9,10 @@ messages and hints as the CLI. With a token, every request but ``GET /api/health
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
-import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, FastAPI, File, Request, UploadFile
@@ -28,7 +25,6 @@ from starlette.routing import Match
 from starlette.types import ASGIApp
 
 from shesha import __version__
-from shesha.api import Shesha
 from shesha.config import QUERY_OVERRIDES, Settings
 from shesha.errors import (
     AlreadyExists,
@@ -42,30 +38,10 @@ from shesha.errors import (
     SandboxUnavailableError,
     SheshaError,
 )
-from shesha.rlm.output import output_checker
-from shesha.rlm.result import QueryResult
-from shesha.rlm.trace import read_trace
-from shesha.server.context import TRACE_NAME, Served, served
-from shesha.server.queries import QueryManager, QueryRun, event_record
-from shesha.server.security import (
-    SameOrigin,
-    SecurityHeaders,
-    TokenGuard,
-    UploadLimit,
-    allowed_path,
-    request_overrides,
-)
+from shesha.server.context import service
+from shesha.server.security import SameOrigin, SecurityHeaders, TokenGuard, UploadLimit
 from shesha.server.web import add_web, error_page
-from shesha.storage import AddReport, uploads
-from shesha.views import (
-    conversation_json,
-    document_json,
-    project_json,
-    trace_files,
-    trace_json,
-)
-
-DEFAULT_PAGE = 100_000
+from shesha.service import TEXT_PAGE, QueryRun, Service
 
 
 class AddPaths(BaseModel):
@@ -157,7 +133,7 @@ def error_body(error: SheshaError) -> dict[str, Any]:
 
 
 def get_run(request: Request, run_id: str) -> QueryRun:
-    run = served(request).manager.get(run_id)
+    run = service(request).line.get(run_id)
     if run is None:
         raise NotFoundError(
             f"No query {run_id!r} on this server.", hint="GET /api/queries lists them."
@@ -179,18 +155,7 @@ def health() -> dict[str, Any]:
 
 @router.get("/status")
 def status(request: Request) -> dict[str, Any]:
-    s = served(request)
-    runs = s.manager.list()
-    return {
-        "service": "shesha",
-        "version": __version__,
-        "home": str(s.sh.store.home),
-        "model": s.sh.model_name,
-        "slots": s.manager.slots,
-        "running": sum(1 for r in runs if r.state == "running"),
-        "waiting": s.manager.waiting(),
-        "pool": s.sh.pool_stats(),
-    }
+    return service(request).status()
 
 
 # -- projects and documents -------------------------------------------------------------
@@ -198,73 +163,48 @@ def status(request: Request) -> dict[str, Any]:
 
 @router.get("/projects")
 def list_projects(request: Request) -> dict[str, Any]:
-    sh = served(request).sh
-    return {"projects": [project_json(sh.store.get(n)) for n in sh.projects()]}
+    return {"projects": service(request).projects()}
 
 
 @router.get("/projects/{name}")
 def show_project(request: Request, name: str) -> dict[str, Any]:
-    p = served(request).sh.get_project(name)
-    return {**project_json(p.stored), "docs": [document_json(d) for d in p.documents()]}
+    return service(request).project(name)
 
 
 @router.post("/projects/{name}", status_code=201)
 def create_project(request: Request, name: str) -> dict[str, Any]:
-    return project_json(served(request).sh.project(name).stored)
+    return service(request).create_project(name)
 
 
 @router.delete("/projects/{name}")
 def delete_project(request: Request, name: str) -> dict[str, Any]:
-    served(request).sh.delete_project(name)
+    service(request).delete_project(name)
     return {"deleted": name}
 
 
 @router.get("/projects/{name}/documents")
 def list_documents(request: Request, name: str) -> dict[str, Any]:
-    docs = served(request).sh.get_project(name).documents()
-    return {"project": name, "docs": [document_json(d) for d in docs]}
+    return {"project": name, "docs": service(request).documents(name)}
 
 
 @router.get("/projects/{name}/documents/{doc:path}/text")
 def document_text(
-    request: Request, name: str, doc: str, offset: int = 0, limit: int = DEFAULT_PAGE
+    request: Request, name: str, doc: str, offset: int = 0, limit: int = TEXT_PAGE
 ) -> dict[str, Any]:
     """A document's parsed text as the model sees it, a page at a time."""
-    text = served(request).sh.get_project(name).text(doc)
-    offset, limit = max(0, offset), max(1, min(limit, 10 * DEFAULT_PAGE))
-    page = text[offset : offset + limit]
-    end = offset + len(page)
-    return {
-        "project": name,
-        "name": doc,
-        "offset": offset,
-        "text": page,
-        "total_chars": len(text),
-        "next_offset": end if end < len(text) else None,
-    }
+    return service(request).text_page(name, doc, offset, limit)
 
 
 @router.delete("/projects/{name}/documents/{doc:path}")
 def remove_document(request: Request, name: str, doc: str) -> dict[str, Any]:
-    served(request).sh.get_project(name).remove(doc)
+    service(request).remove_document(name, doc)
     return {"project": name, "removed": doc}
-
-
-def add_json(sh: Shesha, name: str, report: AddReport) -> dict[str, Any]:
-    docs = {d.name: d for d in sh.get_project(name).documents()}
-    return {
-        **report.model_dump(mode="json"),
-        "docs": [document_json(docs[d.name]) for d in report.stored if d.name in docs],
-    }
 
 
 @router.post("/projects/{name}/paths")
 def add_paths(request: Request, name: str, body: AddPaths) -> dict[str, Any]:
     """Add files and directories this server may read (its ``--allow-path``)."""
-    s = served(request)
-    paths = [allowed_path(p, s.roots) for p in body.paths]
-    report = s.sh.project(name).add(paths, password=body.password, roots=s.roots)
-    return add_json(s.sh, name, report)
+    return service(request).add_paths(name, body.paths, body.password)
 
 
 @router.post("/projects/{name}/documents")
@@ -276,12 +216,7 @@ def upload(
 ) -> dict[str, Any]:
     """Add uploaded files, each named by its file name (which may hold a relative path,
     such as ``notes/call.md``, like a file found under a directory)."""
-    sh = served(request).sh
-    with tempfile.TemporaryDirectory(prefix="shesha-upload-") as tmp:
-        refused = uploads.stage(((f.filename or "", f.file) for f in files), Path(tmp))
-        report = sh.project(name).add([tmp], password=password)
-    report.failed[:0] = refused
-    return add_json(sh, name, report)
+    return service(request).add_uploads(name, ((f.filename or "", f.file) for f in files), password)
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -290,40 +225,29 @@ def upload(
 @router.post("/projects/{name}/queries", status_code=202)
 async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     """Start a query; follow it at ``events_url``."""
-    s = served(request)
-    overrides = request_overrides(
+    run = await service(request).submit(
+        name,
+        body.question,
         body.model_dump(exclude_unset=True, exclude=ASK_FIELDS),
-        s.sh.settings,
-    )
-    s.sh.query_settings(**overrides)  # an unknown or invalid option fails here, with a 400
-    project = await asyncio.to_thread(s.sh.get_project, name)  # a missing one: a 404
-    if body.output_schema is not None:
-        output_checker(body.output_schema)  # an invalid schema fails here, with a 400
-    conv = None
-    if body.conversation is not None:  # an unknown one fails here, with a 404
-        given = None if body.conversation == "new" else body.conversation
-        conv = await asyncio.to_thread(s.conversations.get, project, given)
-    run = s.manager.submit(
-        name, body.question, overrides, output=body.output_schema, conversation=conv
+        output=body.output_schema,
+        conversation=body.conversation,
     )
     return {**run.summary(), "events_url": f"/api/queries/{run.id}/events"}
 
 
 @router.get("/projects/{name}/conversations")
 def list_conversations(request: Request, name: str) -> dict[str, Any]:
-    project = served(request).sh.get_project(name)
-    return {"conversations": [conversation_json(r) for r in project.conversations()]}
+    return {"conversations": service(request).conversation_list(name)}
 
 
 @router.get("/projects/{name}/conversations/{conversation_id}")
 def show_conversation(request: Request, name: str, conversation_id: str) -> dict[str, Any]:
-    project = served(request).sh.get_project(name)
-    return conversation_json(project.chat(conversation_id).record)
+    return service(request).conversation(name, conversation_id)
 
 
 @router.get("/queries")
 def list_queries(request: Request) -> dict[str, Any]:
-    return {"queries": [r.summary() for r in served(request).manager.list()]}
+    return {"queries": [r.summary() for r in service(request).line.list()]}
 
 
 @router.get("/queries/{run_id}")
@@ -334,7 +258,7 @@ def show_query(request: Request, run_id: str) -> dict[str, Any]:
 @router.post("/queries/{run_id}/cancel")
 async def cancel_query(request: Request, run_id: str) -> dict[str, Any]:
     run = get_run(request, run_id)
-    served(request).manager.cancel(run_id)
+    service(request).line.cancel(run_id)
     return run.summary()
 
 
@@ -380,24 +304,14 @@ async def query_events(request: Request, run_id: str, start: int = 0) -> Streami
 
 @router.get("/projects/{name}/traces")
 def list_traces(request: Request, name: str, last: int = 10) -> dict[str, Any]:
-    p = served(request).sh.get_project(name)
-    rows = [trace_json(f) for f in trace_files(p.stored, max(1, last))]
-    return {"project": name, "traces": rows, "folder": str(p.stored.traces_dir)}
+    s = service(request)
+    folder = s.sh.get_project(name).stored.traces_dir
+    return {"project": name, "traces": s.traces(name, last), "folder": str(folder)}
 
 
 @router.get("/projects/{name}/traces/{trace_name}")
 def show_trace(request: Request, name: str, trace_name: str) -> dict[str, Any]:
-    p = served(request).sh.get_project(name)
-    path = p.stored.traces_dir / trace_name
-    if not TRACE_NAME.match(trace_name) or not path.is_file():
-        raise NotFoundError(f"Project {name!r} has no trace {trace_name!r}.")
-    trace = read_trace(path)
-    return {
-        "project": name,
-        "name": trace_name,
-        "header": trace.header.model_dump(mode="json") if trace.header else None,
-        "events": [event_record(e) for e in trace.events],
-    }
+    return service(request).trace(name, trace_name)
 
 
 # -- the app ----------------------------------------------------------------------------
@@ -457,38 +371,24 @@ async def _bad_request(_: Request, error: Exception) -> JSONResponse:
 
 
 def create_app(
-    sh: Shesha,
+    svc: Service,
     *,
     token: str | None = None,
-    allow_paths: Sequence[Path] = (),
     max_upload_mb: int = 100,
-    slots: int | None = None,
     mcp_app: ASGIApp | None = None,
     mcp_lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
 ) -> ASGIApp:
-    """The server for one Shesha. ``allow_paths``: the directories "add by path" may read
-    from. ``slots``: queries run at once (default: the sandbox pool's size)."""
-    roots = [Path(p).expanduser().resolve() for p in allow_paths]
-
-    async def run_query(run: QueryRun) -> QueryResult:
-        if run.conversation is not None:
-            return await run.conversation.aask(
-                run.question, on_event=run.publish, output=run.output, **run.overrides
-            )
-        project = await asyncio.to_thread(sh.get_project, run.project)
-        return await project.aquery(
-            run.question, on_event=run.publish, output=run.output, **run.overrides
-        )
+    """The server over one service (whose roots are the directories "add by path" may
+    read from, and whose line runs the queries)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = QueryManager(run_query, slots or sh.settings.pool_size)
-        app.state.served = Served(sh, manager, roots)
+        app.state.service = svc
         async with contextlib.AsyncExitStack() as stack:
             if mcp_lifespan is not None:
                 await stack.enter_async_context(mcp_lifespan())
             yield
-            await manager.shutdown()
+            await svc.shutdown()
 
     app = FastAPI(
         title="shesha",

@@ -1,33 +1,12 @@
-"""What the server's routes share: the Shesha, its query line, and where paths may come
-from (set on the app's state when it starts)."""
+"""The one thing the server's routes share: the service, set on the app's state."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from fastapi import Request
 
-from shesha.api import Shesha
-from shesha.conversation import OpenConversations
-from shesha.server.queries import QueryManager
-
-TRACE_NAME = re.compile(r"^[\w.-]+\.jsonl$")
-"""A trace file's name: nothing that could leave the traces folder."""
+from shesha.service import Service
 
 
-@dataclass
-class Served:
-    """What the routes work with: the Shesha, its query line, where paths may come from,
-    and the conversations in progress."""
-
-    sh: Shesha
-    manager: QueryManager
-    roots: list[Path]
-    conversations: OpenConversations = field(default_factory=OpenConversations)
-
-
-def served(request: Request) -> Served:
-    value: Served = request.app.state.served
+def service(request: Request) -> Service:
+    value: Service = request.app.state.service
     return value

@@ -24,7 +24,6 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -34,15 +33,11 @@ from mcp.types import ClientCapabilities, SamplingCapability, SamplingMessage, T
 from starlette.types import ASGIApp
 
 from shesha import __version__
-from shesha.api import Shesha
-from shesha.conversation import OpenConversations
 from shesha.errors import ConfigError, LLMError, NotFoundError, SheshaError
 from shesha.llm.types import Message
-from shesha.rlm.engine import ExecSession
-from shesha.rlm.events import CodeRun, LLMResponse, TraceEvent
+from shesha.rlm.events import CodeRun, LLMResponse
 from shesha.rlm.history import UNTRUSTED, wrap
 from shesha.rlm.prompting import PromptSet
-from shesha.rlm.trace import read_trace as load_trace
 from shesha.sandbox.execution import (
     NO_TOOLS,
     ExecResult,
@@ -50,12 +45,15 @@ from shesha.sandbox.execution import (
     SubcallItem,
     ToolOutcome,
 )
-from shesha.server.queries import event_record
-from shesha.server.security import allowed_path, request_overrides
-from shesha.views import document_json, project_json, result_json, trace_files, trace_json
+from shesha.service import TEXT_PAGE, HeldSandbox, Service
+from shesha.views import result_json
 
 SESSION_TTL_S = 30 * 60
-MAX_READ = 50_000
+PROGRESS = {
+    LLMResponse.model_fields["type"].default: "model replied",
+    CodeRun.model_fields["type"].default: "running code",
+}
+"""The events of an `ask` that the client hears of as progress, and what it is told."""
 IDENTIFIER_HELP = "a Python name, like `hits` or `total_2024`"
 INSTRUCTIONS = """shesha answers questions about large document sets with a Recursive Language
 Model. Use `ask` for answers (it runs the whole loop with shesha's model). To be the root model
@@ -69,8 +67,7 @@ class McpSession:
     """A warm sandbox holding one project's documents, for one client."""
 
     id: str
-    project: str
-    sandbox: ExecSession
+    held: HeldSandbox
     created: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -78,7 +75,7 @@ class McpSession:
     def info(self, ttl: float) -> dict[str, Any]:
         return {
             "session_id": self.id,
-            "project": self.project,
+            "project": self.held.project,
             "created": self.created,
             "idle_s": round(time.time() - self.last_used, 1),
             "expires_in_s": round(max(0.0, ttl - (time.time() - self.last_used)), 1),
@@ -114,20 +111,14 @@ def _text(result: ExecResult) -> dict[str, Any]:
 
 
 class McpHub:
-    """The MCP server over one Shesha, and the sessions its clients hold."""
+    """The MCP server over one service (the one a `shesha serve` shares with its REST
+    routes), and the sessions its clients hold: each holds a slot of the service's line."""
 
-    def __init__(
-        self,
-        sh: Shesha,
-        *,
-        allow_paths: Sequence[Path] = (),
-        session_ttl_s: float = SESSION_TTL_S,
-    ) -> None:
-        self.sh = sh
-        self.roots = [Path(p).expanduser().resolve() for p in allow_paths]
+    def __init__(self, service: Service, *, session_ttl_s: float = SESSION_TTL_S) -> None:
+        self.service = service
+        self.sh = service.sh
         self.ttl = session_ttl_s
         self.sessions: dict[str, McpSession] = {}
-        self.conversations = OpenConversations()
         self.server = MCPServer(
             "shesha", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
         )
@@ -165,6 +156,7 @@ class McpHub:
                     await self.server.run_stdio_async()
                 finally:
                     await self.close()
+                    await self.service.shutdown()
 
         asyncio.run(main())
 
@@ -188,7 +180,7 @@ class McpHub:
     async def _close(self, session_id: str) -> None:
         session = self.sessions.pop(session_id, None)
         if session is not None:
-            await asyncio.to_thread(session.sandbox.close)
+            await self.service.release_sandbox(session.held)
 
     def _session(self, session_id: str) -> McpSession:
         session = self.sessions.get(session_id)
@@ -264,7 +256,7 @@ class McpHub:
         return str(c.text)
 
     async def _run(self, ctx: Context, session: McpSession, code: str) -> ExecResult:
-        sandbox = session.sandbox
+        sandbox = session.held.sandbox
         await asyncio.to_thread(sandbox.start, code)
         while not isinstance(step := await asyncio.to_thread(sandbox.next), ExecResult):
             if isinstance(step, SubcallBatch):
@@ -278,7 +270,7 @@ class McpHub:
     # -- the tools ----------------------------------------------------------------------
 
     def _register(self) -> None:  # noqa: PLR0915  one place lists every tool
-        sh, mcp = self.sh, self.server
+        svc, sh, mcp = self.service, self.sh, self.server
 
         @mcp.tool()
         @said_plainly
@@ -295,37 +287,25 @@ class McpHub:
             loop. Progress is reported step by step. conversation: "new" starts one (its
             id is in the result); an id asks a follow-up that sees the earlier questions
             and answers and the variables their code defined."""
-            overrides = request_overrides(
-                {"model": model, "max_iterations": max_iterations},
-                sh.settings,
+            given = {"model": model, "max_iterations": max_iterations}
+            run = await svc.submit(
+                project,
+                question,
+                {k: v for k, v in given.items() if v is not None},
+                conversation=conversation,
             )
-            p = await asyncio.to_thread(sh.get_project, project)
-            conv = None
-            if conversation is not None:
-                given = None if conversation == "new" else conversation
-                conv = await asyncio.to_thread(self.conversations.get, p, given)
             limit = max_iterations or sh.settings.max_iterations
-            pending: set[asyncio.Task[None]] = set()
-
-            def on_event(event: TraceEvent) -> None:
-                if isinstance(event, LLMResponse | CodeRun):
-                    what = "model replied" if isinstance(event, LLMResponse) else "running code"
-                    task = asyncio.get_running_loop().create_task(
-                        ctx.report_progress(
-                            event.iteration, limit, f"step {event.iteration}: {what}"
-                        )
-                    )
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-
-            if conv is not None:
-                result = await conv.aask(question, on_event=on_event, **overrides)
-            else:
-                result = await p.aquery(question, on_event=on_event, **overrides)
-            await asyncio.gather(*pending, return_exceptions=True)
-            answer = result_json(result, project)
-            if conv is not None:
-                answer["conversation"] = conv.id
+            try:
+                async for record in run.follow():
+                    if said := PROGRESS.get(record["type"]):
+                        step = int(record.get("iteration", 0))
+                        await ctx.report_progress(step, limit, f"step {step}: {said}")
+            except asyncio.CancelledError:
+                svc.line.cancel(run.id)  # the client gave up: so does the query
+                raise
+            answer = result_json(await run.wait(), project)
+            if run.conversation is not None:
+                answer["conversation"] = run.conversation.id
             return answer
 
         @mcp.tool()
@@ -333,76 +313,56 @@ class McpHub:
         async def add_documents(project: str, paths: list[str]) -> dict[str, Any]:
             """Parse and store files and directories (recursively) in a project, made if
             it does not exist. Paths must lie where this server may read."""
-            allowed = [allowed_path(p, self.roots) for p in paths]
-            report = await asyncio.to_thread(
-                lambda: sh.project(project).add(allowed, roots=self.roots)
-            )
-            return report.model_dump(mode="json")
+            return await asyncio.to_thread(svc.add_paths, project, paths)
 
         @mcp.tool()
         @said_plainly
         async def list_projects() -> list[dict[str, Any]]:
             """Every project: documents, characters, traces."""
-            return [project_json(sh.store.get(n)) for n in sh.projects()]
+            return await asyncio.to_thread(svc.projects)
 
         @mcp.tool()
         @said_plainly
         async def list_documents(project: str) -> list[dict[str, Any]]:
             """A project's documents: name, format, pages, characters, warnings."""
-            return [document_json(d) for d in sh.get_project(project).documents()]
+            return await asyncio.to_thread(svc.documents, project)
 
         @mcp.tool()
         @said_plainly
         async def read_document(
-            project: str, name: str, offset: int = 0, limit: int = 20_000
+            project: str, name: str, offset: int = 0, limit: int = TEXT_PAGE
         ) -> dict[str, Any]:
             """A page of a document's parsed text, as the model sees it."""
-            text = sh.get_project(project).text(name)
-            offset, limit = max(0, offset), max(1, min(limit, MAX_READ))
-            page = text[offset : offset + limit]
-            end = offset + len(page)
-            return {
-                "name": name,
-                "offset": offset,
-                "text": page,
-                "total_chars": len(text),
-                "next_offset": end if end < len(text) else None,
-            }
+            page = await asyncio.to_thread(svc.text_page, project, name, offset, limit)
+            return {k: v for k, v in page.items() if k != "project"}
 
         @mcp.tool()
         @said_plainly
         async def list_traces(project: str, last: int = 10) -> list[dict[str, Any]]:
             """A project's query traces, newest first."""
-            return [trace_json(f) for f in trace_files(sh.get_project(project).stored, last)]
+            return await asyncio.to_thread(svc.traces, project, last)
 
         @mcp.tool()
         @said_plainly
         async def read_trace(project: str, trace: str) -> dict[str, Any]:
             """One trace: its header and every event (code, output, sub-calls, answer)."""
-            path = sh.get_project(project).stored.traces_dir / Path(trace).name
-            if not path.is_file():
-                raise NotFoundError(f"Project {project!r} has no trace {trace!r}.")
-            t = load_trace(path)
-            return {
-                "header": t.header.model_dump(mode="json") if t.header else None,
-                "events": [event_record(e) for e in t.events],
-            }
+            shown = await asyncio.to_thread(svc.trace, project, trace)
+            return {"header": shown["header"], "events": shown["events"]}
 
         @mcp.tool()
         @said_plainly
         async def open_session(project: str) -> dict[str, Any]:
             """A warm sandbox with the project's documents loaded as `context` (a list of
-            texts, in `doc_names` order), for you to explore with execute_python."""
-            p = await asyncio.to_thread(sh.get_project, project)
-            provider = await asyncio.to_thread(sh.sandboxes)
-            sandbox = await asyncio.to_thread(provider.acquire, p.stored)
-            session = McpSession(secrets.token_hex(8), project, sandbox)
+            texts, in `doc_names` order), for you to explore with execute_python. It
+            waits its turn in the server's line, and holds a place in it until closed."""
+            held = await svc.hold_sandbox(project)
+            session = McpSession(secrets.token_hex(8), held)
             self.sessions[session.id] = session
-            docs = p.documents()
+            docs = await asyncio.to_thread(svc.documents, project)
             return {
                 **session.info(self.ttl),
-                "documents": [d.name for d in docs],
-                "chars": sum(d.meta.chars for d in docs),
+                "documents": [d["name"] for d in docs],
+                "chars": sum(int(d["chars"]) for d in docs),
             }
 
         @mcp.tool()
@@ -433,7 +393,7 @@ class McpHub:
             """Forget a session's variables; its documents stay loaded."""
             session = self._session(session_id)
             async with session.lock:
-                await asyncio.to_thread(session.sandbox.reset)
+                await asyncio.to_thread(session.held.sandbox.reset)
             return session.info(self.ttl)
 
         @mcp.tool()

@@ -20,6 +20,7 @@ from shesha.server.app import create_app
 from shesha.server.mcp_tools import McpHub
 from shesha.server.security import check_bind
 from shesha.server.state import ServerState, clear_state, write_state
+from shesha.service import Service
 
 DEFAULT_PORT = 7733
 
@@ -54,8 +55,10 @@ def build(
     max_upload_mb: int,
     warm: bool,
 ) -> uvicorn.Config:
-    """The ASGI app with MCP mounted, as a uvicorn config (no socket yet)."""
-    hub = McpHub(sh, allow_paths=allow_paths)
+    """The ASGI app with MCP mounted, both over one service, as a uvicorn config (no
+    socket yet)."""
+    svc = Service(sh, roots=allow_paths)
+    hub = McpHub(svc)
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
@@ -66,9 +69,8 @@ def build(
         await hub.close()
 
     app = create_app(
-        sh,
+        svc,
         token=token,
-        allow_paths=allow_paths,
         max_upload_mb=max_upload_mb,
         mcp_app=hub.http_app(),
         mcp_lifespan=running,

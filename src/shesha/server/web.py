@@ -7,7 +7,6 @@ with one static script; it works offline, and no inline script can run (see ``CS
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from functools import cache
 from pathlib import Path
@@ -28,12 +27,12 @@ from shesha import __version__
 from shesha.errors import NotFoundError
 from shesha.rlm.trace import read_trace
 from shesha.server.charts import trace_charts
-from shesha.server.context import TRACE_NAME, served
-from shesha.server.security import COOKIE, request_overrides
+from shesha.server.context import service
+from shesha.server.security import COOKIE
 from shesha.server.steps import Step, steps_of
-from shesha.views import document_json, project_json, trace_files, trace_json
+from shesha.service import TEXT_PAGE
+from shesha.views import trace_files, trace_json
 
-PAGE_CHARS = 50_000
 CHART_TITLES = {
     "tokens": "Tokens per step: root model and sub-calls",
     "cost": "Cost per step: root model and sub-calls",
@@ -67,7 +66,7 @@ def code_css() -> str:
 
 def page(request: Request, template: str, **values: Any) -> HTMLResponse:
     viewer = bool(getattr(request.app.state, "viewer", False))
-    sh = getattr(getattr(request.app.state, "served", None), "sh", None)
+    sh = getattr(getattr(request.app.state, "service", None), "sh", None)
     home = None if viewer or sh is None else str(sh.store.home)
     html = templates().get_template(template).render(root="", viewer=viewer, home=home, **values)
     return HTMLResponse(html)
@@ -100,48 +99,42 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/", response_class=HTMLResponse)
 def projects_page(request: Request) -> HTMLResponse:
-    sh = served(request).sh
-    return page(
-        request, "projects.html", projects=[project_json(sh.store.get(n)) for n in sh.projects()]
-    )
+    return page(request, "projects.html", projects=service(request).projects())
 
 
 @router.post("/new")
 def new_project(request: Request, name: str = Form(...)) -> RedirectResponse:
-    served(request).sh.project(name)
+    service(request).create_project(name)
     return RedirectResponse(f"/p/{quote(name)}", status_code=303)
 
 
 @router.get("/p/{name}", response_class=HTMLResponse)
 def project_page(request: Request, name: str) -> HTMLResponse:
-    sh = served(request).sh
-    p = sh.get_project(name)
+    s = service(request)
+    shown = s.project(name)
     return page(
         request,
         "project.html",
-        project=project_json(p.stored),
-        docs=[document_json(d) for d in p.documents()],
-        traces=[trace_json(f) for f in trace_files(p.stored, 50)],
-        model=sh.model_name,
+        project=shown,
+        docs=shown["docs"],
+        traces=s.traces(name, 50),
+        model=s.sh.model_name,
     )
 
 
 @router.get("/p/{name}/doc/{doc:path}", response_class=HTMLResponse)
 def document_page(request: Request, name: str, doc: str, offset: int = 0) -> HTMLResponse:
-    text = served(request).sh.get_project(name).text(doc)
-    offset = max(0, min(offset, len(text)))
-    chunk = text[offset : offset + PAGE_CHARS]
-    end = offset + len(chunk)
+    shown = service(request).text_page(name, doc, offset)
     return page(
         request,
         "document.html",
         project=name,
         name=doc,
-        text=chunk,
-        offset=offset,
-        total=len(text),
-        page=PAGE_CHARS,
-        next_offset=end if end < len(text) else None,
+        text=shown["text"],
+        offset=shown["offset"],
+        total=shown["total_chars"],
+        page=TEXT_PAGE,
+        next_offset=shown["next_offset"],
     )
 
 
@@ -158,22 +151,15 @@ async def ask_form(
     request: Request, name: str, form: Annotated[AskForm, Form()]
 ) -> RedirectResponse:
     """The ask form: start the query, then show it live. Empty fields keep the defaults."""
-    s = served(request)
     given = form.model_dump(exclude={"question"})
-    overrides = request_overrides(
-        {k: v.strip() for k, v in given.items() if v.strip()},
-        s.sh.settings,
-    )
-    question = form.question
-    s.sh.query_settings(**overrides)
-    await asyncio.to_thread(s.sh.get_project, name)
-    run = s.manager.submit(name, question, overrides)
+    overrides = {k: v.strip() for k, v in given.items() if v.strip()}
+    run = await service(request).submit(name, form.question, overrides)
     return RedirectResponse(f"/q/{run.id}", status_code=303)
 
 
 @router.get("/q/{run_id}", response_class=HTMLResponse)
 def run_page(request: Request, run_id: str) -> HTMLResponse:
-    run = served(request).manager.get(run_id)
+    run = service(request).line.get(run_id)
     if run is None:
         raise NotFoundError(f"No query {run_id!r} on this server (it may have been forgotten).")
     return page(request, "run.html", run=run)
@@ -181,17 +167,14 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
 
 @router.get("/p/{name}/t/{trace_name}", response_class=HTMLResponse)
 def trace_page(request: Request, name: str, trace_name: str) -> HTMLResponse:
-    p = served(request).sh.get_project(name)
-    path = p.stored.traces_dir / trace_name
-    if not TRACE_NAME.match(trace_name) or not path.is_file():
-        raise NotFoundError(f"Project {name!r} has no trace {trace_name!r}.")
+    path = service(request).trace_path(name, trace_name)
     values = trace_page_values(path, name, trace_name)
     values["compare_link"] = f"/compare?a={quote(f'{name}/{trace_name}')}"
     return page(request, "trace.html", **values)
 
 
 def _options(request: Request) -> list[dict[str, str]]:
-    sh = served(request).sh
+    sh = service(request).sh
     options = []
     for project in sh.projects():
         for f in trace_files(sh.store.get(project), 30):
@@ -203,11 +186,7 @@ def _options(request: Request) -> list[dict[str, str]]:
 
 def _side(request: Request, ref: str) -> dict[str, Any]:
     project, _, name = ref.partition("/")
-    p = served(request).sh.get_project(project)
-    path = p.stored.traces_dir / name
-    if not TRACE_NAME.match(name) or not path.is_file():
-        raise NotFoundError(f"Project {project!r} has no trace {name!r}.")
-    trace = read_trace(path)
+    trace = read_trace(service(request).trace_path(project, name))
     model = trace.header.model if trace.header else "?"
     label = f"{model} · {name.split('-')[0]}"
     return {

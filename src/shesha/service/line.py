@@ -1,9 +1,9 @@
-"""Queries a server runs at once: a fair queue in front of the sandbox pool, each
-query's events kept for anyone who follows it, and cancellation.
+"""The fair line in front of the sandbox pool: every query a service runs, whatever its
+entry point, and every MCP session that holds a sandbox, waits here for one of ``slots``.
 
-Everything here runs on the server's event loop. A query waits in line (first come,
-first served) until one of ``slots`` is free, so that more queries than containers never
-pile up inside the pool; its followers are told where it stands.
+Everything here runs on one event loop. First come, first served: more work than
+sandboxes never piles up inside the pool (where it would end in ``SandboxBusyError``).
+Each entry keeps its events for anyone who follows it; it can be cancelled.
 """
 
 from __future__ import annotations
@@ -16,30 +16,76 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from shesha.conversation import Conversation
 from shesha.errors import SheshaError
 from shesha.rlm.events import LLMRequest, TraceEvent
 from shesha.rlm.result import QueryResult
 
-RunState = Literal["queued", "running", "done", "cancelled", "failed"]
+EntryState = Literal["queued", "running", "done", "cancelled", "failed"]
+EntryKind = Literal["query", "session"]
 Runner = Callable[["QueryRun"], Awaitable[QueryResult]]
 """Runs one query to its result, handing each event to ``run.publish``."""
 
 KEEP_FINISHED = 200
-"""Finished queries a manager remembers (their results and events), oldest dropped."""
+"""Finished entries a line remembers (their results and events), oldest dropped."""
 
 
-def event_record(event: TraceEvent) -> dict[str, Any]:
-    """An engine event as a stream sends it: a root call's messages are left out (they
-    repeat the whole history each step; the trace keeps them)."""
+class LineEvent(BaseModel):
+    """What the line says about an entry, beside the engine's events in its stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    ts: float = Field(default_factory=time.time)
+
+
+class Queued(LineEvent):
+    """Waiting: ``position`` 1 is next."""
+
+    type: Literal["queued"] = "queued"
+    position: int
+    ahead: int
+
+
+class Started(LineEvent):
+    """A slot is this entry's."""
+
+    type: Literal["started"] = "started"
+
+
+class Done(LineEvent):
+    """The query answered (a session: it was closed)."""
+
+    type: Literal["done"] = "done"
+    result: dict[str, Any] | None = None
+
+
+class Cancelled(LineEvent):
+    type: Literal["cancelled"] = "cancelled"
+
+
+class QueryFailed(LineEvent):
+    """The query raised; ``error`` says what, in the CLI's words."""
+
+    type: Literal["failed"] = "failed"
+    error: str
+
+
+Ended = Done | Cancelled | QueryFailed
+
+
+def event_record(event: TraceEvent | LineEvent) -> dict[str, Any]:
+    """An event as a stream sends it: a root call's messages are left out (they repeat
+    the whole history each step; the trace keeps them)."""
     if isinstance(event, LLMRequest):
         return event.model_dump(mode="json", exclude={"messages"})
-    return event.model_dump(mode="json")
+    return event.model_dump(mode="json", exclude_none=isinstance(event, Done))
 
 
 @dataclass
 class QueryRun:
-    """One query the server was asked: where it stands, and every event so far."""
+    """One entry of the line (a query, or an MCP session holding a sandbox): where it
+    stands, and every event so far."""
 
     id: str
     project: str
@@ -49,22 +95,25 @@ class QueryRun:
     """A JSON schema the answer must match."""
     conversation: Conversation | None = None
     """The conversation this question follows up, if any."""
-    state: RunState = "queued"
+    kind: EntryKind = "query"
+    state: EntryState = "queued"
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
     result: QueryResult | None = None
     error: str | None = None
+    failure: BaseException | None = None
+    """What a failed query raised, for a caller in this process to raise again."""
     events: list[dict[str, Any]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _admitted: asyncio.Event = field(default_factory=asyncio.Event)
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def publish(self, event: TraceEvent) -> None:
+    def publish(self, event: TraceEvent | LineEvent) -> None:
         """The engine's ``on_event``: record the event and wake the followers."""
-        self._add(event_record(event))
-
-    def _add(self, record: dict[str, Any]) -> None:
-        self.events.append(record)
+        self.events.append(event_record(event))
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
@@ -76,7 +125,7 @@ class QueryRun:
         return self.state in ("done", "cancelled", "failed")
 
     async def follow(self, start: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """Every event from ``start`` on, as it comes, until the query has ended."""
+        """Every event from ``start`` on, as it comes, until the entry has ended."""
         index = start
         while True:
             async with self._changed:
@@ -88,10 +137,22 @@ class QueryRun:
             if self.done and index >= len(self.events):
                 return
 
+    async def wait(self) -> QueryResult:
+        """The query's result once it has ended; what it raised if it failed."""
+        await self._ended.wait()
+        if self.result is not None:
+            return self.result
+        if self.failure is not None:
+            raise self.failure
+        raise SheshaError(
+            f"The query {self.id} was {self.state}.", hint="Ask again to run it anew."
+        )
+
     def summary(self) -> dict[str, Any]:
         """What ``GET /queries/{id}`` shows."""
         return {
             "id": self.id,
+            "kind": self.kind,
             "project": self.project,
             "question": self.question,
             "conversation": self.conversation.id if self.conversation else None,
@@ -105,12 +166,12 @@ class QueryRun:
         }
 
 
-class QueryManager:
-    """Starts queries as slots free up, first come first served."""
+class QueryLine:
+    """Starts queries and sessions as slots free up, first come first served."""
 
     def __init__(self, runner: Runner, slots: int) -> None:
         if slots < 1:
-            raise ValueError("a query manager needs at least one slot")
+            raise ValueError("a query line needs at least one slot")
         self._runner = runner
         self.slots = slots
         self._waiting: deque[QueryRun] = deque()
@@ -125,12 +186,25 @@ class QueryManager:
         output: dict[str, Any] | None = None,
         conversation: Conversation | None = None,
     ) -> QueryRun:
+        """Put a query in line; it starts when a slot is free."""
         run = QueryRun(secrets.token_hex(8), project, question, overrides, output, conversation)
-        self._runs[run.id] = run
-        self._forget_old()
-        self._waiting.append(run)
-        self._pump()
+        return self._enter(run)
+
+    async def hold(self, project: str, what: str) -> QueryRun:
+        """Wait in line like a query, then hold a slot until ``release``: for an MCP
+        session, which keeps a sandbox between its calls. A caller that gives up while
+        waiting leaves the line."""
+        run = self._enter(QueryRun(secrets.token_hex(8), project, what, {}, kind="session"))
+        try:
+            await run._admitted.wait()
+        except asyncio.CancelledError:
+            self.cancel(run.id)
+            raise
         return run
+
+    def release(self, run: QueryRun) -> None:
+        """Give back a slot that ``hold`` took."""
+        run._released.set()
 
     def get(self, run_id: str) -> QueryRun | None:
         return self._runs.get(run_id)
@@ -141,15 +215,18 @@ class QueryManager:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def running(self) -> int:
+        return self._running
+
     def cancel(self, run_id: str) -> QueryRun | None:
-        """Stop a query: take it out of the line, or cancel its task (which stops its
-        sandbox code at once). Cancelling a finished query changes nothing."""
+        """Stop an entry: take it out of the line, or cancel its task (which stops its
+        sandbox code at once). Cancelling a finished entry changes nothing."""
         run = self._runs.get(run_id)
         if run is None or run.done:
             return run
         if run in self._waiting:
             self._waiting.remove(run)
-            self._finish(run, "cancelled")
+            self._finish(run, Cancelled())
             self._announce()
         elif run.task is not None:
             run.task.cancel()
@@ -166,45 +243,51 @@ class QueryManager:
 
     # -- the line -----------------------------------------------------------------------
 
+    def _enter(self, run: QueryRun) -> QueryRun:
+        self._runs[run.id] = run
+        self._forget_old()
+        self._waiting.append(run)
+        self._pump()
+        return run
+
     def _pump(self) -> None:
         while self._running < self.slots and self._waiting:
             run = self._waiting.popleft()
             self._running += 1
             run.state, run.started = "running", time.time()
-            run._add({"type": "started", "ts": run.started})
+            run.publish(Started(ts=run.started))
             run.task = asyncio.get_running_loop().create_task(self._execute(run))
         self._announce()
 
     def _announce(self) -> None:
         for position, run in enumerate(self._waiting, start=1):
-            run._add(
-                {"type": "queued", "ts": time.time(), "position": position, "ahead": position - 1}
-            )
+            run.publish(Queued(position=position, ahead=position - 1))
 
     async def _execute(self, run: QueryRun) -> None:
         try:
-            run.result = await self._runner(run)
-            self._finish(run, "done")
+            if run.kind == "session":
+                run._admitted.set()
+                await run._released.wait()
+                self._finish(run, Done())
+            else:
+                run.result = await self._runner(run)
+                self._finish(run, Done(result=run.result.model_dump(mode="json")))
         except asyncio.CancelledError:
-            self._finish(run, "cancelled")
+            self._finish(run, Cancelled())
         except SheshaError as e:
-            run.error = str(e)
-            self._finish(run, "failed")
+            run.error, run.failure = str(e), e
+            self._finish(run, QueryFailed(error=run.error))
         except Exception as e:  # noqa: BLE001  one query's bug must not take the server down
-            run.error = f"{type(e).__name__}: {e}"
-            self._finish(run, "failed")
+            run.error, run.failure = f"{type(e).__name__}: {e}", e
+            self._finish(run, QueryFailed(error=run.error))
         finally:
             self._running -= 1
             self._pump()
 
-    def _finish(self, run: QueryRun, state: RunState) -> None:
-        run.state, run.finished = state, time.time()
-        record: dict[str, Any] = {"type": state, "ts": run.finished}
-        if run.result is not None:
-            record["result"] = run.result.model_dump(mode="json")
-        if run.error is not None:
-            record["error"] = run.error
-        run._add(record)
+    def _finish(self, run: QueryRun, ended: Ended) -> None:
+        run.state, run.finished = ended.type, ended.ts
+        run.publish(ended)
+        run._ended.set()
 
     def _forget_old(self) -> None:
         finished = [r for r in self._runs.values() if r.done]
