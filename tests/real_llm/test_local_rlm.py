@@ -17,7 +17,7 @@ import docker
 from shesha import Shesha
 from shesha.local.registry import ModelRegistry
 from shesha.rlm import read_trace
-from shesha.rlm.events import StrategyChosen
+from shesha.rlm.events import PhraseCounted, StrategyChosen
 
 pytestmark = [pytest.mark.real_llm, pytest.mark.docker]
 
@@ -50,7 +50,7 @@ def test_the_local_model_runs_the_loop_and_counts_correctly(sh: Shesha, tmp_path
     (tmp_path / "market.txt").write_text(FRUIT)
     p = sh.project("market")
     p.add([tmp_path / "market.txt"])
-    r = p.query("How many times does the word apples appear?")
+    r = p.query("How many times does the word apples appear?", strategy="code")
     assert r.status in {"success", "max_iterations"}
     assert r.iterations >= 1
     assert r.usage.total_cost_usd == 0.0  # known, and zero
@@ -63,6 +63,19 @@ def test_the_local_model_runs_the_loop_and_counts_correctly(sh: Shesha, tmp_path
     assert r.answer is not None
     assert "200" in r.answer
     assert [e.strategy for e in trace.events if isinstance(e, StrategyChosen)] == ["code"]
+
+
+def test_the_engine_counts_a_word_the_model_names(sh: Shesha, tmp_path: Path) -> None:
+    (tmp_path / "market.txt").write_text(FRUIT)
+    p = sh.project("market-count")
+    p.add([tmp_path / "market.txt"])
+    r = p.query("How many times does the word apples appear?")
+    assert (r.status, r.answer) == ("success", "200")
+    assert r.iterations == 1  # one call names the word; code counts it
+    trace = read_trace(r.trace_path or "")
+    assert [e.strategy for e in trace.events if isinstance(e, StrategyChosen)] == ["count"]
+    (counted,) = [e for e in trace.events if isinstance(e, PhraseCounted)]
+    assert counted.phrase.lower() == "apples"
 
 
 def test_a_short_note_is_read_whole_and_answered(sh: Shesha, tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ class Strategy(StrEnum):
     auto = "auto"
     read = "read"
     retrieve = "retrieve"
+    count_ = "count"  # the value is what --strategy takes; `count` is str.count
     code = "code"
 
 
@@ -176,8 +177,9 @@ def ask(
     strategy: Strategy | None = typer.Option(
         None,
         "--strategy",
-        help="How to answer: read (the documents whole), retrieve (the best passages), code "
-        "(the RLM loop), or auto (default: the engine chooses by size and model).",
+        help="How to answer: read (the documents whole), retrieve (the best passages), count "
+        "(code counts the phrase the question names), code (the RLM loop), or auto "
+        "(default: the engine chooses by question, size and model).",
         case_sensitive=False,
     ),
     no_cache: bool = typer.Option(

@@ -32,6 +32,7 @@ from shesha.rlm.events import (
     LLMResponse,
     Nudged,
     PassagesShown,
+    PhraseCounted,
     StrategyChosen,
     SubcallResponse,
     Summary,
@@ -404,7 +405,7 @@ def trace(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None
                 subcalls += 1
             case Nudged():
                 c.print("[yellow]no code in the reply: nudged[/]")
-            case StrategyChosen() | PassagesShown():
+            case StrategyChosen() | PassagesShown() | PhraseCounted():
                 c.print(strategy_note(e), markup=False, highlight=False)
             case LimitHit(message=message) | Warned(message=message) | Failed(error=message):
                 c.print(f"[red]{e.type}:[/] {message}", highlight=False)

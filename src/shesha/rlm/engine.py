@@ -34,6 +34,7 @@ from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
 from shesha.rlm.citations import Citation, check
 from shesha.rlm.config import EngineConfig
+from shesha.rlm.counting import count_mentions
 from shesha.rlm.events import (
     TRACE_VERSION,
     Cited,
@@ -116,6 +117,7 @@ from shesha.rlm.strategy import (
     StrategyName,
     across_the_text,
     choose,
+    counts_mentions,
     route,
 )
 from shesha.rlm.tools import HostTools
@@ -275,8 +277,8 @@ class _Model:
     engine: RLMEngine
     run: _Run
 
-    async def ask(self, messages: list[Message]) -> str:
-        return await self.engine._root_call(self.run, messages)
+    async def ask(self, messages: list[Message], constraint: OutputConstraint | None = None) -> str:
+        return await self.engine._root_call(self.run, messages, constraint)
 
     def problem(self, answer: str) -> str | None:
         return self.engine._typed(self.run, answer)
@@ -473,7 +475,12 @@ class RLMEngine:
         choice = await self._choose(run)
         run.emit(StrategyChosen(strategy=choice.strategy, reason=choice.reason))
         first: str | None = None
-        if choice.strategy != "code":
+        if choice.strategy == "count":
+            run.tried.add("count")
+            answer = await count_mentions(run, corpus, _Model(self, run), self.prompts)
+            if answer is not None:
+                return answer, "success"
+        elif choice.strategy != "code":
             answer, first = await reader.answer(choice.strategy)
             if answer is not None:
                 return answer, "success"
@@ -508,7 +515,10 @@ class RLMEngine:
         if needs_all is None:  # only past the window does it matter: what fits is read
             past = cfg.strategy == "auto" and 0 < window < run.corpus_chars
             needs_all = await self._route(run) if past else False
-        return choose(cfg.strategy, run.corpus_chars, window, needs_all=needs_all)
+        mentions = counts_mentions(run.question)
+        return choose(
+            cfg.strategy, run.corpus_chars, window, needs_all=needs_all, mentions=mentions
+        )
 
     async def _route(self, run: _Run) -> bool:
         """Where the words cannot tell, one call: is the answer stated somewhere, or

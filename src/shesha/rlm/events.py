@@ -104,11 +104,14 @@ class SubcallResponse(Event):
     and nothing was spent now."""
 
 
-FinalSource = Literal["reply", "code", "text", "stalled", "max_iterations", "read", "passages"]
+FinalSource = Literal[
+    "reply", "code", "text", "stalled", "max_iterations", "read", "passages", "count"
+]
 
 
 class StrategyChosen(Event):
-    """How the engine answers the question: read whole, retrieve then read, or code."""
+    """How the engine answers the question: read whole, retrieve then read, count, or
+    code."""
 
     type: Literal["strategy"] = "strategy"
     strategy: StrategyName
@@ -132,6 +135,16 @@ class PassagesShown(Event):
     round: int
     chars: int
     passages: list[PassageRead]
+
+
+class PhraseCounted(Event):
+    """The count strategy's work: the phrase the model named, counted by the host as
+    whole words in any case; ``documents``: (name, count) where it appears."""
+
+    type: Literal["counted"] = "counted"
+    phrase: str
+    total: int
+    documents: list[tuple[str, int]]
 
 
 class Final(Event):
@@ -239,10 +252,17 @@ class Cited(Event):
     citations: list[dict[str, Any]]
 
 
-def strategy_note(event: StrategyChosen | PassagesShown) -> str:
-    """The strategy chosen, or the passages read, in a line."""
+def strategy_note(event: StrategyChosen | PassagesShown | PhraseCounted) -> str:
+    """The strategy chosen, the passages read, or what was counted, in a line."""
     if isinstance(event, StrategyChosen):
         return f"strategy: {event.strategy} ({event.reason})"
+    if isinstance(event, PhraseCounted):
+        where = "; ".join(f"{name} {n:,}" for name, n in event.documents[:20])
+        more = len(event.documents) - 20
+        where += f"; and {more} more" if more > 0 else ""
+        return f"counted {event.phrase!r} (whole words, any case): {event.total:,}" + (
+            f" in {len(event.documents)} document(s): {where}" if event.documents else ""
+        )
     return (
         f"passages read (round {event.round}, {len(event.passages)} passages, "
         f"{event.chars:,} characters): {passages_read(event)}"
@@ -296,6 +316,7 @@ TraceEvent = Annotated[
     | Cited
     | StrategyChosen
     | PassagesShown
+    | PhraseCounted
     | Summary,
     Field(discriminator="type"),
 ]

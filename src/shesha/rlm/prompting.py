@@ -40,6 +40,7 @@ EXPECTED: dict[str, frozenset[str]] = {
     "passages_system": frozenset(),
     "passages_user": frozenset({"passages", "question"}),
     "route": frozenset({"question"}),
+    "phrase": frozenset({"question"}),
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from shesha.errors import LLMContextWindowError
-from shesha.llm.types import Message
+from shesha.llm.types import Message, OutputConstraint
 from shesha.retrieval.index import PassageIndex
 from shesha.retrieval.window import Window, fill
 from shesha.rlm.config import EngineConfig
@@ -52,7 +52,9 @@ class QueryState(Protocol):
 class RootModel(Protocol):
     """The root model, for one query: a call, the typed-answer check, the schema note."""
 
-    async def ask(self, messages: list[Message]) -> str: ...
+    async def ask(
+        self, messages: list[Message], constraint: OutputConstraint | None = None
+    ) -> str: ...
 
     def problem(self, answer: str) -> str | None:
         """None when the answer is one the query accepts; else what is wrong with it."""

@@ -6,6 +6,9 @@
   the window with the best ones (in document order, each under its location) and the
   model answers from them, or says NOT FOUND. NOT FOUND widens the search once, to the
   next-best passages; a second NOT FOUND falls back to the code loop.
+- **count**: the question asks how many times a word or phrase appears; the model names
+  the phrase and the host counts it in code (``shesha.rlm.counting``). A phrase the model
+  cannot name sends the question to the code loop.
 - **code**: the free-form RLM loop: the model writes code over ``context``. The default
   for models with no window set (hosted models), for questions that count or list across
   all of the text, and the fallback for the others.
@@ -22,9 +25,9 @@ from typing import Literal
 
 from shesha.rlm.extract import final_in_last_reply, read_reply
 
-StrategyName = Literal["read", "retrieve", "code"]
-StrategyChoice = Literal["auto", "read", "retrieve", "code"]
-STRATEGIES: tuple[StrategyChoice, ...] = ("auto", "read", "retrieve", "code")
+StrategyName = Literal["read", "retrieve", "count", "code"]
+StrategyChoice = Literal["auto", "read", "retrieve", "count", "code"]
+STRATEGIES: tuple[StrategyChoice, ...] = ("auto", "read", "retrieve", "count", "code")
 
 DEFAULT_WINDOW_CHARS = 100_000
 """What ``--strategy read`` or ``retrieve`` fills for a model with no window set."""
@@ -48,6 +51,16 @@ HOW_MANY = re.compile(r"\b(?:how many|number of)\b", re.I)
 """Questions that may be either: "how many employees" is stated somewhere, "how many
 orders were late" is counted. One constrained call to the model tells them apart."""
 ROUTES = ("FIND", "COUNT")
+HOW_OFTEN = re.compile(
+    r"\b(?:how many times|how often|number of (?:times|occurrences|mentions|appearances|uses)"
+    r"|count (?:the |all (?:the )?)?(?:times|occurrences|mentions|appearances|uses))\b",
+    re.I,
+)
+MENTIONED = re.compile(
+    r"\b(?:mention\w*|appear\w*|occur\w*|used|uses|written|named|cited|referenced)\b", re.I
+)
+"""With ``HOW_OFTEN``: the question counts how often words appear, not events or things
+("how many times did they meet" is not a count of words)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,11 @@ def across_the_text(question: str) -> bool | None:
     return None if HOW_MANY.search(question) else False
 
 
+def counts_mentions(question: str) -> bool:
+    """The question asks how many times a word or phrase appears in the text."""
+    return bool(HOW_OFTEN.search(question) and MENTIONED.search(question))
+
+
 def route(reply: str) -> bool:
     """The model's answer to the routing prompt: True when it says COUNT and not FIND.
     Anything else is a passage to find (retrieval falls back to code when it finds none)."""
@@ -72,15 +90,23 @@ def route(reply: str) -> bool:
 
 
 def choose(
-    asked: StrategyChoice, corpus_chars: int, window_chars: int, *, needs_all: bool = False
+    asked: StrategyChoice,
+    corpus_chars: int,
+    window_chars: int,
+    *,
+    needs_all: bool = False,
+    mentions: bool = False,
 ) -> Choice:
     """The strategy for a corpus of ``corpus_chars`` and a model that reads
     ``window_chars`` at once (0: not set, as for hosted models); ``needs_all``: the
-    question needs all of the text (see ``across_the_text``)."""
+    question needs all of the text (see ``across_the_text``); ``mentions``: it asks how
+    often a phrase appears (see ``counts_mentions``)."""
     if asked != "auto":
         return Choice(asked, "asked for")
     if window_chars <= 0:
         return Choice("code", "a model with no window set explores the documents with code")
+    if mentions:
+        return Choice("count", "the question asks how often a phrase appears: code counts it")
     if needs_all:
         return Choice("code", "the question counts or lists across all of the text")
     if corpus_chars <= window_chars:

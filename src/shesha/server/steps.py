@@ -14,6 +14,7 @@ from shesha.rlm.events import (
     LLMResponse,
     Nudged,
     PassagesShown,
+    PhraseCounted,
     RepeatNudge,
     StrategyChosen,
     SubcallRequest,
@@ -94,8 +95,16 @@ def steps_of(trace: Trace) -> list[Step]:
     return [steps[k] for k in sorted(steps)]
 
 
-def _note(e: Nudged | RepeatNudge | UnseenAnswer | Warned | StrategyChosen | PassagesShown) -> str:
-    if isinstance(e, StrategyChosen | PassagesShown):
+def _note(
+    e: Nudged
+    | RepeatNudge
+    | UnseenAnswer
+    | Warned
+    | StrategyChosen
+    | PassagesShown
+    | PhraseCounted,
+) -> str:
+    if isinstance(e, StrategyChosen | PassagesShown | PhraseCounted):
         return strategy_note(e)
     return e.message
 
@@ -142,6 +151,7 @@ def _add(step: Step, e: TraceEvent) -> None:
             | Warned()
             | StrategyChosen()
             | PassagesShown()
+            | PhraseCounted()
         ):
             step.notes.append(_note(e))
         case LimitHit():
