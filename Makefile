@@ -76,7 +76,7 @@ bench: setup local-model
 	$(BIN)/python benchmarks/local_model.py
 
 DEMO_QUESTION ?= How many times is Moscow mentioned in the book?
-demo: setup local-model
+demo: venv sandbox-image local-model
 	@echo "Asking the local model (first answer may take a minute on a CPU)..." >&2
 	$(BIN)/shesha ask "$(DEMO_QUESTION)" examples/data/war-and-peace.txt --model local
 
