@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from shesha import conversation, llm
 from shesha.config import NO_MODEL_HINT, QUERY_OVERRIDES, Settings, load_settings, models_dir
 from shesha.conversation import Conversation
-from shesha.endpoints import Endpoints, local_profile
+from shesha.endpoints import LOCAL_FALLBACK_NOTE, Endpoints, local_profile
 from shesha.errors import ConfigError
 from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.parser.bounds import ParseBounds
@@ -321,6 +321,16 @@ class Shesha:
         """The default local model, when its file is in place and the server is installed:
         what ``shesha ask`` uses when no model is configured."""
         return self._endpoints.local_fallback(python, self.settings.local_runtime)
+
+    def fallback_model(self) -> RegisteredModel | None:
+        """The local model a query uses when none is configured (installed and in place);
+        None when a model is configured, or the local one is missing."""
+        return None if self.has_model else self.local_fallback()
+
+    def fallback_note(self) -> str | None:
+        """What every entry point says when the local model steps in, or None."""
+        fallback = self.fallback_model()
+        return None if fallback is None else LOCAL_FALLBACK_NOTE.format(name=fallback.name)
 
     @property
     def has_model(self) -> bool:

@@ -129,7 +129,7 @@ def _docker_hosts(settings: Settings) -> list[Check]:
 
 def _no_model(settings: Settings) -> Check:
     """No model configured: `shesha ask` falls back to the local one when it is there."""
-    fallback = Shesha(**{**settings.model_dump(), "api_key": None}).local_fallback()
+    fallback = Shesha(**{**settings.model_dump(), "api_key": None}).fallback_model()
     if fallback is None:
         return Check("model", False, "no model configured", NO_MODEL_HINT)
     local = _local_model(settings.model_copy(update={"model": "local"}))

@@ -53,6 +53,11 @@ def local_profile(context_tokens: int) -> dict[str, Any]:
     }
 
 
+LOCAL_FALLBACK_NOTE = (
+    "No model is configured: using the local model {name} (--model local). "
+    "Choose another with --model or SHESHA_MODEL."
+)
+"""Said on stderr by every entry point when the local model steps in."""
 LOCAL_TIMEOUT_S = 900.0
 """A local call's patience: a full window read on two cores takes minutes, and the
 server's slots share the cores, so a call waits while others are read (a 300 s limit

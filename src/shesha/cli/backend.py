@@ -80,13 +80,7 @@ class LocalBackend:
 
     def local_model_note(self) -> str | None:
         """Said on stderr when no model is configured and the local one steps in."""
-        fallback = None if self.sh.has_model else self.sh.local_fallback()
-        if fallback is None:
-            return None
-        return (
-            f"No model is configured: using the local model {fallback.name} "
-            "(--model local). Choose another with --model or SHESHA_MODEL."
-        )
+        return self.sh.fallback_note()
 
     def project_rows(self) -> list[dict[str, Any]]:
         return [project_json(self.sh.store.get(n)) for n in self.sh.projects()]
@@ -150,7 +144,7 @@ class LocalBackend:
         overrides: dict[str, Any],
         output: dict[str, Any] | None = None,
     ) -> QueryResult:
-        if not self.sh.has_model and not overrides.get("model") and self.sh.local_fallback():
+        if not overrides.get("model") and self.sh.fallback_model():
             overrides = {**overrides, "model": "local"}
         p = self.sh.get_project(project)
         return p.query(question, on_event=on_event, output=output, **overrides)

@@ -41,14 +41,10 @@ def chat(
                 )
             return
         overrides: dict[str, Any] = {}
-        fallback = None if sh.has_model else sh.local_fallback()
-        if fallback is not None:
+        note = sh.fallback_note()
+        if note is not None:
             overrides["model"] = "local"
-            err_console.print(
-                f"No model is configured: using the local model {fallback.name} "
-                "(--model local). Choose another with --model or SHESHA_MODEL.",
-                markup=False,
-            )
+            err_console.print(note, markup=False)
         with p.chat(conversation_id) as conv:
             err_console.print(
                 f"Conversation {conv.id} about {project} · resume it with "

@@ -50,15 +50,10 @@ def _model_settings(ctx: typer.Context, config: Path | None, model: str | None) 
     if model:
         return {"model": model}
     with open_shesha(ctx, config_file=config) as probe:
-        if probe.has_model:
-            return {}
-        fallback = probe.local_fallback()
-    if fallback is None:
+        note = probe.fallback_note()
+    if note is None:
         return {}
-    err_console.print(
-        f"No model is configured: serving the local model {fallback.name} (--model local).",
-        markup=False,
-    )
+    err_console.print(note, markup=False)
     return {"model": "local"}
 
 

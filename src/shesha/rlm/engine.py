@@ -390,27 +390,9 @@ class RLMEngine:
         earlier: Sequence[tuple[str, str | None]],
         passages: IndexSource | None,
     ) -> QueryResult:
-        cfg = run.config
         docs = list(corpus.sizes())
         run.docs, run.corpus_chars = docs, sum(chars for _, chars in docs)
-        run.recorder.write(
-            TraceHeader(
-                trace_version=TRACE_VERSION,
-                question=run.question,
-                model=cfg.model,
-                sub_model=cfg.effective_sub_model,
-                prompts=self.prompts.source,
-                prompt_hash=self.prompts.hash,
-                project=project,
-                project_version=corpus.version,
-                documents=[name for name, _ in docs],
-                config=cfg.model_dump(mode="json"),
-                shesha_version=__version__,
-                sandbox=self.sandboxes.kind,
-                isolation=self.sandboxes.isolation,
-                ocr_pages=run.ocr_pages,
-            )
-        )
+        run.recorder.write(self._header(run, corpus, project))
         answer: str | None = None
         status: QueryStatus = "success"
         error: str | None = None
@@ -461,6 +443,25 @@ class RLMEngine:
         shown = {"trace_path", "citations", "output", "sandbox", "isolation"}
         run.emit(Summary(**result.model_dump(exclude=shown)))
         return result
+
+    def _header(self, run: _Run, corpus: Corpus, project: str | None) -> TraceHeader:
+        cfg = run.config
+        return TraceHeader(
+            trace_version=TRACE_VERSION,
+            question=run.question,
+            model=cfg.model,
+            sub_model=cfg.effective_sub_model,
+            prompts=self.prompts.source,
+            prompt_hash=self.prompts.hash,
+            project=project,
+            project_version=corpus.version,
+            documents=[name for name, _ in run.docs],
+            config=cfg.model_dump(mode="json"),
+            shesha_version=__version__,
+            sandbox=self.sandboxes.kind,
+            isolation=self.sandboxes.isolation,
+            ocr_pages=run.ocr_pages,
+        )
 
     async def _answer(
         self,

@@ -305,8 +305,7 @@ async def query_events(request: Request, run_id: str, start: int = 0) -> Streami
 @router.get("/projects/{name}/traces")
 def list_traces(request: Request, name: str, last: int = 10) -> dict[str, Any]:
     s = service(request)
-    folder = s.sh.get_project(name).stored.traces_dir
-    return {"project": name, "traces": s.traces(name, last), "folder": str(folder)}
+    return {"project": name, "traces": s.traces(name, last), "folder": str(s.traces_folder(name))}
 
 
 @router.get("/projects/{name}/traces/{trace_name}")

@@ -269,7 +269,13 @@ class McpHub:
 
     # -- the tools ----------------------------------------------------------------------
 
-    def _register(self) -> None:  # noqa: PLR0915  one place lists every tool
+    def _register(self) -> None:
+        self._register_ask()
+        self._register_store()
+        self._register_sessions()
+
+    def _register_ask(self) -> None:
+        """The one tool where shesha's own model runs the loop."""
         svc, sh, mcp = self.service, self.sh, self.server
 
         @mcp.tool()
@@ -307,6 +313,10 @@ class McpHub:
             if run.conversation is not None:
                 answer["conversation"] = run.conversation.id
             return answer
+
+    def _register_store(self) -> None:
+        """What a project holds: add to it, and read its documents and traces."""
+        svc, mcp = self.service, self.server
 
         @mcp.tool()
         @said_plainly
@@ -348,6 +358,10 @@ class McpHub:
             """One trace: its header and every event (code, output, sub-calls, answer)."""
             shown = await asyncio.to_thread(svc.trace, project, trace)
             return {"header": shown["header"], "events": shown["events"]}
+
+    def _register_sessions(self) -> None:
+        """REPL sessions: the client is the root model, and holds a sandbox of the line."""
+        svc, mcp = self.service, self.server
 
         @mcp.tool()
         @said_plainly

@@ -31,7 +31,6 @@ from shesha.server.context import service
 from shesha.server.security import COOKIE
 from shesha.server.steps import Step, steps_of
 from shesha.service import TEXT_PAGE
-from shesha.views import trace_files, trace_json
 
 CHART_TITLES = {
     "tokens": "Tokens per step: root model and sub-calls",
@@ -118,7 +117,7 @@ def project_page(request: Request, name: str) -> HTMLResponse:
         project=shown,
         docs=shown["docs"],
         traces=s.traces(name, 50),
-        model=s.sh.model_name,
+        model=s.model_name,
     )
 
 
@@ -174,13 +173,13 @@ def trace_page(request: Request, name: str, trace_name: str) -> HTMLResponse:
 
 
 def _options(request: Request) -> list[dict[str, str]]:
-    sh = service(request).sh
+    s = service(request)
     options = []
-    for project in sh.projects():
-        for f in trace_files(sh.store.get(project), 30):
-            row = trace_json(f)
-            label = f"{project}: {str(row['question'] or '')[:50]} ({row['status']}, {f.name[:15]})"
-            options.append({"value": f"{project}/{f.name}", "label": label})
+    for project in (p["name"] for p in s.projects()):
+        for row in s.traces(project, 30):
+            name = row["name"]
+            label = f"{project}: {str(row['question'] or '')[:50]} ({row['status']}, {name[:15]})"
+            options.append({"value": f"{project}/{name}", "label": label})
     return options
 
 

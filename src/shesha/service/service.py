@@ -63,12 +63,17 @@ class Service:
 
     # -- about --------------------------------------------------------------------------
 
+    @property
+    def model_name(self) -> str | None:
+        """The root model queries use when none is asked for (None: none configured)."""
+        return self.sh.model_name
+
     def status(self) -> dict[str, Any]:
         return {
             "service": "shesha",
             "version": __version__,
             "home": str(self.sh.store.home),
-            "model": self.sh.model_name,
+            "model": self.model_name,
             "slots": self.line.slots,
             "running": self.line.running(),
             "waiting": self.line.waiting(),
@@ -145,10 +150,14 @@ class Service:
         """A project's traces, newest first."""
         return [trace_json(f) for f in trace_files(self.sh.get_project(name).stored, max(1, last))]
 
+    def traces_folder(self, name: str) -> Path:
+        """Where a project's traces are written."""
+        return self.sh.get_project(name).stored.traces_dir
+
     def trace_path(self, name: str, trace_name: str) -> Path:
         """Where one of a project's traces is; NotFoundError for a name that is not a
         trace's (nothing outside its traces folder is ever named)."""
-        path = self.sh.get_project(name).stored.traces_dir / trace_name
+        path = self.traces_folder(name) / trace_name
         if not TRACE_NAME.match(trace_name) or not path.is_file():
             raise NotFoundError(f"Project {name!r} has no trace {trace_name!r}.")
         return path
