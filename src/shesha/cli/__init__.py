@@ -19,8 +19,10 @@ from shesha.errors import SheshaError
 
 HELP = """Ask questions of large document sets with a Recursive Language Model.
 
-The model explores your documents by writing Python in a network-isolated Docker
-sandbox, and calls sub-models on the pieces that need reading.
+The model explores your documents by writing Python in a network-isolated sandbox
+(Docker, or bubblewrap where there is no Docker), and calls sub-models on the pieces that
+need reading; questions that fit the window are read whole, and longer ones through their
+best passages.
 
 Exit codes: 0 answered, 1 error, 2 usage, 3 a budget or iteration limit was reached.
 """

@@ -1,6 +1,7 @@
-"""The code sandbox: hardened, network-isolated Docker containers in a warm pool, all
-speaking one frame protocol to the same runner (``runner_client``); ``process`` runs that
-runner as a local child process, without isolation, for tests."""
+"""The code sandbox: hardened, network-isolated sandboxes in a warm pool (Docker
+containers, or bubblewrap namespaces where there is no Docker), all speaking one frame
+protocol to the same runner (``runner_client``); ``process`` runs that runner as a local
+child process, without isolation, for tests."""
 
 from __future__ import annotations
 
