@@ -15,8 +15,15 @@ from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
-from shesha import conversation, llm
-from shesha.config import NO_MODEL_HINT, QUERY_OVERRIDES, Settings, load_settings, models_dir
+from shesha import llm
+from shesha.config import (
+    NO_MODEL_HINT,
+    QUERY_OVERRIDES,
+    Settings,
+    home_dir,
+    load_settings,
+    models_dir,
+)
 from shesha.conversation import Conversation
 from shesha.endpoints import LOCAL_FALLBACK_NOTE, Endpoints, local_profile
 from shesha.errors import ConfigError
@@ -36,7 +43,7 @@ from shesha.sandbox.choice import choose
 from shesha.sandbox.hosts import DockerHosts, HostSpec, TLSSettings
 from shesha.sandbox.image import default_image
 from shesha.sandbox.pool import DOCKER_ISOLATION
-from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject
+from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject, conversations
 from shesha.storage.parsing import ParseLimits
 from shesha.storage.store import ProgressCallback
 from shesha.sync import run_sync
@@ -206,13 +213,18 @@ class Project:
         the same sandbox namespace. ``conversation_id`` takes up a recorded one again
         (its namespace is rebuilt by replaying its code); None starts a new one."""
         if conversation_id is None:
-            record = conversation.new_record(self.name)
+            record = conversations.new_record(self.name)
         else:
-            record = conversation.load(self.stored.path, conversation_id)
+            record = conversations.load(self.stored.path, conversation_id)
         return Conversation(self, record)
 
-    def conversations(self) -> list[conversation.Record]:
-        return conversation.listed(self.stored.path)
+    def conversations(self) -> list[conversations.Record]:
+        return conversations.listed(self.stored.path)
+
+    def open_session(self) -> ExecSession:
+        """A sandbox session with this project's documents loaded (``close()`` gives it
+        back): what a conversation runs its questions in."""
+        return self._shesha.sandboxes().acquire(self.stored)
 
 
 def docker_hosts_of(s: Settings) -> tuple[list[HostSpec], TLSSettings]:
@@ -300,7 +312,7 @@ class Shesha:
         self.settings = load_settings(settings, config_file=config_file)
         HostTools(tools)  # a bad tool fails here, not at the first query
         self._tools = list(tools)
-        self.store = ProjectStore(self.settings.home)
+        self.store = ProjectStore(home_dir(self.settings))
         self._llm = llm
         self._sandboxes = sandboxes
         self._pool: SandboxPool | None = None

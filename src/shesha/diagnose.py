@@ -15,7 +15,7 @@ import docker
 from shesha import llm
 from shesha.api import Shesha, docker_hosts_of
 from shesha.client import OFF, answers
-from shesha.config import NO_MODEL_HINT, Settings, config_file_path, load_settings
+from shesha.config import NO_MODEL_HINT, Settings, config_file_path, home_dir, load_settings
 from shesha.endpoints import is_local
 from shesha.errors import SandboxUnavailableError, SheshaError
 from shesha.local.fetch import is_verified
@@ -204,7 +204,7 @@ def _cost_map() -> Check:
 
 
 def _data_dir(settings: Settings) -> tuple[Check, Check]:
-    home = ProjectStore(settings.home).home
+    home = ProjectStore(home_dir(settings)).home
     try:
         home.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=home):
@@ -230,7 +230,7 @@ def _data_dir(settings: Settings) -> tuple[Check, Check]:
 
 def _server(settings: Settings) -> Check:
     """A running `shesha serve` is optional; say whether one answers, and where."""
-    home = ProjectStore(settings.home).home
+    home = ProjectStore(home_dir(settings)).home
     token = settings.token.get_secret_value() if settings.token else None
     if settings.server and settings.server != OFF:
         status = answers(settings.server, token)

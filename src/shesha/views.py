@@ -13,7 +13,7 @@ from shesha.rlm.trace import read_trace
 from shesha.storage import StoredDocument, StoredProject
 
 if TYPE_CHECKING:
-    from shesha.conversation import Record
+    from shesha.storage.conversations import Record
 
 
 def document_json(doc: StoredDocument) -> dict[str, Any]:

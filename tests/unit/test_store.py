@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tests.fixtures import make_pdf
 
+from shesha import Shesha
 from shesha.errors import StorageError
 from shesha.storage import AddProgress, ProjectStore
 
@@ -37,7 +38,7 @@ def files(tmp_path: Path) -> Path:
 
 def test_home_comes_from_shesha_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHESHA_HOME", str(tmp_path / "h"))
-    assert ProjectStore().home == tmp_path / "h"
+    assert Shesha().store.home == tmp_path / "h"
 
 
 def test_add_a_directory_recursively_honouring_the_ignore_list(

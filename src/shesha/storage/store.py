@@ -33,7 +33,6 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
-from shesha.config import default_home
 from shesha.errors import AlreadyExists, InvalidName, NotFoundError, RepositoryError, StorageError
 from shesha.parser import DocumentMeta, ParsedDocument
 from shesha.parser.bounds import DEFAULT as DEFAULT_BOUNDS
@@ -588,10 +587,11 @@ class StoredProject:
 
 
 class ProjectStore:
-    """All projects under one data directory."""
+    """All projects under one data directory, ``home`` (the settings say where:
+    ``shesha.config.home_dir``)."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
-        self.home = Path(home).expanduser() if home is not None else default_home()
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home = Path(home).expanduser()
         self.projects_dir = self.home / "projects"
 
     def _project_path(self, name: str) -> Path:

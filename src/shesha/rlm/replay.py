@@ -1,0 +1,70 @@
+"""Replaying a conversation: the code its traces recorded as having run cleanly, run again
+in order in a fresh sandbox, with sub-calls answered from the recorded answers (never by
+unpickling anything), so the namespace is as it was."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from shesha.rlm.engine import SHOW_WHOLE, ExecSession
+from shesha.rlm.events import CodeRun, ExecDone, SubcallResponse
+from shesha.rlm.history import UNTRUSTED, wrap
+from shesha.rlm.prompting import PromptSet
+from shesha.rlm.trace import prompt_key, read_trace
+from shesha.sandbox.execution import ExecResult, SubcallBatch, SubcallItem, ToolOutcome
+
+NOT_REPLAYED = "[not replayed: this sub-call has no recorded answer]"
+
+
+async def replay(session: ExecSession, traces: Sequence[str]) -> int:
+    """Run the code the traces recorded as having run cleanly, in order, answering its
+    sub-calls with the recorded answers: the namespace as it was. Returns the blocks run."""
+    prompts = PromptSet.load()
+    ran = 0
+    for path in traces:
+        if not Path(path).is_file():
+            continue  # a trace deleted since: what it defined is gone
+        events = read_trace(path).events
+        answers: dict[str, deque[str]] = {}
+        for e in events:
+            if isinstance(e, SubcallResponse) and e.text is not None:
+                answers.setdefault(e.key, deque()).append(e.text)
+        pending: str | None = None
+        for e in events:
+            if isinstance(e, CodeRun):
+                pending = e.code
+            elif isinstance(e, ExecDone) and pending is not None:
+                if e.status == "ok" and pending != SHOW_WHOLE:
+                    await _run_again(session, pending, answers, prompts)
+                    ran += 1
+                pending = None
+    return ran
+
+
+async def _run_again(
+    session: ExecSession, code: str, answers: dict[str, deque[str]], prompts: PromptSet
+) -> ExecResult:
+    await asyncio.to_thread(session.start, code)
+    while not isinstance(step := await asyncio.to_thread(session.next), ExecResult):
+        if isinstance(step, SubcallBatch):
+            found = [_recorded(item, answers, prompts) for item in step.items]
+            await asyncio.to_thread(session.answer, found)
+        else:
+            outcome = ToolOutcome(ok=False, error="tools are not called again when replaying")
+            await asyncio.to_thread(session.answer_tool, outcome)
+    return step
+
+
+def _recorded(item: SubcallItem, answers: dict[str, deque[str]], prompts: PromptSet) -> str:
+    user = item.instruction
+    if item.content:
+        user += "\n\n" + wrap("0" * 32, UNTRUSTED, item.content)
+    messages = [
+        {"role": "system", "content": prompts.render("subcall_system")},
+        {"role": "user", "content": user},
+    ]
+    queue = answers.get(prompt_key(messages))
+    return queue.popleft() if queue else NOT_REPLAYED
