@@ -85,6 +85,7 @@ from shesha.rlm.history import (
     opening,
     preview,
     reading,
+    subcall_messages,
     with_earlier,
     wrap,
 )
@@ -125,12 +126,12 @@ from shesha.rlm.trace import EventCallback, TraceRecorder, prompt_key
 from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import (
     ExecResult,
-    ExecStep,
     RawCitation,
+    Steps,
     SubcallItem,
     ToolCall,
     ToolOutcome,
-    ToolSpec,
+    drive,
 )
 
 TOOLS_NOTE = (
@@ -154,30 +155,14 @@ OutputCheck = Callable[[str], Any]
 """Parses and validates an answer into the typed output; raises ValueError if it cannot."""
 
 
-class ExecSession(Protocol):
+class ExecSession(Steps, Protocol):
     """One query's hold on a sandbox (``SandboxSession`` in production). Code runs step
-    by step, and the engine pulls: ``start``, then ``next`` gives a ``SubcallBatch`` to
-    answer with ``answer``, or the ``ExecResult``. The methods block; the engine calls
-    them from a worker thread."""
+    by step (``Steps``), and the engine pulls (``drive``). The methods block; the engine
+    calls them from a worker thread."""
 
     losses: int
     """Times the sandbox was lost (timeout, out of memory, cancel) and the namespace with
     it; the next ``start`` gets a fresh one with the documents loaded."""
-
-    def start(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        max_output_chars: int | None = None,
-        tools: Sequence[ToolSpec] = (),
-    ) -> None: ...
-
-    def next(self) -> ExecStep: ...
-
-    def answer(self, results: Sequence[str]) -> None: ...
-
-    def answer_tool(self, outcome: ToolOutcome) -> None: ...
 
     def cancel(self) -> None:
         """Stop running code at once; called from any thread."""
@@ -931,22 +916,24 @@ class RLMEngine:
         self, run: _Run, session: ExecSession, code: str, max_output_chars: int | None
     ) -> ExecResult:
         """Run code, relaying each batch of sub-calls it asks for on this event loop."""
-        await asyncio.to_thread(
-            session.start,
+
+        async def subcalls(items: Sequence[SubcallItem]) -> list[str]:
+            return await self._subcalls(run, items)
+
+        async def tool(call: ToolCall) -> ToolOutcome:
+            return await self._tool(run, call)
+
+        result = await drive(
+            session,
             code,
+            subcalls=subcalls,
+            tool=tool,
             timeout=run.config.limits.exec_timeout_s,
             max_output_chars=max_output_chars or run.config.max_output_chars,
             tools=[*helpers.SPECS, *(self.tools.specs() if self.tools else ())],
         )
-        while not isinstance(step := await asyncio.to_thread(session.next), ExecResult):
-            if isinstance(step, ToolCall):
-                outcome = await self._tool(run, step)
-                await asyncio.to_thread(session.answer_tool, outcome)
-            else:
-                answers = await self._subcalls(run, step.items)
-                await asyncio.to_thread(session.answer, answers)
-        run.citations.extend(step.citations)
-        return step
+        run.citations.extend(result.citations)
+        return result
 
     async def _tool(self, run: _Run, call: ToolCall) -> ToolOutcome:
         """A host tool, called from the sandbox: checked against the budget, traced."""
@@ -1000,13 +987,7 @@ class RLMEngine:
 
     async def _subcall_answer(self, run: _Run, item: SubcallItem, boundary: str) -> str:
         model = run.config.effective_sub_model
-        user = item.instruction
-        if item.content:
-            user += "\n\n" + wrap(boundary, UNTRUSTED, item.content)
-        messages: list[Message] = [
-            {"role": "system", "content": self.prompts.render("subcall_system")},
-            {"role": "user", "content": user},
-        ]
+        messages = subcall_messages(self.prompts, item, boundary)
         key = prompt_key(messages)
         constraint = Choices(item.choices) if item.choices else None
         limit = run.config.max_subcall_chars

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from shesha.llm.types import Message
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.prompting import PromptSet
+from shesha.sandbox.execution import SubcallItem
 
 MAX_LISTED_DOCS = 100
 PREVIEW_DOCS = 5
@@ -77,6 +78,19 @@ def without_boundary(text: str) -> str:
     same for every query and text that only looks like an id still counts."""
     found = _CLOSING.search(text)
     return text.replace(f'id="{found.group(1)}"', 'id=""') if found else text
+
+
+def subcall_messages(prompts: PromptSet, item: SubcallItem, boundary: str) -> list[Message]:
+    """A sub-call as the sub-model is asked it: the instruction, then the content between
+    untrusted tags with the random ``boundary``. Every caller builds it here (the engine,
+    replay, MCP sessions), so a sub-call's ``prompt_key`` is the same wherever it is made."""
+    user = item.instruction
+    if item.content:
+        user += "\n\n" + wrap(boundary, UNTRUSTED, item.content)
+    return [
+        {"role": "system", "content": prompts.render("subcall_system")},
+        {"role": "user", "content": user},
+    ]
 
 
 def joined(*parts: str | None) -> str:

@@ -4,17 +4,17 @@ unpickling anything), so the namespace is as it was."""
 
 from __future__ import annotations
 
-import asyncio
+import secrets
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
 from shesha.rlm.engine import SHOW_WHOLE, ExecSession
 from shesha.rlm.events import CodeRun, ExecDone, SubcallResponse
-from shesha.rlm.history import UNTRUSTED, wrap
+from shesha.rlm.history import subcall_messages
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.trace import prompt_key, read_trace
-from shesha.sandbox.execution import ExecResult, SubcallBatch, SubcallItem, ToolOutcome
+from shesha.sandbox.execution import ExecResult, SubcallItem, ToolCall, ToolOutcome, drive
 
 NOT_REPLAYED = "[not replayed: this sub-call has no recorded answer]"
 
@@ -47,24 +47,16 @@ async def replay(session: ExecSession, traces: Sequence[str]) -> int:
 async def _run_again(
     session: ExecSession, code: str, answers: dict[str, deque[str]], prompts: PromptSet
 ) -> ExecResult:
-    await asyncio.to_thread(session.start, code)
-    while not isinstance(step := await asyncio.to_thread(session.next), ExecResult):
-        if isinstance(step, SubcallBatch):
-            found = [_recorded(item, answers, prompts) for item in step.items]
-            await asyncio.to_thread(session.answer, found)
-        else:
-            outcome = ToolOutcome(ok=False, error="tools are not called again when replaying")
-            await asyncio.to_thread(session.answer_tool, outcome)
-    return step
+    async def recorded(items: Sequence[SubcallItem]) -> list[str]:
+        return [_recorded(item, answers, prompts) for item in items]
+
+    async def no_tool(call: ToolCall) -> ToolOutcome:
+        return ToolOutcome(ok=False, error="tools are not called again when replaying")
+
+    return await drive(session, code, subcalls=recorded, tool=no_tool)
 
 
 def _recorded(item: SubcallItem, answers: dict[str, deque[str]], prompts: PromptSet) -> str:
-    user = item.instruction
-    if item.content:
-        user += "\n\n" + wrap("0" * 32, UNTRUSTED, item.content)
-    messages = [
-        {"role": "system", "content": prompts.render("subcall_system")},
-        {"role": "user", "content": user},
-    ]
-    queue = answers.get(prompt_key(messages))
+    """The recorded answer to the same sub-call (``prompt_key`` ignores the boundary)."""
+    queue = answers.get(prompt_key(subcall_messages(prompts, item, secrets.token_hex(16))))
     return queue.popleft() if queue else NOT_REPLAYED

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
+
+from shesha.sync import run_sync
 
 ExecStatus = Literal["ok", "error", "timeout", "memory", "crashed", "cancelled"]
 """ok: the code ran; error: it raised (see ``error``); timeout: it passed its limit and
@@ -135,6 +138,43 @@ NO_TOOLS = "no host tools are available in this sandbox session"
 NO_SUBCALLS = "[llm_query is not available in this sandbox session]"
 
 
+AsyncSubcalls = Callable[[Sequence[SubcallItem]], Awaitable[list[str]]]
+"""Answers one batch of sub-calls, in order."""
+AsyncTool = Callable[[ToolCall], Awaitable[ToolOutcome]]
+"""Answers one host tool call."""
+
+
+async def drive(
+    steps: Steps,
+    code: str,
+    *,
+    subcalls: AsyncSubcalls | None = None,
+    tool: AsyncTool | None = None,
+    timeout: float | None = None,
+    max_output_chars: int | None = None,
+    tools: Sequence[ToolSpec] = (),
+) -> ExecResult:
+    """Run code to its result: the one pull loop. The blocking calls run off the event
+    loop; each batch is answered by ``subcalls`` (None: every sub-call is refused), each
+    tool call by ``tool`` (None: refused)."""
+    await asyncio.to_thread(
+        steps.start, code, timeout=timeout, max_output_chars=max_output_chars, tools=tools
+    )
+    while not isinstance(step := await asyncio.to_thread(steps.next), ExecResult):
+        if isinstance(step, ToolCall):
+            outcome = ToolOutcome(ok=False, error=NO_TOOLS) if tool is None else await tool(step)
+            await asyncio.to_thread(steps.answer_tool, outcome)
+            continue
+        items = step.items
+        results = [NO_SUBCALLS] * len(items) if subcalls is None else await subcalls(items)
+        if len(results) != len(items):
+            raise ValueError(
+                f"the sub-call handler returned {len(results)} answers for {len(items)} prompts"
+            )
+        await asyncio.to_thread(steps.answer, [str(r) for r in results])
+    return step
+
+
 def run_to_end(
     steps: Steps,
     code: str,
@@ -144,17 +184,13 @@ def run_to_end(
     max_output_chars: int | None = None,
 ) -> ExecResult:
     """Run code to its result, answering each batch with ``on_subcall`` (without one,
-    every sub-call gets a refusal): a convenience for scripts and benchmarks."""
-    steps.start(code, timeout=timeout, max_output_chars=max_output_chars)
-    while not isinstance(step := steps.next(), ExecResult):
-        if isinstance(step, ToolCall):
-            steps.answer_tool(ToolOutcome(ok=False, error=NO_TOOLS))
-            continue
-        items = step.items
-        results = [NO_SUBCALLS] * len(items) if on_subcall is None else on_subcall(items)
-        if len(results) != len(items):
-            raise ValueError(
-                f"the sub-call handler returned {len(results)} answers for {len(items)} prompts"
-            )
-        steps.answer([str(r) for r in results])
-    return step
+    every sub-call gets a refusal): ``drive`` for scripts and benchmarks."""
+
+    async def answer(items: Sequence[SubcallItem]) -> list[str]:
+        assert on_subcall is not None
+        return on_subcall(items)
+
+    subcalls = None if on_subcall is None else answer
+    return run_sync(
+        drive(steps, code, subcalls=subcalls, timeout=timeout, max_output_chars=max_output_chars)
+    )

@@ -32,6 +32,7 @@ from shesha.sandbox.docker_client import connect
 from shesha.sandbox.execution import (
     ExecResult,
     ExecStep,
+    Steps,
     SubcallHandler,
     ToolOutcome,
     ToolSpec,
@@ -44,8 +45,9 @@ EMPTY_CORPUS = InMemoryCorpus(())
 _T = TypeVar("_T")
 
 
-class Sandbox(Protocol):
-    """What the pool needs of one container (``DockerSandbox`` in production)."""
+class Sandbox(Steps, Protocol):
+    """What the pool needs of one container (``DockerSandbox`` in production): code run
+    step by step (``Steps``), and the container's own life."""
 
     loaded_version: str | None
     alive: bool
@@ -56,17 +58,6 @@ class Sandbox(Protocol):
     def ping(self, timeout: float = ...) -> dict[str, Any]: ...
     def reset(self, timeout: float = ...) -> None: ...
     def load(self, corpus: Corpus, timeout: float = ...) -> int: ...
-    def start(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        max_output_chars: int | None = None,
-        tools: Sequence[ToolSpec] = (),
-    ) -> None: ...
-    def next(self) -> ExecStep: ...
-    def answer(self, results: Sequence[str]) -> None: ...
-    def answer_tool(self, outcome: ToolOutcome) -> None: ...
     def kill(self) -> None: ...
 
 

@@ -36,15 +36,9 @@ from shesha import __version__
 from shesha.errors import ConfigError, LLMError, NotFoundError, SheshaError
 from shesha.llm.types import Message
 from shesha.rlm.events import CodeRun, LLMResponse
-from shesha.rlm.history import UNTRUSTED, wrap
+from shesha.rlm.history import subcall_messages
 from shesha.rlm.prompting import PromptSet
-from shesha.sandbox.execution import (
-    NO_TOOLS,
-    ExecResult,
-    SubcallBatch,
-    SubcallItem,
-    ToolOutcome,
-)
+from shesha.sandbox.execution import ExecResult, SubcallItem, drive
 from shesha.service import TEXT_PAGE, HeldSandbox, Service
 from shesha.views import result_json
 
@@ -217,11 +211,9 @@ class McpHub:
         return [message] * len(items)
 
     def _subcall_messages(self, item: SubcallItem) -> tuple[str, str]:
-        nonce = secrets.token_hex(16)
-        user = item.instruction
-        if item.content:
-            user += "\n\n" + wrap(nonce, UNTRUSTED, item.content)
-        return self._prompts.render("subcall_system"), user
+        """The system prompt and the user message of a sub-call, as the engine asks it."""
+        system, user = subcall_messages(self._prompts, item, secrets.token_hex(16))
+        return str(system["content"]), str(user["content"])
 
     async def _sample(self, ctx: Context, item: SubcallItem) -> str:
         system, user = self._subcall_messages(item)
@@ -256,16 +248,11 @@ class McpHub:
         return str(c.text)
 
     async def _run(self, ctx: Context, session: McpSession, code: str) -> ExecResult:
-        sandbox = session.held.sandbox
-        await asyncio.to_thread(sandbox.start, code)
-        while not isinstance(step := await asyncio.to_thread(sandbox.next), ExecResult):
-            if isinstance(step, SubcallBatch):
-                answers = await self._answer(ctx, step.items)
-                await asyncio.to_thread(sandbox.answer, answers)
-            else:  # a host tool: a session's code has none (the client is the root model)
-                outcome = ToolOutcome(ok=False, error=NO_TOOLS)
-                await asyncio.to_thread(sandbox.answer_tool, outcome)
-        return step
+        async def subcalls(items: Sequence[SubcallItem]) -> list[str]:
+            return await self._answer(ctx, items)
+
+        # No host tools: a session's code has none (the client is the root model).
+        return await drive(session.held.sandbox, code, subcalls=subcalls)
 
     # -- the tools ----------------------------------------------------------------------
 
