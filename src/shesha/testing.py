@@ -213,37 +213,40 @@ class ScriptedLLMServer:
                 if isinstance(reply, Slow):
                     time.sleep(reply.seconds)
                     reply = reply.text
-                prompt = sum(count_tokens(str(m.get("content") or "")) for m in messages)
-                completion = count_tokens(reply)
-                payload: dict[str, Any] = {
-                    "id": f"chatcmpl-{len(server.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": reply},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-                if server.report_usage:
-                    payload["usage"] = {
-                        "prompt_tokens": prompt,
-                        "completion_tokens": completion,
-                        "total_tokens": prompt + completion,
-                    }
-                if server.report_usage and server.prompt_cache:
-                    text = "".join(str(m.get("content") or "") for m in messages)
-                    shared = _shared_prefix(server._last_prompt, text)
-                    server._last_prompt = text
-                    reused = count_tokens(shared) if shared else 0
-                    cached = {"cached_tokens": min(reused, prompt)}
-                    payload["usage"]["prompt_tokens_details"] = cached
-                self._send(200, payload)
+                self._send(200, server._completion(messages, model, reply))
 
         return Handler
+
+    def _completion(self, messages: list[dict[str, Any]], model: str, reply: str) -> dict[str, Any]:
+        """The chat completion body for ``reply``, with usage as the settings say."""
+        prompt = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+        completion = count_tokens(reply)
+        payload: dict[str, Any] = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        if self.report_usage:
+            payload["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        if self.report_usage and self.prompt_cache:
+            text = "".join(str(m.get("content") or "") for m in messages)
+            shared = _shared_prefix(self._last_prompt, text)
+            self._last_prompt = text
+            reused = count_tokens(shared) if shared else 0
+            payload["usage"]["prompt_tokens_details"] = {"cached_tokens": min(reused, prompt)}
+        return payload
 
 
 def process_sandboxes(size: int = 1, limits: SandboxLimits | None = None) -> SandboxPool:

@@ -143,48 +143,55 @@ def _check_paths(paths: list[str]) -> None:
             raise typer.BadParameter(f"{p}: no such file or directory", param_hint="PATHS")
 
 
+PATHS_ARGUMENT = typer.Argument(
+    None, help="Files, directories or globs to ask about (stored as a project)."
+)
+PROJECT_OPTION = typer.Option(
+    None, "--project", "-p", help="Ask this stored project (with PATHS: add them to it)."
+)
+API_KEY_OPTION = typer.Option(None, help="API key (better: the provider's variable).", envvar=None)
+OUTPUT_SCHEMA_OPTION = typer.Option(
+    None,
+    "--output-schema",
+    exists=True,
+    dir_okay=False,
+    help="A JSON schema file the answer must match (then printed as JSON).",
+)
+VERIFY_OPTION = typer.Option(
+    False, "--verify", help="Ask the sub-model whether each cited quote supports the answer."
+)
+STRATEGY_OPTION = typer.Option(
+    None,
+    "--strategy",
+    help="How to answer: read (the documents whole), retrieve (the best passages), count "
+    "(code counts the phrase the question names), code (the RLM loop), or auto "
+    "(default: the engine chooses by question, size and model).",
+    case_sensitive=False,
+)
+NO_CACHE_OPTION = typer.Option(
+    False, "--no-cache", help="Ask the sub-model again instead of reusing its answers."
+)
+
+
 def ask(
     ctx: typer.Context,
     question: str = typer.Argument(..., help="The question."),
-    paths: list[str] = typer.Argument(
-        None, help="Files, directories or globs to ask about (stored as a project)."
-    ),
-    project: str | None = typer.Option(
-        None, "--project", "-p", help="Ask this stored project (with PATHS: add them to it)."
-    ),
+    paths: list[str] = PATHS_ARGUMENT,
+    project: str | None = PROJECT_OPTION,
     model: str | None = typer.Option(None, help="Root model: any LiteLLM model string."),
     sub_model: str | None = typer.Option(None, help="Model for llm_query (default: --model)."),
     api_base: str | None = typer.Option(None, help="Custom endpoint, e.g. a local server."),
-    api_key: str | None = typer.Option(
-        None, help="API key (better: the provider's variable).", envvar=None
-    ),
+    api_key: str | None = API_KEY_OPTION,
     max_iterations: int | None = typer.Option(None, help="Root-model steps (default 20)."),
     max_subcalls: int | None = typer.Option(None, help="llm_query calls in all."),
     max_cost: float | None = typer.Option(None, help="USD, root and sub-calls together."),
     max_tokens: int | None = typer.Option(None, help="Tokens, root and sub-calls together."),
     timeout: float | None = typer.Option(None, help="Seconds for the whole query."),
     password: str | None = typer.Option(None, help="Password for encrypted PDFs in PATHS."),
-    output_schema: Path | None = typer.Option(
-        None,
-        "--output-schema",
-        exists=True,
-        dir_okay=False,
-        help="A JSON schema file the answer must match (then printed as JSON).",
-    ),
-    verify: bool = typer.Option(
-        False, "--verify", help="Ask the sub-model whether each cited quote supports the answer."
-    ),
-    strategy: Strategy | None = typer.Option(
-        None,
-        "--strategy",
-        help="How to answer: read (the documents whole), retrieve (the best passages), count "
-        "(code counts the phrase the question names), code (the RLM loop), or auto "
-        "(default: the engine chooses by question, size and model).",
-        case_sensitive=False,
-    ),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Ask the sub-model again instead of reusing its answers."
-    ),
+    output_schema: Path | None = OUTPUT_SCHEMA_OPTION,
+    verify: bool = VERIFY_OPTION,
+    strategy: Strategy | None = STRATEGY_OPTION,
+    no_cache: bool = NO_CACHE_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Tracebacks on errors."),
     server: str | None = typer.Option(None, "--server", help=SERVER_OPTION_HELP),
@@ -223,14 +230,7 @@ def ask(
         if note is not None:
             err_console.print(note, markup=False)
         if paths:
-            report, docs = add_with_progress(
-                backend, name, paths, password=password, quiet=json_out
-            )
-            for bad in report.failed:
-                err_console.print(f"skipped {bad.path}: {bad.error.splitlines()[0]}", markup=False)
-            if not docs:
-                err_console.print("error: none of the paths gave a document to ask about")
-                raise typer.Exit(EXIT_ERROR)
+            _add_paths(backend, name, paths, password=password, quiet=json_out)
         with Progress(quiet=json_out and not err_console.is_terminal) as progress:
             result = backend.ask(
                 name,
@@ -243,29 +243,46 @@ def ask(
     if json_out:
         print_json(result_json(result, name))
     else:
-        if result.answer is not None:
-            print(result.answer)
-        print_citations(result)
-        cost = result.usage.total_cost_usd
-        cached = result.usage.cached_subcalls
-        reused = f" ({cached} cached)" if cached else ""
-        err_console.print(
-            f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls"
-            f"{reused} · "
-            f"{result.usage.total_tokens:,} tokens · "
-            f"{f'${cost:.4f}' if cost is not None else 'cost unknown'} · "
-            f"{result.duration_s:.1f} s · trace: {escape(str(result.trace_path))}[/]",
-            highlight=False,
-        )
-        if result.status == "error":
-            print_error(result.error or "the query failed")
-        elif result.status in LIMIT_STATUSES:
-            err_console.print(
-                f"[yellow]stopped:[/] {escape(result.error or result.status)}", highlight=False
-            )
+        _print_result(result)
     if result.status == "error":
         raise typer.Exit(EXIT_ERROR)
     raise typer.Exit(EXIT_LIMIT if result.status in LIMIT_STATUSES else EXIT_OK)
+
+
+def _add_paths(
+    backend: Backend, name: str, paths: list[str], *, password: str | None, quiet: bool
+) -> None:
+    """Store PATHS in the project first; exit 1 when none of them gave a document."""
+    report, docs = add_with_progress(backend, name, paths, password=password, quiet=quiet)
+    for bad in report.failed:
+        err_console.print(f"skipped {bad.path}: {bad.error.splitlines()[0]}", markup=False)
+    if not docs:
+        err_console.print("error: none of the paths gave a document to ask about")
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _print_result(result: QueryResult) -> None:
+    """The answer on stdout; citations, the summary line and what stopped it on stderr."""
+    if result.answer is not None:
+        print(result.answer)
+    print_citations(result)
+    cost = result.usage.total_cost_usd
+    cached = result.usage.cached_subcalls
+    reused = f" ({cached} cached)" if cached else ""
+    err_console.print(
+        f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls"
+        f"{reused} · "
+        f"{result.usage.total_tokens:,} tokens · "
+        f"{f'${cost:.4f}' if cost is not None else 'cost unknown'} · "
+        f"{result.duration_s:.1f} s · trace: {escape(str(result.trace_path))}[/]",
+        highlight=False,
+    )
+    if result.status == "error":
+        print_error(result.error or "the query failed")
+    elif result.status in LIMIT_STATUSES:
+        err_console.print(
+            f"[yellow]stopped:[/] {escape(result.error or result.status)}", highlight=False
+        )
 
 
 def backend_is_remote(backend: Backend) -> bool:

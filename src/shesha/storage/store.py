@@ -344,22 +344,7 @@ class StoredProject:
             if on_progress is not None:
                 on_progress(AddProgress(done=done, total=total, name=name, status=status))
 
-        known = {r.name: r for r in self._records()}
-        todo: list[Candidate] = []
-        for c in candidates:
-            try:
-                sha = _file_sha256(c.path, allowed)
-            except OSError as e:
-                failed.append(FailedInput(path=str(c.path), error=f"cannot be read: {e}"))
-                report(c.name, "failed")
-                continue
-            old = known.get(c.name)
-            if old is not None and old.meta.sha256 == sha:
-                stored.append(AddedDocument(name=c.name, status="unchanged", meta=old.meta))
-                report(c.name, "unchanged")
-            else:
-                todo.append(c)
-
+        todo = self._changed(candidates, allowed, stored, failed, report)
         names = {str(c.path): c.name for c in todo}
 
         def page_read(path: str, pages_done: int, pages_total: int) -> None:
@@ -394,6 +379,33 @@ class StoredProject:
             report(c.name, status)
         stored.sort(key=lambda d: d.name)
         return self._indexed(AddReport(project=self.name, stored=stored, failed=failed))
+
+    def _changed(
+        self,
+        candidates: Sequence[Candidate],
+        allowed: list[Path] | None,
+        stored: list[AddedDocument],
+        failed: list[FailedInput],
+        report: Callable[[str, str], None],
+    ) -> list[Candidate]:
+        """The candidates to parse: new, or changed since they were stored. An unchanged
+        file goes to ``stored`` as it is, an unreadable one to ``failed``."""
+        known = {r.name: r for r in self._records()}
+        todo: list[Candidate] = []
+        for c in candidates:
+            try:
+                sha = _file_sha256(c.path, allowed)
+            except OSError as e:
+                failed.append(FailedInput(path=str(c.path), error=f"cannot be read: {e}"))
+                report(c.name, "failed")
+                continue
+            old = known.get(c.name)
+            if old is not None and old.meta.sha256 == sha:
+                stored.append(AddedDocument(name=c.name, status="unchanged", meta=old.meta))
+                report(c.name, "unchanged")
+            else:
+                todo.append(c)
+        return todo
 
     def _indexed(self, report: AddReport) -> AddReport:
         """The report, once the passage index holds what was stored."""
