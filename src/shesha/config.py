@@ -316,11 +316,11 @@ INIT_TEMPLATE = """\
 # Where projects and traces live (default: the per-user data directory).
 # home = "~/.local/share/shesha"
 
-# The sandbox: auto (Docker when it answers, else bubblewrap), docker or bwrap;
 # Scanned pages and images are read by Tesseract (make ocr); its languages, joined by +.
 # ocr = true
 # ocr_lang = "eng"
 
+# The sandbox: auto (Docker when it answers, else bubblewrap), docker or bwrap;
 # warm sandboxes, and limits for each.
 # sandbox = "auto"
 # pool_size = 3

@@ -1,6 +1,7 @@
 """The project store: parsed documents on disk under one data directory.
 
-Layout, under ``$SHESHA_HOME`` (else platformdirs' user data directory)::
+Layout, under the home the store is given (``shesha.config.home_dir``: the ``home``
+setting, else ``$SHESHA_HOME``, else platformdirs' user data directory)::
 
     projects/<name>/project.json           the project's metadata
     projects/<name>/.lock                  a file lock: one writer at a time
@@ -10,6 +11,9 @@ Layout, under ``$SHESHA_HOME`` (else platformdirs' user data directory)::
     projects/<name>/index.sqlite           the passage index (derived: rebuilt from the
                                            records when missing, stale or damaged)
     projects/<name>/traces/                query traces
+    projects/<name>/conversations/<id>.json  conversations (``storage.conversations``)
+    projects/<name>/cache/subcalls/        the sub-call cache (``rlm.cache``)
+    cache/ocr/                             OCR results, shared by every project
 
 A document exists when its record exists; the record names its text file, which is
 written (atomically) before the record. A crash leaves the old record or the new one,
