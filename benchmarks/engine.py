@@ -21,7 +21,7 @@ from report import emit
 from shesha.llm import LLMClient, LLMSettings
 from shesha.rlm import EngineConfig, QueryLimits, RLMEngine, TraceEvent
 from shesha.rlm.events import ExecDone
-from shesha.sandbox import InMemoryCorpus, SandboxPool
+from shesha.sandbox import InMemoryCorpus, SandboxPool, docker_pool
 from shesha.testing import Reply, ScriptedLLMServer
 
 TARGETS = {
@@ -115,7 +115,7 @@ def needle(pool: SandboxPool) -> tuple[float, str | None]:
 
 def bench(iterations: int) -> dict[str, Any]:
     corpus = InMemoryCorpus([("doc.txt", "hello " * 1000)])
-    with SandboxPool(3) as pool:
+    with docker_pool(3) as pool:
         with pool.acquire(corpus):
             pass  # warm: the corpus is loaded once
         iteration_overhead(pool, corpus, 5)  # warm-up (imports, connections)

@@ -31,6 +31,7 @@ from shesha.sandbox import (
     SandboxPool,
     connect,
     default_image,
+    docker_pool,
 )
 from shesha.sandbox.bwrap import BwrapSandbox, interpreter
 from shesha.sandbox.bwrap import command as bwrap_command
@@ -182,8 +183,8 @@ def bench(rounds: int, backend: str) -> dict[str, Any]:
 
     def pool() -> SandboxPool:
         if client is not None:
-            return SandboxPool(3, client=client, limits=limits)
-        return SandboxPool(3, factory=BwrapSandbox.factory(limits), limits=limits, kind="bwrap")
+            return docker_pool(3, client=client, limits=limits)
+        return SandboxPool(3, factory=BwrapSandbox.factory(limits), kind="bwrap")
 
     # Cold start: one sandbox until it answers a ping.
     t0 = time.perf_counter()

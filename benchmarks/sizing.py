@@ -23,7 +23,7 @@ from report import emit
 
 import docker
 from shesha import Shesha
-from shesha.sandbox import DockerSandbox, InMemoryCorpus, SandboxLimits, SandboxPool
+from shesha.sandbox import DockerSandbox, InMemoryCorpus, SandboxLimits, docker_pool
 from shesha.testing import ScriptedLLMServer
 
 LATENCY_S = 0.2
@@ -66,7 +66,7 @@ def memory_with_corpus(mb: int) -> dict[str, float]:
     client = docker.from_env()
     docs = [(f"d{i:03}.txt", ("x" * 99 + "\n") * (2**20 // 100)) for i in range(mb)]
     limits = SandboxLimits(memory_mb=2048)
-    with SandboxPool(1, limits=limits) as pool:
+    with docker_pool(1, limits=limits) as pool:
         with pool.acquire(InMemoryCorpus([("w.txt", "warm")])) as s:
             s.execute("x = 1")
             sandbox = s.sandbox

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from shesha.sandbox import InMemoryCorpus, SandboxPool
+from shesha.sandbox import InMemoryCorpus, docker_pool
 
 BOOK = Path(__file__).with_name("data") / "war-and-peace.txt"
 
@@ -51,7 +51,7 @@ def main(paths: list[str]) -> int:
     docs = [(f.name, f.read_text(encoding="utf-8", errors="replace")) for f in files]
     corpus = InMemoryCorpus(docs)
     started = time.perf_counter()
-    with SandboxPool(1) as pool:
+    with docker_pool(1) as pool:
         print(f"sandbox ready in {time.perf_counter() - started:.2f} s", file=sys.stderr)
         with pool.acquire(corpus) as session:
             print(

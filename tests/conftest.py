@@ -16,7 +16,7 @@ from shesha.local.fetch import is_verified
 from shesha.local.registry import BUILTIN, ModelRegistry
 from shesha.local.server import server_installed
 from shesha.parser.ocr import ocr_problem
-from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image
+from shesha.sandbox import SandboxLimits, SandboxPool, connect, default_image, docker_pool
 from shesha.sandbox.bwrap import bwrap_problem
 from shesha.testing import process_sandboxes
 
@@ -51,7 +51,7 @@ def test_limits() -> SandboxLimits:
 
 @pytest.fixture(scope="module")
 def pool(docker_client: docker.DockerClient, test_limits: SandboxLimits) -> Iterator[SandboxPool]:
-    with SandboxPool(3, client=docker_client, limits=test_limits) as p:
+    with docker_pool(3, client=docker_client, limits=test_limits) as p:
         yield p
 
 

@@ -40,9 +40,9 @@ from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
 from shesha.sandbox.bwrap import BwrapSandbox
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose
+from shesha.sandbox.container import DOCKER_ISOLATION, docker_pool
 from shesha.sandbox.hosts import DockerHosts, HostSpec, TLSSettings
 from shesha.sandbox.image import default_image
-from shesha.sandbox.pool import DOCKER_ISOLATION
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject, conversations
 from shesha.storage.parsing import ParseLimits
 from shesha.storage.store import ProgressCallback
@@ -246,7 +246,6 @@ def sandbox_pool(s: Settings, limits: SandboxLimits) -> SandboxPool:
         return SandboxPool(
             size,
             factory=hosts,
-            limits=limits,
             kind="docker",
             isolation=f"{DOCKER_ISOLATION}; on {len(specs)} hosts",
             on_close=hosts.close,
@@ -255,11 +254,10 @@ def sandbox_pool(s: Settings, limits: SandboxLimits) -> SandboxPool:
         return SandboxPool(
             size,
             factory=BwrapSandbox.factory(limits),
-            limits=limits,
             kind="bwrap",
             isolation=bwrap_isolation(),
         )
-    return SandboxPool(size, image=image, limits=limits)
+    return docker_pool(size, image=image, limits=limits)
 
 
 def effective_temperature(settings: Settings, local: bool) -> float | None:

@@ -30,10 +30,10 @@ from shesha.local.server import (
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose
+from shesha.sandbox.container import DOCKER_ISOLATION
 from shesha.sandbox.docker_client import DOCKER_HINT, daemon_address
 from shesha.sandbox.hosts import connect_host
 from shesha.sandbox.image import REBUILD_HINT, RUNNER_LABEL
-from shesha.sandbox.pool import DOCKER_ISOLATION
 from shesha.server.state import read_state
 from shesha.storage import ProjectStore
 

@@ -260,7 +260,6 @@ def process_sandboxes(size: int = 1, limits: SandboxLimits | None = None) -> San
     return SandboxPool(
         size,
         factory=ProcessSandbox.factory(limits),
-        limits=limits,
         kind="process",
         isolation="none: local child processes, for trusted code only",
     )

@@ -229,7 +229,7 @@ def test_the_image_is_copied_and_containers_spread_by_weight(
         default_image(),
         limits,
     )
-    with SandboxPool(6, factory=hosts, limits=limits, on_close=hosts.close) as pool:
+    with SandboxPool(6, factory=hosts, on_close=hosts.close) as pool:
         counts = hosts.counts()
         copied = client.images.get(default_image())
         with pool.acquire(DOCS) as first:
@@ -252,7 +252,7 @@ def test_a_host_that_dies_mid_query_fails_over_and_comes_back(
         limits,
         clock=clock,
     )
-    with SandboxPool(2, factory=hosts, limits=limits, on_close=hosts.close) as pool:
+    with SandboxPool(2, factory=hosts, on_close=hosts.close) as pool:
         with pool.acquire(DOCS) as s:
             assert hosts.host_of(s.sandbox) == second.url
             s.execute("kept = 1")
@@ -333,7 +333,7 @@ def test_a_tcp_host_is_reached_over_tls_and_refused_without_it(
     specs = [HostSpec("unix:///var/run/docker.sock", 0.01), HostSpec(over_tls.url, 100)]
     hosts = DockerHosts(specs, default_image(), limits, tls=over_tls.tls)  # copied from local
     with (
-        SandboxPool(1, factory=hosts, limits=limits, on_close=hosts.close) as pool,
+        SandboxPool(1, factory=hosts, on_close=hosts.close) as pool,
         pool.acquire(DOCS) as s,
     ):
         assert s.execute("print(len(context))").stdout == "2\n"

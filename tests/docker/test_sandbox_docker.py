@@ -18,6 +18,7 @@ from shesha.sandbox import (
     SandboxLimits,
     SandboxPool,
     default_image,
+    docker_pool,
 )
 from shesha.sandbox.container import LABEL_OWNER, LABEL_SANDBOX
 
@@ -81,7 +82,7 @@ def test_a_300mb_document_set_loads(docker_client: docker.DockerClient) -> None:
     texts = [(f"doc{i:02d}.txt", chr(ord("a") + i % 26) * (10 * 2**20)) for i in range(30)]
     corpus = InMemoryCorpus(texts, version="big-300mb")
     limits = SandboxLimits(memory_mb=1536, exec_timeout_s=60)
-    with SandboxPool(1, client=docker_client, limits=limits) as big, big.acquire(corpus) as s:
+    with docker_pool(1, client=docker_client, limits=limits) as big, big.acquire(corpus) as s:
         assert s.document_bytes_sent >= 300 * 2**20
         out = s.execute("print(len(context), sum(map(len, context)), context[29][:3])")
     assert out.stdout == f"30 {300 * 2**20} ddd\n"
@@ -119,7 +120,7 @@ def test_stop_is_fast_because_signals_reach_the_runner(
 def test_pool_close_is_fast_and_leaves_no_containers(
     docker_client: docker.DockerClient, test_limits: SandboxLimits
 ) -> None:
-    pool = SandboxPool(3, client=docker_client, limits=test_limits).start()
+    pool = docker_pool(3, client=docker_client, limits=test_limits).start()
     with pool.acquire(DOCS) as s:
         cid_prefix = s.execute("import socket; print(socket.gethostname())").stdout.strip()
     started = time.monotonic()
@@ -136,6 +137,6 @@ def test_orphans_of_a_dead_process_are_removed_at_the_next_start(
         default_image(),
         labels={LABEL_SANDBOX: "1", LABEL_OWNER: f"{socket.gethostname()}:999999999:1"},
     )["Id"]
-    with SandboxPool(1, client=docker_client, limits=test_limits):
+    with docker_pool(1, client=docker_client, limits=test_limits):
         ids = [c["Id"] for c in docker_client.api.containers(all=True)]
     assert orphan not in ids

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool
+from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool, docker_pool
 from shesha.sandbox.bwrap import BwrapSandbox, cgroups
 
 DOCS = InMemoryCorpus([("one.txt", "The first document."), ("two.md", "# Second\nmore text")])
@@ -42,7 +42,7 @@ def attacked(
         yield request.getfixturevalue("pool")
         return
     request.getfixturevalue("bwrap_ready")
-    with SandboxPool(3, factory=BwrapSandbox.factory(test_limits), limits=test_limits) as p:
+    with SandboxPool(3, factory=BwrapSandbox.factory(test_limits)) as p:
         yield p
 
 
@@ -73,11 +73,11 @@ def test_the_environment_carries_no_host_secrets(
     os.environ["SHESHA_TEST_SECRET"] = "sk-do-not-leak"
     try:
         if backend == "docker":
-            fresh = SandboxPool(
+            fresh = docker_pool(
                 1, client=request.getfixturevalue("docker_client"), limits=test_limits
             )
         else:
-            fresh = SandboxPool(1, factory=BwrapSandbox.factory(test_limits), limits=test_limits)
+            fresh = SandboxPool(1, factory=BwrapSandbox.factory(test_limits))
         with fresh:
             out = run(fresh, "import os; print(sorted(os.environ))")
     finally:
@@ -232,7 +232,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def test_200mb_of_output_is_cut_without_the_host_growing(attacked: SandboxPool) -> None:
+def test_200mb_of_output_is_cut_without_the_host_growing(
+    attacked: SandboxPool, test_limits: SandboxLimits
+) -> None:
     with attacked.acquire(DOCS) as s:
         s.execute("print('warm-up')")
         before = _peak_rss_mb()
@@ -245,7 +247,7 @@ def test_200mb_of_output_is_cut_without_the_host_growing(attacked: SandboxPool) 
     assert printed.status == "ok"
     assert printed.stdout_chars == 200_000_000
     assert "characters omitted" in printed.stdout
-    assert len(printed.stdout) < attacked.limits.max_output_chars + 500
+    assert len(printed.stdout) < test_limits.max_output_chars + 500
     assert raw.status == "ok", raw.output
     assert after - before < 50, f"host peak RSS grew by {after - before:.0f} MB"
 

@@ -17,7 +17,7 @@ DOCS = InMemoryCorpus([("a.txt", "alpha")])
 
 @pytest.fixture(scope="module")
 def bwrap_pool(bwrap_ready: None, test_limits: SandboxLimits) -> Iterator[SandboxPool]:
-    with SandboxPool(1, factory=BwrapSandbox.factory(test_limits), limits=test_limits) as p:
+    with SandboxPool(1, factory=BwrapSandbox.factory(test_limits)) as p:
         yield p
 
 

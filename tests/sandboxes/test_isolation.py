@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool
+from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool, docker_pool
 from shesha.sandbox.bwrap import BwrapSandbox
 from shesha.sandbox.execution import ExecResult
 from shesha.testing import process_sandboxes
@@ -49,10 +49,10 @@ def one(
 ) -> Iterator[SandboxPool]:
     """A pool of ONE sandbox: every query of every project lands in it."""
     if backend == "docker":
-        pool = SandboxPool(1, client=request.getfixturevalue("docker_client"), limits=test_limits)
+        pool = docker_pool(1, client=request.getfixturevalue("docker_client"), limits=test_limits)
     elif backend == "bwrap":
         request.getfixturevalue("bwrap_ready")
-        pool = SandboxPool(1, factory=BwrapSandbox.factory(test_limits), limits=test_limits)
+        pool = SandboxPool(1, factory=BwrapSandbox.factory(test_limits))
     else:
         pool = process_sandboxes(1, test_limits)
     with pool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -184,3 +186,24 @@ def test_corpus_version_depends_on_names_texts_and_order() -> None:
     assert a.version == InMemoryCorpus([("x", "1"), ("y", "2")]).version
     assert a.version != InMemoryCorpus([("y", "2"), ("x", "1")]).version
     assert a.version != InMemoryCorpus([("x", "12"), ("y", "")]).version
+
+
+NO_DOCKER = """
+import sys
+from shesha.sandbox import InMemoryCorpus
+from shesha.testing import process_sandboxes
+with process_sandboxes(1) as pool, pool.acquire(InMemoryCorpus([("a.txt", "hi")])) as s:
+    print(s.execute("print(context[0])").stdout.strip())
+print(sorted(m for m in sys.modules if m == "docker" or m.startswith("docker.")))
+"""
+
+
+def test_a_pool_of_other_sandboxes_never_imports_docker() -> None:
+    # The pool knows no kind of sandbox: Docker is one factory among the others, so a
+    # machine that runs bubblewrap or processes never loads the Docker SDK.
+    done = subprocess.run(
+        [sys.executable, "-c", NO_DOCKER], capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["hi", "[]"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from shesha.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from shesha.sandbox.container import DockerSandbox
+    from shesha.sandbox.container import DockerFactory, DockerSandbox, docker_pool
     from shesha.sandbox.corpus import Corpus, InMemoryCorpus, content_version
     from shesha.sandbox.docker_client import connect
     from shesha.sandbox.execution import ExecResult, ExecStatus, SubcallHandler, SubcallItem
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Corpus": "shesha.sandbox.corpus",
+    "DockerFactory": "shesha.sandbox.container",
     "DockerSandbox": "shesha.sandbox.container",
     "ExecResult": "shesha.sandbox.execution",
     "ExecStatus": "shesha.sandbox.execution",
@@ -34,6 +35,7 @@ _LAZY = {
     "connect": "shesha.sandbox.docker_client",
     "content_version": "shesha.sandbox.corpus",
     "default_image": "shesha.sandbox.image",
+    "docker_pool": "shesha.sandbox.container",
     "runner_hash": "shesha.sandbox.image",
 }
 
@@ -42,6 +44,7 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "Corpus",
+    "DockerFactory",
     "DockerSandbox",
     "ExecResult",
     "ExecStatus",
@@ -56,5 +59,6 @@ __all__ = [
     "connect",
     "content_version",
     "default_image",
+    "docker_pool",
     "runner_hash",
 ]

@@ -36,12 +36,11 @@ from typing import Any, TypeVar
 
 from shesha.errors import SandboxUnavailableError
 from shesha.sandbox.cgroups import Cgroup, Cgroups
-from shesha.sandbox.container import check_runner
 from shesha.sandbox.image import RUNNER_PATH
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.process import ProcessSandbox, spawn
 from shesha.sandbox.protocol import FrameChannel
-from shesha.sandbox.runner_client import ExitState
+from shesha.sandbox.runner_client import ExitState, check_runner
 from shesha.sandbox.seccomp import program
 
 _T = TypeVar("_T")

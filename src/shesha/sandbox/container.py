@@ -1,10 +1,12 @@
-"""One hardened sandbox container: how it is launched, killed and inspected. The
-conversation with the runner inside is ``RunnerClient``'s."""
+"""One hardened sandbox container: how it is launched, killed and inspected; and
+``DockerFactory``, which starts them for a pool (``docker_pool``). The conversation with
+the runner inside is ``RunnerClient``'s."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 from typing import Any
 
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -13,19 +15,24 @@ from requests import RequestException
 
 import docker
 from shesha.errors import (
-    SandboxError,
     SandboxImageError,
     SandboxUnavailableError,
 )
-from shesha.sandbox.image import REBUILD_HINT, runner_hash
+from shesha.sandbox.docker_client import connect
+from shesha.sandbox.image import REBUILD_HINT, default_image, runner_hash
 from shesha.sandbox.limits import SandboxLimits
+from shesha.sandbox.pool import SandboxPool
 from shesha.sandbox.protocol import FrameChannel, socket_from_attach
-from shesha.sandbox.runner_client import ExitState, RunnerClient
+from shesha.sandbox.runner_client import ExitState, RunnerClient, check_runner
 
 SANDBOX_USER = "65532:65532"
 LABEL_SANDBOX = "io.shesha.sandbox"
 LABEL_OWNER = "io.shesha.owner"
 LABEL_RUNNER = "io.shesha.runner"
+DOCKER_ISOLATION = (
+    "Docker: no network, read-only root, no capabilities, no new privileges, Docker's "
+    "seccomp profile, memory, CPU and process limits by cgroup, noexec /tmp"
+)
 
 
 def host_config(client: docker.DockerClient, limits: SandboxLimits) -> dict[str, Any]:
@@ -138,26 +145,6 @@ class DockerSandbox(RunnerClient):
         )
 
 
-def check_runner(
-    sandbox: RunnerClient, where: str, ready_timeout: float, expected: str | None = None
-) -> None:
-    """Wait until a new runner answers a ping, and check that it is the version this
-    shesha speaks; kill it otherwise."""
-    try:
-        pong = sandbox.ping(timeout=ready_timeout)
-    except SandboxError:
-        sandbox.kill()
-        raise
-    want = expected or runner_hash()
-    if pong.get("runner") != want:
-        sandbox.kill()
-        got = str(pong.get("runner"))[:12]
-        raise SandboxImageError(
-            f"The sandbox {where} carries runner {got}, but this shesha needs runner {want[:12]}.",
-            hint=REBUILD_HINT,
-        )
-
-
 def _remove_quietly(client: docker.DockerClient, container_id: str) -> None:
     try:
         client.api.remove_container(container_id, force=True)
@@ -216,3 +203,65 @@ def owner_is_gone(token: str) -> bool:
             return False  # alive, owned by someone else
         return False
     return _process_start(pid) != start
+
+
+class DockerFactory:
+    """Starts hardened containers for a ``SandboxPool``: the first call connects (unless a
+    client is given) and removes containers that dead shesha processes left behind."""
+
+    def __init__(
+        self,
+        image: str | None = None,
+        limits: SandboxLimits | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.image = image or default_image()
+        self.limits = limits or SandboxLimits()
+        self._client = client
+        self._owns_client = client is None
+        self._labels: dict[str, str] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> DockerSandbox:
+        client, labels = self._connected()
+        return DockerSandbox.launch(client, self.image, self.limits, labels=labels)
+
+    def _connected(self) -> tuple[docker.DockerClient, dict[str, str]]:
+        with self._lock:
+            if self._client is None:
+                self._client = connect()
+            if self._labels is None:
+                try:
+                    sweep_orphans(self._client)
+                except (DockerException, RequestException) as e:
+                    raise SandboxUnavailableError(f"Docker did not answer: {e}") from e
+                self._labels = {LABEL_OWNER: owner_token(), LABEL_RUNNER: runner_hash()}
+            return self._client, self._labels
+
+    def close(self) -> None:
+        """Close the client this factory opened (a given one is the caller's)."""
+        with self._lock:
+            if self._owns_client and self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def docker_pool(
+    size: int = 3,
+    *,
+    image: str | None = None,
+    limits: SandboxLimits | None = None,
+    client: docker.DockerClient | None = None,
+    **pool_options: Any,
+) -> SandboxPool:
+    """A pool of ``size`` hardened Docker containers (not yet started): the default
+    sandbox. ``pool_options`` go to ``SandboxPool`` (``acquire_timeout``, ...)."""
+    factory = DockerFactory(image, limits, client)
+    return SandboxPool(
+        size,
+        factory=factory,
+        kind="docker",
+        isolation=DOCKER_ISOLATION,
+        on_close=factory.close,
+        **pool_options,
+    )

@@ -1,4 +1,6 @@
-"""A pool of warm sandbox containers, each remembering which corpus it holds."""
+"""A pool of warm sandboxes, each remembering which corpus it holds. The pool knows no
+kind of sandbox: a factory starts each one (``container.DockerFactory``,
+``BwrapSandbox.factory``, ``ProcessSandbox.factory``, ``hosts.DockerHosts``)."""
 
 from __future__ import annotations
 
@@ -12,23 +14,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from docker.errors import DockerException
-
-import docker
 from shesha.errors import (
     SandboxBusyError,
     SandboxError,
     SandboxUnavailableError,
 )
-from shesha.sandbox.container import (
-    LABEL_OWNER,
-    LABEL_RUNNER,
-    DockerSandbox,
-    owner_token,
-    sweep_orphans,
-)
 from shesha.sandbox.corpus import Corpus, InMemoryCorpus
-from shesha.sandbox.docker_client import connect
 from shesha.sandbox.execution import (
     ExecResult,
     ExecStep,
@@ -38,8 +29,6 @@ from shesha.sandbox.execution import (
     ToolSpec,
     run_to_end,
 )
-from shesha.sandbox.image import default_image, runner_hash
-from shesha.sandbox.limits import SandboxLimits
 
 EMPTY_CORPUS = InMemoryCorpus(())
 _T = TypeVar("_T")
@@ -87,12 +76,6 @@ def _close_live_pools() -> None:
 atexit.register(_close_live_pools)
 
 
-DOCKER_ISOLATION = (
-    "Docker: no network, read-only root, no capabilities, no new privileges, Docker's "
-    "seccomp profile, memory, CPU and process limits by cgroup, noexec /tmp"
-)
-
-
 class SandboxPool:
     """N warm containers (3 by default), started in parallel on :meth:`start`.
 
@@ -106,30 +89,24 @@ class SandboxPool:
         self,
         size: int = 3,
         *,
-        factory: SandboxFactory | None = None,
-        image: str | None = None,
-        limits: SandboxLimits | None = None,
-        client: docker.DockerClient | None = None,
+        factory: SandboxFactory,
         acquire_timeout: float = 60.0,
         health_timeout: float = 5.0,
-        kind: str | None = None,
-        isolation: str | None = None,
+        kind: str = "custom",
+        isolation: str = "unknown",
         on_close: Callable[[], None] | None = None,
     ) -> None:
-        """``factory`` starts one sandbox (default: a Docker container); ``kind`` and
-        ``isolation`` say what it is and what it enforces (reported with each result)."""
+        """``factory`` starts one sandbox (``docker_pool`` gives the default, Docker);
+        ``kind`` and ``isolation`` say what it is and what it enforces (reported with each
+        result); ``on_close`` runs once the pool has closed (the factory's own close)."""
         if size < 1:
             raise ValueError("a sandbox pool needs at least one container")
         self.size = size
-        self.kind = kind or ("docker" if factory is None else "custom")
-        self.isolation = isolation or (DOCKER_ISOLATION if factory is None else "unknown")
+        self.kind = kind
+        self.isolation = isolation
         self._on_close = on_close
-        self.limits = limits or SandboxLimits()
-        self.image = image or default_image()
         self.acquire_timeout = acquire_timeout
         self.health_timeout = health_timeout
-        self._client = client
-        self._owns_client = client is None and factory is None
         self._factory = factory
         self._cond = threading.Condition()
         self._idle: list[Sandbox] = []
@@ -154,8 +131,6 @@ class SandboxPool:
             if self._closed:
                 raise SandboxError("this sandbox pool has been closed")
             self._running = True
-        if self._factory is None:
-            self._factory = self._docker_factory()
         with ThreadPoolExecutor(max_workers=self.size) as ex:
             outcomes = list(ex.map(self._launch_one, range(self.size)))
         errors = [e for e in outcomes if e is not None]
@@ -167,24 +142,10 @@ class SandboxPool:
                 self._spawn_locked()
         return self
 
-    def _docker_factory(self) -> SandboxFactory:
-        if self._client is None:
-            self._client = connect()
-        client = self._client
-        sweep_orphans(client)
-        labels = {LABEL_OWNER: owner_token(), LABEL_RUNNER: runner_hash()}
-        image, limits = self.image, self.limits
-
-        def launch() -> Sandbox:
-            return DockerSandbox.launch(client, image, limits, labels=labels)
-
-        return launch
-
     def _launch_one(self, _: int = 0) -> BaseException | None:
-        assert self._factory is not None
         try:
             sandbox = self._factory()
-        except (SandboxError, DockerException, OSError) as e:
+        except (SandboxError, OSError) as e:
             with self._cond:
                 self._last_error = e
                 self._cond.notify_all()
@@ -230,8 +191,6 @@ class SandboxPool:
             killer.start()
         for killer in killers:
             killer.join()
-        if self._owns_client and self._client is not None:
-            self._client.close()
         if self._on_close is not None:
             self._on_close()
         _live_pools.discard(self)

@@ -32,12 +32,11 @@ from io import BufferedReader
 from typing import cast
 
 from shesha.errors import SandboxUnavailableError
-from shesha.sandbox.container import check_runner
 from shesha.sandbox.image import RUNNER_PATH
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.protocol import STDERR_TAIL, FrameChannel
 from shesha.sandbox.runner import descendants
-from shesha.sandbox.runner_client import ExitState, RunnerClient
+from shesha.sandbox.runner_client import ExitState, RunnerClient, check_runner
 
 
 class _StderrTail:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shesha.errors import SandboxError, SandboxProtocolError
+from shesha.errors import SandboxError, SandboxImageError, SandboxProtocolError
 from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import (
     ExecResult,
@@ -34,6 +34,7 @@ from shesha.sandbox.execution import (
     ToolOutcome,
     ToolSpec,
 )
+from shesha.sandbox.image import REBUILD_HINT, runner_hash
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.protocol import ChannelClosed, ChannelTimeout, Frame, FrameChannel
 
@@ -450,3 +451,23 @@ def _exec_result(header: dict[str, Any], subcalls: int, max_output: int) -> Exec
         subcalls=subcalls,
         citations=_citations(header),
     )
+
+
+def check_runner(
+    sandbox: RunnerClient, where: str, ready_timeout: float, expected: str | None = None
+) -> None:
+    """Wait until a new runner answers a ping, and check that it is the version this
+    shesha speaks; kill it otherwise."""
+    try:
+        pong = sandbox.ping(timeout=ready_timeout)
+    except SandboxError:
+        sandbox.kill()
+        raise
+    want = expected or runner_hash()
+    if pong.get("runner") != want:
+        sandbox.kill()
+        got = str(pong.get("runner"))[:12]
+        raise SandboxImageError(
+            f"The sandbox {where} carries runner {got}, but this shesha needs runner {want[:12]}.",
+            hint=REBUILD_HINT,
+        )
