@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup venv docker sandbox-image chromium bwrap ocr local-model lint format typecheck test test-unit all bench demo clean
+.PHONY: setup venv docker sandbox-image chromium bwrap ocr local-model lint format typecheck docs test test-unit all bench demo clean
 
 setup: venv sandbox-image chromium bwrap ocr
 
@@ -48,8 +48,8 @@ local-model: venv
 	@bash scripts/fetch-local-model.sh smollm2-135m $(BIN)/python
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
 
 format: venv
 	$(BIN)/ruff format src tests benchmarks examples
@@ -57,6 +57,11 @@ format: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# The generated parts of docs/cli.md and docs/settings.md (scripts/docs_reference.py);
+# tests/unit/test_docs_reference.py fails when they are stale.
+docs: venv
+	$(BIN)/cog -r -I scripts docs/cli.md docs/settings.md
 
 test: setup local-model
 	$(BIN)/pytest

@@ -1,6 +1,10 @@
-"""Every `shesha` command shown in the README runs, against the scripted model server.
+"""Every `shesha` command shown in the README and in docs/*.md runs, against the scripted
+model server.
 
-Model names are swapped for the scripted server's; everything else runs as written.
+Model names are swapped for the scripted server's; everything else runs as written, the
+README's commands first, then each page's in name order (docs/results/ is left out: its
+pages record runs, they do not teach commands). A command that cannot run here is in
+NOT_RUN, with the reason.
 """
 
 from __future__ import annotations
@@ -23,19 +27,38 @@ from shesha.testing import Reply, ScriptedLLMServer
 
 pytestmark = pytest.mark.docker
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 SHESHA = str(Path(sys.executable).with_name("shesha"))
 MODEL_FLAGS = {"--model", "--sub-model"}
+NOT_RUN = {
+    "shesha models fetch": "downloads the real model's pinned packages (1.1 GB); the test's "
+    "model is scripted, and tests/real_llm covers the fetched model",
+}
 
 
-def readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+def page_commands(page: Path) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
     return [
         line.strip()
         for block in blocks
         for line in block.splitlines()
         if line.strip().startswith("shesha ")
     ]
+
+
+def readme_commands() -> list[str]:
+    return page_commands(README)
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(page, command) for every command of the README and the docs pages, in order."""
+    return [(page.relative_to(ROOT).as_posix(), c) for page in PAGES for c in page_commands(page)]
+
+
+def without_comment(command: str) -> str:
+    return shlex.join(shlex.split(command, comments=True))
 
 
 def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
@@ -96,10 +119,21 @@ def test_the_readme_shows_the_commands_users_need() -> None:
     assert {"ask", "add", "docs", "traces", "doctor"} <= verbs
 
 
+def test_the_docs_pages_commands_are_collected_too() -> None:
+    pages = {page for page, _ in documented_commands()}
+    assert {"docs/server.md", "docs/research.md", "docs/local-model.md"} <= pages
+    assert not any(page.startswith("docs/results/") for page in pages)
+
+
+def test_every_command_not_run_is_still_shown() -> None:
+    shown = {without_comment(c) for _, c in documented_commands()}
+    assert set(NOT_RUN) <= shown, "NOT_RUN names a command no page shows any more"
+
+
 @pytest.mark.parametrize(
     "sandbox", ["docker", pytest.param("bwrap (Docker stopped)", marks=pytest.mark.bwrap)]
 )
-def test_every_readme_command_runs(
+def test_every_documented_command_runs(
     server: ScriptedLLMServer, workdir: Path, sandbox: str, request: pytest.FixtureRequest
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHESHA_")}
@@ -115,7 +149,9 @@ def test_every_readme_command_runs(
             "SHESHA_API_BASE": server.api_base,
         }
     )
-    for command in readme_commands():
+    for page, command in documented_commands():
+        if without_comment(command) in NOT_RUN:
+            continue
         args = adapt(command, server.api_base)
         r = subprocess.run(
             [SHESHA, *args],
@@ -126,7 +162,7 @@ def test_every_readme_command_runs(
             timeout=120,
             check=False,
         )
-        assert r.returncode == 0, f"{command}\n-> {args}\n{r.stdout}\n{r.stderr}"
+        assert r.returncode == 0, f"{page}: {command}\n-> {args}\n{r.stdout}\n{r.stderr}"
         if "--json" in args:
             json.loads(r.stdout)
         if args[0] == "ask" and "--json" not in args:
@@ -183,8 +219,8 @@ def answering(messages: list[dict[str, Any]], model: str) -> Reply:
     return f"```repl\n{code}\n```" if code is not None else ANSWERS[key]
 
 
-def test_the_readme_answer_examples_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = README.read_text()
+def test_the_answer_examples_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / "docs" / "python-api.md").read_text()
     section = text.split("## Answers you can check", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 5
@@ -205,7 +241,7 @@ def test_the_readme_answer_examples_run(workdir: Path, monkeypatch: pytest.Monke
         p.query("Which contracts renew automatically?", temperature=0)
         for code in blocks:
             exec(
-                compile(code, "README.md", "exec", dont_inherit=True),  # as a user runs it
+                compile(code, "python-api.md", "exec", dont_inherit=True),  # as a user runs it
                 {"p": p, "print": lambda *a: printed.append(" ".join(map(str, a)))},
             )
     assert printed[0] == "verified supply.md None Supply contract: ends in 2027."
