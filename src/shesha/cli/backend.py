@@ -23,7 +23,7 @@ from shesha.errors import Forbidden, SheshaError
 from shesha.rlm import QueryResult, TraceEvent
 from shesha.storage import AddProgress, AddReport, FailedInput
 from shesha.storage.inputs import expand
-from shesha.views import document_json, project_json, trace_files, trace_json
+from shesha.views import document_json
 
 if TYPE_CHECKING:
     from shesha.api import Shesha
@@ -76,27 +76,30 @@ class LocalBackend:
     where = "in this process"
 
     def __init__(self, sh: Shesha) -> None:
+        from shesha.service import Service  # noqa: PLC0415  the remote path never loads it
+
         self.sh = sh
+        self.service = Service(sh)
+        """The operations a server offers, on this process's Shesha: the same reads."""
 
     def local_model_note(self) -> str | None:
         """Said on stderr when no model is configured and the local one steps in."""
         return self.sh.fallback_note()
 
     def project_rows(self) -> list[dict[str, Any]]:
-        return [project_json(self.sh.store.get(n)) for n in self.sh.projects()]
+        return self.service.projects()
 
     def project_info(self, name: str) -> dict[str, Any]:
-        p = self.sh.get_project(name)
-        return {**project_json(p.stored), "docs": [document_json(d) for d in p.documents()]}
+        return self.service.project(name)
 
     def delete_project(self, name: str) -> None:
-        self.sh.delete_project(name)
+        self.service.delete_project(name)
 
     def project_exists(self, name: str) -> bool:
         return self.sh.store.exists(name)
 
     def documents(self, project: str) -> list[dict[str, Any]]:
-        return [document_json(d) for d in self.sh.get_project(project).documents()]
+        return self.service.documents(project)
 
     def text(self, project: str, name: str) -> str:
         return self.sh.get_project(project).text(name)
@@ -131,8 +134,8 @@ class LocalBackend:
         return reports, {d.name: document_json(d) for d in p.documents()}
 
     def traces(self, project: str, last: int) -> tuple[list[dict[str, Any]], str]:
-        p = self.sh.get_project(project)
-        return [trace_json(f) for f in trace_files(p.stored, last)], str(p.stored.traces_dir)
+        svc = self.service
+        return svc.traces(project, last), str(svc.traces_folder(project))
 
     def ask(
         self,

@@ -216,8 +216,7 @@ class Service:
         project = await asyncio.to_thread(self.sh.get_project, name)
         entry = await self.line.hold(name, "(an MCP session)")
         try:
-            provider = await asyncio.to_thread(self.sh.sandboxes)
-            sandbox = await asyncio.to_thread(provider.acquire, project.stored)
+            sandbox = await asyncio.to_thread(project.open_session)
         except BaseException:
             self.line.release(entry)
             raise
