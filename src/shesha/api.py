@@ -45,7 +45,7 @@ from shesha.sandbox.hosts import DockerHosts, HostSpec, TLSSettings
 from shesha.sandbox.image import default_image
 from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProject, conversations
 from shesha.storage.parsing import ParseLimits
-from shesha.storage.store import ProgressCallback
+from shesha.storage.store import ProgressCallback, ProjectSnapshot
 from shesha.sync import run_sync
 
 
@@ -270,7 +270,7 @@ def subcall_cache(settings: Settings, corpus: Corpus, local: bool) -> SubcallCac
     deterministic (temperature 0); None otherwise (a corpus in memory has no folder)."""
     if not settings.cache or effective_temperature(settings, local) != 0:
         return None
-    if not isinstance(corpus, StoredProject):
+    if not isinstance(corpus, StoredProject | ProjectSnapshot):
         return None
     return DiskCache(corpus.path / "cache" / "subcalls")
 
@@ -412,6 +412,8 @@ class Shesha:
         **overrides: Any,
     ) -> QueryResult:
         """Ask any corpus (a stored project, or documents in memory)."""
+        if isinstance(corpus, StoredProject):
+            corpus = corpus.snapshot()  # its records are read once for the whole query
         settings = _with_overrides(self.settings, overrides)
         schema, check = output_checker(output) if output is not None else (None, None)
         host_tools = HostTools([*self._tools, *tools]) if (self._tools or tools) else None
@@ -438,7 +440,7 @@ class Shesha:
             tools=host_tools,
             check_output=check,
         )
-        stored = corpus if isinstance(corpus, StoredProject) else None
+        stored = corpus if isinstance(corpus, ProjectSnapshot) else None
         ocr_pages = {d.name: d.meta.ocr_pages for d in stored.documents_meta()} if stored else None
         return await engine.run(
             question,

@@ -228,3 +228,30 @@ def test_two_processes_adding_to_one_project_lose_nothing(tmp_path: Path) -> Non
     names = [r.name for r in ProjectStore(home).get("p").documents_meta()]
     assert len(names) == 30
     assert names == sorted(names)
+
+
+def test_a_snapshot_is_what_one_query_sees_whatever_changes_after(
+    store: ProjectStore, tmp_path: Path
+) -> None:
+    (tmp_path / "a.md").write_text("alpha")
+    (tmp_path / "b.md").write_text("bravo")
+    p = store.create("p")
+    p.add([tmp_path / "a.md"])
+    seen = p.snapshot()
+    before = (seen.version, seen.sizes(), seen.documents())
+    p.add([tmp_path / "b.md"])  # a document added while the query runs
+    assert (seen.version, seen.sizes(), seen.documents()) == before
+    assert p.snapshot().version == p.version != seen.version
+    assert [n for n, _ in p.snapshot().documents()] == ["a.md", "b.md"]
+
+
+def test_a_document_removed_under_a_snapshot_is_a_clear_error(
+    store: ProjectStore, tmp_path: Path
+) -> None:
+    (tmp_path / "a.md").write_text("alpha")
+    p = store.create("p")
+    p.add([tmp_path / "a.md"])
+    seen = p.snapshot()
+    p.remove("a.md")
+    with pytest.raises(StorageError, match="removed while a query read it"):
+        seen.documents()

@@ -22,6 +22,7 @@ never half of either. Stray temporaries are swept under the lock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -214,10 +215,12 @@ class StoredProject:
     def documents(self) -> list[tuple[str, str]]:
         """(name, text) in the project's stable order (sorted by name)."""
         with self._lock:
-            return [
-                (r.name, (self.docs_dir / r.text_file).read_text(encoding="utf-8"))
-                for r in self._records()
-            ]
+            return self._texts(self._records())
+
+    def _texts(self, records: Sequence[StoredDocument]) -> list[tuple[str, str]]:
+        return [
+            (r.name, (self.docs_dir / r.text_file).read_text(encoding="utf-8")) for r in records
+        ]
 
     def sizes(self) -> list[tuple[str, int]]:
         """(name, characters) in the same order, from the records alone."""
@@ -226,10 +229,11 @@ class StoredProject:
     @property
     def version(self) -> str:
         """A content hash over the documents' names and texts, in order."""
-        h = hashlib.sha256()
-        for r in self._records():
-            h.update(f"{len(r.name)}:{r.name}:{r.text_sha256}\n".encode())
-        return h.hexdigest()
+        return _version(self._records())
+
+    def snapshot(self) -> ProjectSnapshot:
+        """The documents as they are now, for one query: the records are read once."""
+        return ProjectSnapshot(self, self._records())
 
     def passage_index(self) -> PassageIndex:
         """The project's passage index, brought up to date with its documents first (only
@@ -600,6 +604,56 @@ class StoredProject:
                         p.unlink(missing_ok=True)
                         removed += 1
         return removed
+
+
+class ProjectSnapshot:
+    """A project's documents as one query sees them (a ``Corpus``): its records are read
+    once, so the version, the sizes and the order cannot change under the query, and a
+    project of thousands of documents is not reread at every step. The texts are
+    content-addressed, and read when asked for."""
+
+    def __init__(self, project: StoredProject, records: list[StoredDocument]) -> None:
+        self.project = project
+        self._records = records
+
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+    @property
+    def path(self) -> Path:
+        return self.project.path
+
+    @functools.cached_property
+    def version(self) -> str:
+        return _version(self._records)
+
+    def documents_meta(self) -> list[StoredDocument]:
+        return list(self._records)
+
+    def sizes(self) -> list[tuple[str, int]]:
+        return [(r.name, r.meta.chars) for r in self._records]
+
+    def documents(self) -> list[tuple[str, str]]:
+        try:
+            with self.project._lock:
+                return self.project._texts(self._records)
+        except FileNotFoundError as e:
+            raise StorageError(
+                f"Project {self.name!r}: a document was removed while a query read it ({e}).",
+                hint="Ask again.",
+            ) from e
+
+    def passage_index(self) -> PassageIndex:
+        return self.project.passage_index()
+
+
+def _version(records: Sequence[StoredDocument]) -> str:
+    """A content hash over the documents' names and texts, in order."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{len(r.name)}:{r.name}:{r.text_sha256}\n".encode())
+    return h.hexdigest()
 
 
 class ProjectStore:
