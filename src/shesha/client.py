@@ -8,7 +8,7 @@ local server recorded in the data directory (``<home>/server.json``, written by
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,20 +75,6 @@ class ServerClient:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
-
-    def upload(self, path: str, files: Sequence[Path], password: str | None = None) -> Any:
-        handles = [(f.name, open(f, "rb")) for f in files]  # noqa: SIM115  closed below
-        try:
-            return self.request(
-                "POST",
-                path,
-                files=[("files", (name, fh)) for name, fh in handles],
-                params={"password": password} if password else None,
-                timeout=None,
-            )
-        finally:
-            for _, fh in handles:
-                fh.close()
 
     def events(self, path: str) -> Iterator[dict[str, Any]]:
         """A Server-Sent Events stream, one JSON record per event, until it ends."""

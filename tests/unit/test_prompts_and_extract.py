@@ -8,7 +8,7 @@ import pytest
 
 from shesha.errors import ConfigError
 from shesha.rlm import PromptSet
-from shesha.rlm.extract import Reply, code_blocks, final_in_last_reply, read_reply
+from shesha.rlm.extract import Reply, final_in_last_reply, read_reply
 
 
 def test_packaged_prompts_load_and_render() -> None:
@@ -44,7 +44,7 @@ def test_code_blocks_repl_and_python_in_order() -> None:
     reply = (
         "a\n```repl\nx = 1\n```\ntext\n```python\nprint(x)\n```\n```bash\nls\n```\n```repl\n\n```"
     )
-    assert code_blocks(reply) == ["x = 1", "print(x)"]
+    assert read_reply(reply).blocks == ("x = 1", "print(x)")
 
 
 # Every shape of a final answer we have seen models write, or found reported against the

@@ -17,7 +17,6 @@ from rich.status import Status
 from shesha.cli.backend import (
     Backend,
     LocalBackend,
-    RemoteBackend,
     open_backend,
     warm_llm_import,
 )
@@ -283,10 +282,6 @@ def _print_result(result: QueryResult) -> None:
         err_console.print(
             f"[yellow]stopped:[/] {escape(result.error or result.status)}", highlight=False
         )
-
-
-def backend_is_remote(backend: Backend) -> bool:
-    return isinstance(backend, RemoteBackend)
 
 
 def read_schema(path: Path) -> dict[str, Any]:

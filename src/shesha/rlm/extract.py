@@ -338,11 +338,6 @@ def read_reply(reply: str) -> Reply:
     return Reply(mentioned=tuple(m for m in mentions if m.casefold() not in PLACEHOLDERS))
 
 
-def code_blocks(reply: str) -> list[str]:
-    """The code a reply asks to run, in order (``read_reply(reply).blocks``)."""
-    return list(read_reply(reply).blocks)
-
-
 def through_block(reply: str, count: int) -> str:
     """The reply up to the end of its ``count``-th code block.
 
