@@ -29,8 +29,8 @@ from shesha.bounds import (
 )
 from shesha.errors import ConfigError
 from shesha.llm.types import DEFAULT_LLM_TIMEOUT_S, DEFAULT_RETRIES
-from shesha.rlm.result import QueryLimits
 from shesha.rlm.strategy import StrategyChoice
+from shesha.rlm.usage import QueryLimits
 from shesha.sandbox.limits import DEFAULT_CPUS, DEFAULT_MEMORY_MB
 
 SandboxKind = Literal["auto", "docker", "bwrap"]

@@ -25,7 +25,7 @@ from shesha.endpoints import is_local
 from shesha.errors import ConfigError, LLMContextWindowError, LLMError
 from shesha.local.server import pick_runtime
 from shesha.rlm.prompting import PromptSet, PromptStyle
-from shesha.rlm.result import QueryLimits
+from shesha.rlm.usage import QueryLimits
 from shesha.sandbox import InMemoryCorpus
 from shesha.storage.atomic import atomic_write
 

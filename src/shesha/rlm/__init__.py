@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from shesha.rlm.engine import ExecSession, RLMEngine, SandboxProvider
     from shesha.rlm.events import Event, TraceEvent, TraceHeader
     from shesha.rlm.prompting import PromptSet
-    from shesha.rlm.result import QueryLimits, QueryResult, QueryStatus, Usage, UsageBucket
+    from shesha.rlm.result import QueryResult
     from shesha.rlm.trace import EventCallback, ReplayLLM, Trace, read_trace
+    from shesha.rlm.usage import QueryLimits, QueryStatus, Usage, UsageBucket
 
 _LAZY = {
     "EngineConfig": "shesha.rlm.config",
@@ -21,17 +22,17 @@ _LAZY = {
     "EventCallback": "shesha.rlm.trace",
     "ExecSession": "shesha.rlm.engine",
     "PromptSet": "shesha.rlm.prompting",
-    "QueryLimits": "shesha.rlm.result",
+    "QueryLimits": "shesha.rlm.usage",
     "QueryResult": "shesha.rlm.result",
-    "QueryStatus": "shesha.rlm.result",
+    "QueryStatus": "shesha.rlm.usage",
     "RLMEngine": "shesha.rlm.engine",
     "ReplayLLM": "shesha.rlm.trace",
     "SandboxProvider": "shesha.rlm.engine",
     "Trace": "shesha.rlm.trace",
     "TraceEvent": "shesha.rlm.events",
     "TraceHeader": "shesha.rlm.events",
-    "Usage": "shesha.rlm.result",
-    "UsageBucket": "shesha.rlm.result",
+    "Usage": "shesha.rlm.usage",
+    "UsageBucket": "shesha.rlm.usage",
     "events": "shesha.rlm.events",
     "read_trace": "shesha.rlm.trace",
 }

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shesha.llm.types import Completion
-from shesha.rlm.result import QueryLimits, QueryStatus, Usage
+from shesha.rlm.usage import QueryLimits, QueryStatus, Usage
 
 
 class LimitReached(Exception):

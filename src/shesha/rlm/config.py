@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shesha.rlm.prompting import PromptStyle
-from shesha.rlm.result import QueryLimits
 from shesha.rlm.strategy import StrategyChoice
+from shesha.rlm.usage import QueryLimits
 
 
 class EngineConfig(BaseModel):

@@ -110,7 +110,7 @@ from shesha.rlm.progress import (
 )
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.reading import IndexSource, Reader
-from shesha.rlm.result import QueryResult, QueryStatus
+from shesha.rlm.result import QueryResult
 from shesha.rlm.strategy import (
     DEFAULT_WINDOW_CHARS,
     ROUTES,
@@ -123,6 +123,7 @@ from shesha.rlm.strategy import (
 )
 from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback, TraceRecorder, prompt_key
+from shesha.rlm.usage import QueryStatus
 from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import (
     ExecResult,

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shesha.rlm.result import QueryStatus, Usage
 from shesha.rlm.strategy import StrategyName
+from shesha.rlm.usage import QueryStatus, Usage
 
 TRACE_VERSION = 2
 """1: each event's fields sat under ``data``; 2: they are the record's own."""

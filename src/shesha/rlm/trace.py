@@ -17,6 +17,7 @@ from shesha.errors import SheshaError
 from shesha.llm.types import Completion, Message, OutputConstraint
 from shesha.rlm.events import LLMResponse, SubcallResponse, Summary, TraceEvent, TraceHeader
 from shesha.rlm.history import without_boundary
+from shesha.rlm.notebook import trace_html
 from shesha.storage.atomic import private_dir, private_file
 
 EventCallback = Callable[[TraceEvent], None]
@@ -66,6 +67,10 @@ class Trace:
     def summary(self) -> Summary | None:
         """The last event, when the query finished."""
         return next((e for e in reversed(self.events) if isinstance(e, Summary)), None)
+
+    def _repr_html_(self) -> str:
+        """The question, how it ended and the steps, in a notebook (all text escaped)."""
+        return trace_html(self.header.question if self.header else None, self.events)
 
 
 def read_trace(path: str | Path) -> Trace:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from shesha.server.steps import Step
+from shesha.rlm.steps import Step
 
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 560, 180, 56, 28, 12
 

@@ -25,11 +25,11 @@ from pygments.lexers import PythonLexer
 
 from shesha import __version__
 from shesha.errors import NotFoundError
+from shesha.rlm.steps import Step, steps_of
 from shesha.rlm.trace import read_trace
 from shesha.server.charts import trace_charts
 from shesha.server.context import service
 from shesha.server.security import COOKIE
-from shesha.server.steps import Step, steps_of
 from shesha.service import TEXT_PAGE
 
 CHART_TITLES = {
@@ -81,7 +81,7 @@ def error_page(
 
 def trace_page_values(path: Path, project: str | None, name: str) -> dict[str, Any]:
     trace = read_trace(path)
-    steps = steps_of(trace)
+    steps = steps_of(trace.events)
     return {
         "project": project,
         "name": name,
@@ -192,7 +192,7 @@ def _side(request: Request, ref: str) -> dict[str, Any]:
         "label": label,
         "header": trace.header,
         "summary": trace.summary,
-        "steps": steps_of(trace),
+        "steps": steps_of(trace.events),
     }
 
 

@@ -3,6 +3,7 @@ printed, which sub-calls it made, and what each step cost in tokens, dollars and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from shesha.rlm.events import (
@@ -24,7 +25,6 @@ from shesha.rlm.events import (
     Warned,
     strategy_note,
 )
-from shesha.rlm.trace import Trace
 
 
 @dataclass
@@ -86,10 +86,10 @@ class Step:
         return max(0.0, sum(b.seconds for b in self.blocks) - self.subcall_s)
 
 
-def steps_of(trace: Trace) -> list[Step]:
-    """The trace's events, grouped by step in order."""
+def steps_of(events: Sequence[TraceEvent]) -> list[Step]:
+    """A trace's events, grouped by step in order."""
     steps: dict[int, Step] = {}
-    for event in trace.events:
+    for event in events:
         step = steps.setdefault(event.iteration, Step(event.iteration))
         _add(step, event)
     return [steps[k] for k in sorted(steps)]
