@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shesha.errors import SandboxBusyError, SandboxError, SandboxUnavailableError
+from shesha.errors import SandboxBusyError, SandboxError, SandboxUnavailableError, StorageError
 from shesha.sandbox import ExecResult, InMemoryCorpus, SandboxPool
 from shesha.sandbox.corpus import Corpus
 from shesha.sandbox.execution import ToolOutcome, ToolSpec
@@ -207,3 +207,28 @@ def test_a_pool_of_other_sandboxes_never_imports_docker() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == ["hi", "[]"]
+
+
+class Vanishing:
+    """A corpus whose texts are gone by the time a sandbox loads them (a document
+    replaced while a query ran)."""
+
+    version = "v-gone"
+
+    def documents(self) -> Sequence[tuple[str, str]]:
+        raise StorageError("Project 'p': a document was removed or replaced.")
+
+    def sizes(self) -> Sequence[tuple[str, int]]:
+        return [("a.txt", 5)]
+
+
+def test_a_corpus_that_fails_to_load_never_keeps_its_sandbox() -> None:
+    # Regression: a non-sandbox error while loading left the sandbox marked busy for
+    # good; after pool_size of them every acquire failed.
+    with SandboxPool(1, factory=Factory()) as pool:
+        for _ in range(3):
+            with pytest.raises(StorageError):
+                pool.acquire(Vanishing(), timeout=5)
+        assert pool.stats().busy == 0
+        with pool.acquire(DOCS, timeout=5) as s:
+            assert s.execute("x").status == "ok"

@@ -253,5 +253,5 @@ def test_a_document_removed_under_a_snapshot_is_a_clear_error(
     p.add([tmp_path / "a.md"])
     seen = p.snapshot()
     p.remove("a.md")
-    with pytest.raises(StorageError, match="removed while a query read it"):
+    with pytest.raises(StorageError, match="removed or replaced while a query"):
         seen.documents()

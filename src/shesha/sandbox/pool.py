@@ -232,6 +232,11 @@ class SandboxPool:
             except SandboxError:
                 self._discard(sandbox)  # unhealthy: replace it and try another
                 continue
+            except BaseException:
+                # The corpus could not be read (or the caller gave up): the sandbox may be
+                # half loaded, so it is replaced, never kept out of the pool.
+                self._discard(sandbox)
+                raise
             with self._cond:
                 self._document_bytes += sent
             return sandbox, sent

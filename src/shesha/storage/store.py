@@ -640,8 +640,9 @@ class ProjectSnapshot:
                 return self.project._texts(self._records)
         except FileNotFoundError as e:
             raise StorageError(
-                f"Project {self.name!r}: a document was removed while a query read it ({e}).",
-                hint="Ask again.",
+                f"Project {self.name!r}: a document was removed or replaced while a query "
+                f"read it ({e}).",
+                hint="Ask again: the next query reads the project as it is now.",
             ) from e
 
     def passage_index(self) -> PassageIndex:
