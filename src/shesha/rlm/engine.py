@@ -498,11 +498,11 @@ class RLMEngine:
         window = cfg.show_whole_chars
         if cfg.strategy != "auto" and window <= 0:
             window = DEFAULT_WINDOW_CHARS
-        needs_all = across_the_text(run.question)
+        mentions = counts_mentions(run.question)
+        needs_all = True if mentions else across_the_text(run.question)
         if needs_all is None:  # only past the window does it matter: what fits is read
             past = cfg.strategy == "auto" and 0 < window < run.corpus_chars
             needs_all = await self._route(run) if past else False
-        mentions = counts_mentions(run.question)
         return choose(
             cfg.strategy, run.corpus_chars, window, needs_all=needs_all, mentions=mentions
         )

@@ -138,13 +138,15 @@ class PassagesShown(Event):
 
 
 class PhraseCounted(Event):
-    """The count strategy's work: the phrase the model named, counted by the host as
-    whole words in any case; ``documents``: (name, count) where it appears."""
+    """The count strategy's work: the phrase the model named, as the question writes it,
+    counted by the host as whole words (in any case when ``any_case``, else as written or
+    in capitals); ``documents``: (name, count) where it appears."""
 
     type: Literal["counted"] = "counted"
     phrase: str
     total: int
     documents: list[tuple[str, int]]
+    any_case: bool = True
 
 
 class Final(Event):
@@ -260,7 +262,8 @@ def strategy_note(event: StrategyChosen | PassagesShown | PhraseCounted) -> str:
         where = "; ".join(f"{name} {n:,}" for name, n in event.documents[:20])
         more = len(event.documents) - 20
         where += f"; and {more} more" if more > 0 else ""
-        return f"counted {event.phrase!r} (whole words, any case): {event.total:,}" + (
+        how = "any case" if event.any_case else "as written or in capitals"
+        return f"counted {event.phrase!r} (whole words, {how}): {event.total:,}" + (
             f" in {len(event.documents)} document(s): {where}" if event.documents else ""
         )
     return (

@@ -52,15 +52,28 @@ HOW_MANY = re.compile(r"\b(?:how many|number of)\b", re.I)
 orders were late" is counted. One constrained call to the model tells them apart."""
 ROUTES = ("FIND", "COUNT")
 HOW_OFTEN = re.compile(
-    r"\b(?:how many times|how often|number of (?:times|occurrences|mentions|appearances|uses)"
+    r"\b(?:how many times|how often"
+    r"|(?:the )?number of (?:times|occurrences|mentions|appearances|uses)"
     r"|count (?:the |all (?:the )?)?(?:times|occurrences|mentions|appearances|uses))\b",
     re.I,
 )
-MENTIONED = re.compile(
-    r"\b(?:mention\w*|appear\w*|occur\w*|used|uses|written|named|cited|referenced)\b", re.I
+MENTIONED = re.compile(r"\bmention\w*\b", re.I)
+NAMED_TARGET = re.compile(r"\bthe (?:word|words|term|terms|phrase|phrases|name|string)\b", re.I)
+QUOTED = re.compile(
+    r"(?<!\w)[\"'\u2018\u201c\u201e\u00ab]([^\"'\u2019\u201d\u00bb]{1,80})"
+    r"[\"'\u2019\u201d\u00bb](?!\w)"
 )
-"""With ``HOW_OFTEN``: the question counts how often words appear, not events or things
-("how many times did they meet" is not a count of words)."""
+"""A quoted span (not an apostrophe: "Pierre's and Natasha's" holds none)."""
+APPEARS = re.compile(r"\b(?:appear\w*|occur\w*|used|written)\b", re.I)
+IN_THE_TEXT = re.compile(
+    r"\b(?:in|across|throughout) (?:the|these|this|my|our|all(?: the)?) (?:whole |entire )?"
+    r"(?:text|texts|document|documents|book|books|novel|file|files|corpus|collection|data"
+    r"|dataset|project|sources?|context)\b",
+    re.I,
+)
+"""``counts_mentions``: "how often" with a textual target: "mentioned", "the word X", a
+quoted X, or "appears/occurs in the text". "How many times did the outage occur?" and
+"how often was she named" count events, not words: they are not counted by phrase."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +91,12 @@ def across_the_text(question: str) -> bool | None:
 
 
 def counts_mentions(question: str) -> bool:
-    """The question asks how many times a word or phrase appears in the text."""
-    return bool(HOW_OFTEN.search(question) and MENTIONED.search(question))
+    """The question asks how many times a word or phrase itself appears in the text."""
+    if not HOW_OFTEN.search(question):
+        return False
+    if MENTIONED.search(question) or NAMED_TARGET.search(question) or QUOTED.search(question):
+        return True
+    return bool(APPEARS.search(question) and IN_THE_TEXT.search(question))
 
 
 def route(reply: str) -> bool:
