@@ -34,6 +34,7 @@ from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, Sandbo
 from shesha.rlm.cache import DiskCache, SubcallCache
 from shesha.rlm.engine import ExecSession
 from shesha.rlm.output import Output, output_checker
+from shesha.rlm.prompting import PromptSet
 from shesha.rlm.tools import HostTools
 from shesha.rlm.trace import EventCallback
 from shesha.sandbox import Corpus, SandboxLimits, SandboxPool
@@ -221,6 +222,11 @@ class Project:
     def conversations(self) -> list[conversations.Record]:
         return conversations.listed(self.stored.path)
 
+    def prompts(self) -> PromptSet:
+        """The prompts this project's queries run with (the ``prompts_dir`` setting, over
+        the packaged ones)."""
+        return self._shesha.prompts()
+
     def open_session(self) -> ExecSession:
         """A sandbox session with this project's documents loaded (``close()`` gives it
         back): what a conversation runs its questions in."""
@@ -331,6 +337,11 @@ class Shesha:
         """The default local model, when its file is in place and the server is installed:
         what ``shesha ask`` uses when no model is configured."""
         return self._endpoints.local_fallback(python, self.settings.local_runtime)
+
+    def prompts(self) -> PromptSet:
+        """The prompts queries run with: the ``prompts_dir`` setting over the packaged
+        ones. A sub-call's prompt (``subcall_system``) is the same in every style."""
+        return PromptSet.load(self.settings.prompts_dir)
 
     def fallback_model(self) -> RegisteredModel | None:
         """The local model a query uses when none is configured (installed and in place);

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from shesha.rlm.engine import ExecSession
+from shesha.rlm.prompting import PromptSet
 from shesha.rlm.replay import replay
 from shesha.rlm.result import QueryResult
 from shesha.storage import StoredProject
@@ -43,6 +44,10 @@ class ConversedProject(Protocol):
 
     def open_session(self) -> ExecSession:
         """A sandbox session with the project's documents loaded."""
+        ...
+
+    def prompts(self) -> PromptSet:
+        """The prompts its queries run with (a replay finds sub-calls by them)."""
         ...
 
 
@@ -101,7 +106,8 @@ class Conversation:
         if self._session is None:
             self._session = await asyncio.to_thread(self.project.open_session)
             if self.record.exchanges:  # taken up again: rebuild the namespace
-                await replay(self._session, [e.trace for e in self.record.exchanges if e.trace])
+                traces = [e.trace for e in self.record.exchanges if e.trace]
+                await replay(self._session, traces, self.project.prompts())
         return self._session
 
     def close(self) -> None:

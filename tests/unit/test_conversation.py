@@ -125,3 +125,30 @@ def test_shesha_chat_in_the_terminal(sandboxes: SandboxPool, tmp_path: Path) -> 
     cid = r.stderr.split("Conversation ")[1].split()[0]
     listed = CliRunner().invoke(app, ["chat", "words", "--list"], obj=factory, env=env)
     assert listed.stdout.startswith(f"{cid}  2 questions  Please build an index.")
+
+
+def test_a_conversation_replays_with_the_configured_prompts(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    # Regression: replay keyed sub-calls with the packaged prompts, so with a prompts
+    # directory every recorded answer was missed and the namespace held refusals.
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "subcall_system.md").write_text(SUBCALL + ", and answer in a few words.")
+    (tmp_path / "d.txt").write_text("beta alpha gamma")
+    llm = FunctionModel(model)
+    home = str(tmp_path / "home")
+    with Shesha(home=home, llm=llm, sandboxes=sandboxes, prompts_dir=str(prompts)) as sh:
+        sh.project("words").add([tmp_path / "d.txt"])
+        with sh.project("words").chat() as conv:
+            conv.ask("Please build an index.")
+            cid = conv.id
+    before = len(llm.calls)
+    with (
+        Shesha(home=home, llm=llm, sandboxes=sandboxes, prompts_dir=str(prompts)) as again,
+        again.project("words").chat(cid) as conv,
+    ):
+        assert conv.ask("What are its first words?").answer == "used it"
+    new_calls = llm.calls[before:]
+    assert not any(m[0]["content"].startswith(SUBCALL) for _, m in new_calls)  # replayed
+    assert "['alpha', 'beta'] an index of words" in new_calls[1][1][-1]["content"]

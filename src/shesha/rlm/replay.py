@@ -19,10 +19,10 @@ from shesha.sandbox.execution import ExecResult, SubcallItem, ToolCall, ToolOutc
 NOT_REPLAYED = "[not replayed: this sub-call has no recorded answer]"
 
 
-async def replay(session: ExecSession, traces: Sequence[str]) -> int:
+async def replay(session: ExecSession, traces: Sequence[str], prompts: PromptSet) -> int:
     """Run the code the traces recorded as having run cleanly, in order, answering its
-    sub-calls with the recorded answers: the namespace as it was. Returns the blocks run."""
-    prompts = PromptSet.load()
+    sub-calls with the recorded answers: the namespace as it was. ``prompts``: the ones the
+    queries ran with (a sub-call is found by its prompt). Returns the blocks run."""
     ran = 0
     for path in traces:
         if not Path(path).is_file():

@@ -37,7 +37,6 @@ from shesha.errors import ConfigError, LLMError, NotFoundError, SheshaError
 from shesha.llm.types import Message
 from shesha.rlm.events import CodeRun, LLMResponse
 from shesha.rlm.history import subcall_messages
-from shesha.rlm.prompting import PromptSet
 from shesha.sandbox.execution import ExecResult, SubcallItem, drive
 from shesha.service import TEXT_PAGE, HeldSandbox, Service
 from shesha.views import result_json
@@ -116,7 +115,7 @@ class McpHub:
         self.server = MCPServer(
             "shesha", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
         )
-        self._prompts = PromptSet.load()
+        self._prompts = service.sh.prompts()  # the engine's: a sub-call is asked as it asks
         self._mounted = False
         self._register()
 
