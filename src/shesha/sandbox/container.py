@@ -14,10 +14,7 @@ from docker.types import LogConfig, Ulimit
 from requests import RequestException
 
 import docker
-from shesha.errors import (
-    SandboxImageError,
-    SandboxUnavailableError,
-)
+from shesha.errors import SandboxError, SandboxImageError, SandboxUnavailableError
 from shesha.sandbox.docker_client import connect
 from shesha.sandbox.image import REBUILD_HINT, default_image, runner_hash
 from shesha.sandbox.limits import SandboxLimits
@@ -220,6 +217,7 @@ class DockerFactory:
         self._client = client
         self._owns_client = client is None
         self._labels: dict[str, str] | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def __call__(self) -> DockerSandbox:
@@ -228,6 +226,8 @@ class DockerFactory:
 
     def _connected(self) -> tuple[docker.DockerClient, dict[str, str]]:
         with self._lock:
+            if self._closed:  # a replacement started as the pool closed: no new client
+                raise SandboxError("this Docker sandbox factory has been closed")
             if self._client is None:
                 self._client = connect()
             if self._labels is None:
@@ -241,6 +241,7 @@ class DockerFactory:
     def close(self) -> None:
         """Close the client this factory opened (a given one is the caller's)."""
         with self._lock:
+            self._closed = True
             if self._owns_client and self._client is not None:
                 self._client.close()
                 self._client = None

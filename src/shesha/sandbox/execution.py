@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict
 
-from shesha.sync import run_sync
-
 ExecStatus = Literal["ok", "error", "timeout", "memory", "crashed", "cancelled"]
 """ok: the code ran; error: it raised (see ``error``); timeout: it passed its limit and
 the container was killed; memory: it passed the memory limit and was killed; crashed:
@@ -167,11 +165,7 @@ async def drive(
             continue
         items = step.items
         results = [NO_SUBCALLS] * len(items) if subcalls is None else await subcalls(items)
-        if len(results) != len(items):
-            raise ValueError(
-                f"the sub-call handler returned {len(results)} answers for {len(items)} prompts"
-            )
-        await asyncio.to_thread(steps.answer, [str(r) for r in results])
+        await asyncio.to_thread(steps.answer, [str(r) for r in _checked(results, items)])
     return step
 
 
@@ -184,13 +178,22 @@ def run_to_end(
     max_output_chars: int | None = None,
 ) -> ExecResult:
     """Run code to its result, answering each batch with ``on_subcall`` (without one,
-    every sub-call gets a refusal): ``drive`` for scripts and benchmarks."""
+    every sub-call gets a refusal): ``drive``'s synchronous twin, for scripts and
+    benchmarks. It stays a plain loop on the calling thread, so Ctrl-C stops it at once
+    (through ``asyncio.run``, the interrupt would wait for the code to end)."""
+    steps.start(code, timeout=timeout, max_output_chars=max_output_chars)
+    while not isinstance(step := steps.next(), ExecResult):
+        if isinstance(step, ToolCall):
+            steps.answer_tool(ToolOutcome(ok=False, error=NO_TOOLS))
+            continue
+        results = [NO_SUBCALLS] * len(step.items) if on_subcall is None else on_subcall(step.items)
+        steps.answer([str(r) for r in _checked(results, step.items)])
+    return step
 
-    async def answer(items: Sequence[SubcallItem]) -> list[str]:
-        assert on_subcall is not None
-        return on_subcall(items)
 
-    subcalls = None if on_subcall is None else answer
-    return run_sync(
-        drive(steps, code, subcalls=subcalls, timeout=timeout, max_output_chars=max_output_chars)
-    )
+def _checked(results: Sequence[str], items: Sequence[SubcallItem]) -> Sequence[str]:
+    if len(results) != len(items):
+        raise ValueError(
+            f"the sub-call handler returned {len(results)} answers for {len(items)} prompts"
+        )
+    return results

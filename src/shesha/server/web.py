@@ -175,7 +175,7 @@ def trace_page(request: Request, name: str, trace_name: str) -> HTMLResponse:
 def _options(request: Request) -> list[dict[str, str]]:
     s = service(request)
     options = []
-    for project in (p["name"] for p in s.projects()):
+    for project in s.project_names():
         for row in s.traces(project, 30):
             name = row["name"]
             label = f"{project}: {str(row['question'] or '')[:50]} ({row['status']}, {name[:15]})"

@@ -82,6 +82,10 @@ class Service:
 
     # -- projects and documents ---------------------------------------------------------
 
+    def project_names(self) -> list[str]:
+        """The projects' names, without reading their documents."""
+        return self.sh.projects()
+
     def projects(self) -> list[dict[str, Any]]:
         return [project_json(self.sh.store.get(name)) for name in self.sh.projects()]
 
