@@ -255,3 +255,19 @@ def test_a_document_removed_under_a_snapshot_is_a_clear_error(
     p.remove("a.md")
     with pytest.raises(StorageError, match="removed or replaced while a query"):
         seen.documents()
+
+
+def test_a_snapshot_retrieves_from_its_own_documents(store: ProjectStore, tmp_path: Path) -> None:
+    # Regression: the snapshot's passage index was the live one, so a document added
+    # while a query ran showed up in its passages, and not in its version or documents.
+    (tmp_path / "a.md").write_text("The harbour opened in 1871.")
+    (tmp_path / "b.md").write_text("The zeppelin landed at dawn.")
+    p = store.create("p")
+    p.add([tmp_path / "a.md"])
+    seen = p.snapshot()
+    p.add([tmp_path / "b.md"])
+    with seen.passage_index() as index:
+        assert [h.passage.document for h in index.search("zeppelin")] == []
+        assert [h.passage.document for h in index.search("harbour")] == ["a.md"]
+    with p.passage_index() as index:
+        assert [h.passage.document for h in index.search("zeppelin")] == ["b.md"]

@@ -248,10 +248,14 @@ class StoredProject:
             index.close()
             return report
 
-    def _synced_index(self) -> tuple[PassageIndex, SyncReport]:
+    def _synced_index(
+        self, records: Sequence[StoredDocument] | None = None
+    ) -> tuple[PassageIndex, SyncReport]:
+        """The index, brought to ``records`` (default: the project's as they are now)."""
         if not self.path.is_dir():
             raise NotFoundError(f"Project {self.name!r} does not exist.")
-        records = self._records()
+        if records is None:
+            records = self._records()
         paths = {r.name: r.text_file for r in records}
 
         def text_of(name: str) -> str:
@@ -646,7 +650,17 @@ class ProjectSnapshot:
             ) from e
 
     def passage_index(self) -> PassageIndex:
-        return self.project.passage_index()
+        """The project's index, brought to this snapshot's documents: retrieval reads what
+        the query reads, whatever was added since. The caller closes it."""
+        try:
+            with self.project._lock:
+                return self.project._synced_index(self._records)[0]
+        except FileNotFoundError as e:
+            raise StorageError(
+                f"Project {self.name!r}: a document was removed or replaced while a query "
+                f"read it ({e}).",
+                hint="Ask again: the next query reads the project as it is now.",
+            ) from e
 
 
 def _version(records: Sequence[StoredDocument]) -> str:
