@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -271,3 +272,47 @@ def test_a_snapshot_retrieves_from_its_own_documents(store: ProjectStore, tmp_pa
         assert [h.passage.document for h in index.search("harbour")] == ["a.md"]
     with p.passage_index() as index:
         assert [h.passage.document for h in index.search("zeppelin")] == ["b.md"]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_writer_leaves_no_parse_worker_behind(tmp_path: Path) -> None:
+    # Regression: a forked worker held its parent's end of their pipe, so when `shesha
+    # add` was killed the worker waited on the pipe forever.
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i:02d}.txt").write_text(f"document {i} " * 2000)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INGEST, str(tmp_path / "home"), str(src), "1000"]
+    )
+    deadline = time.monotonic() + 60
+    while not (workers := _children(proc.pid)):
+        assert time.monotonic() < deadline, "the writer started no parse worker"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while alive := [w for w in workers if _running(w)]:
+        if time.monotonic() > deadline:
+            for w in alive:
+                os.kill(w, signal.SIGKILL)
+            raise AssertionError(f"parse workers {alive} outlived their killed parent")
+        time.sleep(0.05)

@@ -13,6 +13,7 @@ caller's ``__main__`` again (multiprocessing's spawn and fork server would).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import signal
@@ -37,6 +38,8 @@ from shesha.parser.ocr import OcrSettings
 from shesha.parser.registry import parse_bytes
 from shesha.storage.inputs import read_inside
 
+PR_SET_PDEATHSIG = 1
+"""prctl's option: the signal a process gets when its parent dies."""
 K = TypeVar("K")
 PageRead = Callable[[str, int, int], None]
 """Told (path, pages read, pages to read) as OCR goes."""
@@ -69,8 +72,28 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _serve(conn: Connection, memory_mb: int) -> None:
-    """A worker: parse each job it is sent, telling the pages OCR reads as it goes."""
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies (Linux). A forked worker
+    inherits the parent's end of its pipe, and its siblings' ends, so it would never see
+    the pipe close: without this, a killed `shesha add` left its workers waiting forever."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the pipe tells
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(0)
+
+
+def _serve(
+    conn: Connection, memory_mb: int, forked_by: int | None = None,
+    parents_end: Connection | None = None,
+) -> None:  # fmt: skip
+    """A worker: parse each job it is sent, telling the pages OCR reads as it goes.
+    ``forked_by``: the pid of the parent that forked it (a fresh interpreter inherits no
+    other end of its socket, so it sees it close, and needs no more: the parent's death
+    signal follows the thread that started it, and a server's threads come and go)."""
+    if parents_end is not None:
+        parents_end.close()  # a fork's copy of the other end: the pipe can close
+    if forked_by is not None:
+        _die_with(forked_by)
     os.setsid()  # OCR's processes join its group: a kill reaches them too
     with contextlib.suppress(OSError, ValueError):  # no /proc: no limit but the time one
         limit = _address_space() + memory_mb * (1 << 20)
@@ -118,7 +141,9 @@ class _Worker:
         if threading.active_count() == 1:
             context = get_context("fork")
             ours, theirs = context.Pipe()
-            forked = context.Process(target=_serve, args=(theirs, limits.memory_mb))
+            forked = context.Process(
+                target=_serve, args=(theirs, limits.memory_mb, os.getpid(), ours)
+            )
             forked.daemon = True
             forked.start()
             theirs.close()
