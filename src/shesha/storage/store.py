@@ -22,6 +22,7 @@ never half of either. Stray temporaries are swept under the lock.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -639,22 +640,21 @@ class ProjectSnapshot:
         return [(r.name, r.meta.chars) for r in self._records]
 
     def documents(self) -> list[tuple[str, str]]:
-        try:
-            with self.project._lock:
-                return self.project._texts(self._records)
-        except FileNotFoundError as e:
-            raise StorageError(
-                f"Project {self.name!r}: a document was removed or replaced while a query "
-                f"read it ({e}).",
-                hint="Ask again: the next query reads the project as it is now.",
-            ) from e
+        with self._reading():
+            return self.project._texts(self._records)
 
     def passage_index(self) -> PassageIndex:
         """The project's index, brought to this snapshot's documents: retrieval reads what
         the query reads, whatever was added since. The caller closes it."""
+        with self._reading():
+            return self.project._synced_index(self._records)[0]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Under the project's lock; a text gone since the snapshot is a clear error."""
         try:
             with self.project._lock:
-                return self.project._synced_index(self._records)[0]
+                yield
         except FileNotFoundError as e:
             raise StorageError(
                 f"Project {self.name!r}: a document was removed or replaced while a query "
