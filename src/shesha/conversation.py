@@ -10,6 +10,7 @@ survives a restart: the namespace is rebuilt by replaying the recorded code
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,8 +21,13 @@ from shesha.rlm.prompting import PromptSet
 from shesha.rlm.replay import replay
 from shesha.rlm.result import QueryResult
 from shesha.storage import StoredProject
-from shesha.storage.conversations import Exchange, Record, load, new_record, save
+from shesha.storage.conversations import Exchange, Record, listed, load, new_record, save
 from shesha.sync import run_sync
+
+Turn = tuple[str, str]
+"""An earlier question and the answer it got, as a client holds them."""
+GIVEN = "given"
+"""The status of an exchange a client's history brought: asked elsewhere, not replayed."""
 
 
 class ConversedProject(Protocol):
@@ -144,8 +150,62 @@ class OpenConversations:
                 record = load(project.stored.path, conversation_id)
             else:
                 record = new_record(project.name)
-            conv = Conversation(project, record, keep_sandbox=False)
-            self._open[(project.name, record.id)] = conv
-            while len(self._open) > self.limit:
-                self._open.popitem(last=False)
-            return conv
+            return self._keep(Conversation(project, record, keep_sandbox=False))
+
+    def _keep(self, conv: Conversation) -> Conversation:
+        """Hold ``conv`` open (the caller holds the lock), forgetting the least recently
+        used past the limit."""
+        self._open[(conv.project.name, conv.id)] = conv
+        while len(self._open) > self.limit:
+            self._open.popitem(last=False)
+        return conv
+
+    def following(self, project: ConversedProject, earlier: Sequence[Turn]) -> Conversation:
+        """The conversation a client's history continues (``earlier``: its questions and
+        answers, oldest first).
+
+        A recorded conversation of exactly these exchanges is continued. Else a new one
+        starts from the longest recorded conversation that begins with them (those
+        exchanges keep their traces, so their code is replayed), and holds the rest as
+        given: a history edited or branched, or never asked here, is a new conversation
+        that knows what the client says was asked, and no exchange it does not show."""
+        if not earlier:
+            return self.get(project, None)
+        best: Record | None = None
+        shared = 0
+        for record in listed(project.stored.path):
+            n = _shared_turns(record.exchanges, earlier)
+            if n == len(earlier) == len(record.exchanges):
+                return self.get(project, record.id)
+            if n > shared:
+                best, shared = record, n
+        record = new_record(project.name)
+        if best is not None:
+            record.exchanges = list(best.exchanges[:shared])
+        record.exchanges += [Exchange(q, a, GIVEN, None) for q, a in earlier[shared:]]
+        with self._lock:
+            return self._keep(Conversation(project, record, keep_sandbox=False))
+
+
+def _shared_turns(exchanges: Sequence[Exchange], earlier: Sequence[Turn]) -> int:
+    """How many of the first exchanges are the first turns of ``earlier``."""
+    n = 0
+    for exchange, (question, answer) in zip(exchanges, earlier, strict=False):
+        if not (same_text(exchange.question, question) and same_text(exchange.answer, answer)):
+            break
+        n += 1
+    return n
+
+
+def same_text(recorded: str | None, given: str) -> bool:
+    """Whether a client's copy of a question or answer is the recorded one: the same
+    words (a client may trim or re-wrap them), or the same JSON value (a typed answer,
+    which a client receives serialised)."""
+    if recorded is None:
+        return not given.strip()
+    if recorded.split() == given.split():
+        return True
+    try:
+        return bool(json.loads(recorded) == json.loads(given))
+    except ValueError:
+        return False

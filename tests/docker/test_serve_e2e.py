@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.context import ClientRequestContext
@@ -87,6 +88,37 @@ def test_serve_in_the_background_ask_through_it_and_stop_it(
     # Without a server the same command runs in-process, with the same answer.
     local = run(["ask", "Who is the CEO?", "docs", "--json"], env, tmp_path)
     assert json.loads(local.stdout)["answer"] == "Maria Lopez"
+
+
+def test_the_openai_sdk_asks_a_project_through_a_real_serve_with_a_token(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    added = run(["add", "docs", str(tmp_path / "docs")], env, tmp_path)
+    assert added.returncode == 0, added.stderr
+    env = {**env, "SHESHA_TOKEN": "e2e-token"}
+    started = run(["serve", "--background", "--port", "0"], env, tmp_path)
+    assert started.returncode == 0, started.stderr
+    try:
+        url = json.loads((tmp_path / "home" / "server.json").read_text())["url"]
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="e2e-token", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["shesha/docs"]
+        question: list[Any] = [{"role": "user", "content": "Who is the CEO?"}]
+        stream = client.chat.completions.create(model="shesha/docs", messages=question, stream=True)
+        chunks = list(stream)
+        answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert answer == "Maria Lopez"
+        figures = (chunks[-1].model_extra or {})["shesha"]
+        follow = client.chat.completions.create(
+            model="shesha/docs",
+            messages=[*question, {"role": "assistant", "content": answer}, *question],
+        )
+        assert (follow.model_extra or {})["shesha"]["conversation"] == figures["conversation"]
+        wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.chat.completions.create(model="shesha/docs", messages=question)
+    finally:
+        stopped = run(["serve", "stop"], env, tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
 
 
 def test_mcp_over_stdio_with_a_docker_session_and_sampling(

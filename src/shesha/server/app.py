@@ -39,6 +39,8 @@ from shesha.errors import (
     SheshaError,
 )
 from shesha.server.context import service
+from shesha.server.openai_api import router as openai_router
+from shesha.server.openai_shape import is_openai_path, reshaped
 from shesha.server.security import SameOrigin, SecurityHeaders, TokenGuard, UploadLimit
 from shesha.server.web import add_web, error_page
 from shesha.service import TEXT_PAGE, QueryRun, Service
@@ -324,7 +326,16 @@ async def _shesha_error(request: Request, error: Exception) -> Response:
         "accept", ""
     ):
         return error_page(request, status, type(error).__name__, error.message, error.hint)
-    return JSONResponse(error_body(error), status_code=status)
+    return _error_json(request, status, error_body(error))
+
+
+def _error_json(
+    request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error as JSON: shesha's shape, or the OpenAI one under ``/v1/``."""
+    if is_openai_path(request.url.path):
+        body = reshaped(status, body)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -348,10 +359,10 @@ async def _http_error(request: Request, error: Exception) -> Response:
         "hint": "See /api/openapi.json for what each endpoint takes.",
         "kind": type(error).__name__ if error.status_code >= 500 else "HTTPError",
     }
-    return JSONResponse(body, status_code=error.status_code, headers=headers)
+    return _error_json(request, error.status_code, body, headers)
 
 
-async def _bad_request(_: Request, error: Exception) -> JSONResponse:
+async def _bad_request(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     first = error.errors()[0] if error.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
@@ -359,14 +370,29 @@ async def _bad_request(_: Request, error: Exception) -> JSONResponse:
     if first.get("type") == "extra_forbidden":
         said = "not an option"
         hint = f"A query takes: {', '.join(sorted(ASK_FIELDS | QUERY_OVERRIDES))}."
-    return JSONResponse(
-        {
-            "error": f"Invalid request: {where or 'body'}: {said}.",
-            "hint": hint,
-            "kind": "RequestValidationError",
-        },
-        status_code=422,
-    )
+    body = {
+        "error": f"Invalid request: {where or 'body'}: {said}.",
+        "hint": hint,
+        "kind": "RequestValidationError",
+    }
+    # the OpenAI API says 400 for a request it cannot take, whatever the reason
+    return _error_json(request, 400 if is_openai_path(request.url.path) else 422, body)
+
+
+def _document_openai_refusals(app: FastAPI) -> None:
+    """The schema says what /v1 does: it refuses a request that does not validate with a
+    400 in the OpenAI shape, never FastAPI's 422."""
+    made = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = made()
+        for path, operations in document["paths"].items():
+            if is_openai_path(path):
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -401,6 +427,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
+    app.include_router(openai_router)
+    _document_openai_refusals(app)
     add_web(app, token)
     if mcp_app is not None:
         app.mount("/mcp", mcp_app)

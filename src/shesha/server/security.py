@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shesha.errors import ConfigError
+from shesha.server.openai_shape import is_openai_path, reshaped
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 COOKIE = b"shesha_token"
@@ -45,9 +46,15 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 async def _reply(
-    send: Send, status: int, body: dict[str, object], headers: Sequence[tuple[bytes, bytes]] = ()
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: dict[str, object],
+    headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    data = json.dumps(body).encode()
+    """A refusal as JSON: shesha's error shape, or the OpenAI one under ``/v1/``."""
+    shaped = reshaped(status, body) if is_openai_path(scope.get("path", "")) else body
+    data = json.dumps(shaped).encode()
     await send(
         {
             "type": "http.response.start",
@@ -127,6 +134,7 @@ class TokenGuard:
             await send({"type": "http.response.body", "body": b""})
             return
         await _reply(
+            scope,
             send,
             401,
             {
@@ -152,7 +160,7 @@ class UploadLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
+            await self._too_large(scope, send)
             return
         seen = 0
         started = False
@@ -175,10 +183,11 @@ class UploadLimit:
             await self.app(scope, counted, watched)
         except _TooLarge:
             if not started:
-                await self._too_large(send)
+                await self._too_large(scope, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, scope: Scope, send: Send) -> None:
         await _reply(
+            scope,
             send,
             413,
             {
@@ -210,13 +219,13 @@ class SameOrigin:
             return
         host = _header(scope, b"host").decode("latin-1")
         if self.loopback_only and host and not is_loopback(_hostname(host)):
-            await _reply(send, 421, _refusal(f"This server does not answer for {host}."))
+            await _reply(scope, send, 421, _refusal(f"This server does not answer for {host}."))
             return
         if scope.get("method") in UNSAFE_METHODS:
             origin = _header(scope, b"origin").decode("latin-1")
             site = _header(scope, b"sec-fetch-site").decode("latin-1")
             if site == "cross-site" or (origin and origin.split("://", 1)[-1] != host):
-                await _reply(send, 403, _refusal("A request from another site was refused."))
+                await _reply(scope, send, 403, _refusal("A request from another site was refused."))
                 return
         await self.app(scope, receive, send)
 

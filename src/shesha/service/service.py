@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from shesha import __version__
 from shesha.api import Project, Shesha
-from shesha.conversation import OpenConversations
+from shesha.conversation import OpenConversations, Turn
 from shesha.errors import NotFoundError
 from shesha.rlm.engine import ExecSession
 from shesha.rlm.output import output_checker
@@ -192,10 +192,13 @@ class Service:
         *,
         output: dict[str, Any] | None = None,
         conversation: str | None = None,
+        earlier: Sequence[Turn] | None = None,
     ) -> QueryRun:
         """Put a question in line. Everything a request got wrong fails here, before it
         waits: an option it may not set, an unknown project, an invalid output schema,
-        an unknown conversation (``"new"`` starts one)."""
+        an unknown conversation (``"new"`` starts one). ``earlier``: a client's own
+        history of this conversation (its questions and answers), which finds or starts
+        the conversation instead of an id (``OpenConversations.following``)."""
         chosen = request_overrides(overrides, self.sh.settings)
         self.sh.query_settings(**chosen)
         project = await asyncio.to_thread(self.sh.get_project, name)
@@ -205,6 +208,8 @@ class Service:
         if conversation is not None:
             given = None if conversation == NEW else conversation
             conv = await asyncio.to_thread(self.conversations.get, project, given)
+        elif earlier is not None:
+            conv = await asyncio.to_thread(self.conversations.following, project, earlier)
         return self.line.submit(name, question, chosen, output=output, conversation=conv)
 
     async def ask(
