@@ -144,6 +144,9 @@ def test_every_documented_command_runs(
     env.update(
         {
             "SHESHA_HOME": str(home),
+            "HOME": str(workdir / "user"),  # `shesha mcp install` writes a client's file there
+            "XDG_CONFIG_HOME": str(workdir / "user" / ".config"),
+            "CODEX_HOME": str(workdir / "user" / ".codex"),
             "SHESHA_POOL_SIZE": "1",
             "SHESHA_MODEL": "openai/scripted",
             "SHESHA_API_BASE": server.api_base,

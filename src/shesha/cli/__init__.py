@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from shesha import __version__
-from shesha.cli import ask, chat, doctor, evals, manage, models, serve
+from shesha.cli import ask, chat, doctor, evals, manage, mcp, models, serve
 from shesha.cli.common import EXIT_ERROR, print_error, state
 from shesha.errors import SheshaError
 
@@ -81,7 +81,7 @@ app.add_typer(manage.projects_app, name="projects")
 app.add_typer(models.models_app, name="models")
 app.add_typer(evals.eval_app, name="eval")
 app.add_typer(serve.serve_app, name="serve")
-app.command("mcp")(serve.mcp)
+app.add_typer(mcp.mcp_app, name="mcp")
 app.command("view")(serve.view)
 
 

@@ -1,5 +1,5 @@
 """`shesha serve` (one warm process for the CLI, other programs and MCP clients),
-`shesha serve stop`, and `shesha mcp` (MCP over stdio)."""
+`shesha serve stop`, and `shesha view`."""
 
 from __future__ import annotations
 
@@ -177,21 +177,6 @@ def status(config: Path | None = ConfigOpt) -> None:
         err_console.print(f"No shesha server is running for {home}.", markup=False)
         raise typer.Exit(EXIT_ERROR)
     typer.echo(f"{state.url} (pid {state.pid}, shesha {state.version}) serving {state.home}")
-
-
-def mcp(
-    ctx: typer.Context,
-    model: str | None = typer.Option(None, help="Root model for `ask` (default: configured)."),
-    allow_path: list[Path] | None = AllowOpt,
-    config: Path | None = ConfigOpt,
-) -> None:
-    """Serve MCP over stdin/stdout, for Claude Code, Cursor and other MCP clients."""
-    from shesha.server.mcp_tools import McpHub  # noqa: PLC0415  the MCP SDK loads only here
-    from shesha.service import Service  # noqa: PLC0415  with it
-
-    chosen = _model_settings(ctx, config, model)
-    with open_shesha(ctx, config_file=config, **chosen) as sh:
-        McpHub(Service(sh, roots=_allowed(allow_path))).run_stdio()
 
 
 def view(
