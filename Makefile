@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: setup venv docker sandbox-image chromium bwrap ocr local-model lint format typecheck docs test test-unit all bench demo clean
+.PHONY: setup venv docker sandbox-image chromium bwrap ocr local-model phoenix lint format typecheck docs test test-unit all bench demo clean
 
 setup: venv sandbox-image chromium bwrap ocr
 
@@ -47,6 +47,11 @@ local-model: venv
 	@bash scripts/fetch-local-model.sh qwen2.5-coder-1.5b $(BIN)/python
 	@bash scripts/fetch-local-model.sh smollm2-135m $(BIN)/python
 
+# Arize Phoenix, the OpenTelemetry receiver the export's tests send to, in its own venv
+# (its dependencies are many, and not shesha's).
+phoenix:
+	@bash scripts/ensure-phoenix.sh
+
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples scripts
 	$(BIN)/ruff format --check src tests benchmarks examples scripts
@@ -63,7 +68,7 @@ typecheck: venv
 docs: venv
 	$(BIN)/cog -r -I scripts docs/cli.md docs/settings.md
 
-test: setup local-model
+test: setup local-model phoenix
 	$(BIN)/pytest
 
 test-unit: venv
@@ -86,4 +91,4 @@ demo: venv sandbox-image local-model
 	$(BIN)/shesha ask "$(DEMO_QUESTION)" examples/data/war-and-peace.txt --model local
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-phoenix .mypy_cache .ruff_cache .pytest_cache

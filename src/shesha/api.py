@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from shesha.parser.ocr import OcrSettings
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.cache import DiskCache, SubcallCache
 from shesha.rlm.engine import ExecSession
+from shesha.rlm.events import TraceEvent
 from shesha.rlm.output import Output, output_checker
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.tools import HostTools
@@ -48,6 +51,13 @@ from shesha.storage import AddReport, ProjectStore, StoredDocument, StoredProjec
 from shesha.storage.parsing import ParseLimits
 from shesha.storage.store import ProgressCallback, ProjectSnapshot
 from shesha.sync import run_sync
+from shesha.telemetry import OtelTelemetry, QueryFacts, QueryTelemetry
+
+log = logging.getLogger(__name__)
+
+
+def _file_name(path: str | None) -> str | None:
+    return Path(path).name if path else None
 
 
 def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
@@ -311,6 +321,7 @@ class Shesha:
         llm: llm.ChatModel | None = None,
         sandboxes: SandboxProvider | None = None,
         tools: Sequence[Callable[..., Any]] = (),
+        telemetry: QueryTelemetry | None = None,
         **settings: Any,
     ) -> None:
         self.settings = load_settings(settings, config_file=config_file)
@@ -326,6 +337,10 @@ class Shesha:
             self.store.home / "logs",
         )
         self._closed = False
+        self._telemetry = telemetry
+        self._own_telemetry = telemetry is None
+        self._telemetry_lock = threading.Lock()
+        self._telemetry_checked = telemetry is not None
 
     # -- models -----------------------------------------------------------------------
 
@@ -453,17 +468,54 @@ class Shesha:
         )
         stored = corpus if isinstance(corpus, ProjectSnapshot) else None
         ocr_pages = {d.name: d.meta.ocr_pages for d in stored.documents_meta()} if stored else None
-        return await engine.run(
+        exported = self.telemetry()
+        seen: list[TraceEvent] = []
+
+        def collect(event: TraceEvent) -> None:
+            seen.append(event)
+            if on_event is not None:
+                on_event(event)
+
+        started = time.time()
+        result = await engine.run(
             question,
             corpus,
             trace_dir=trace_dir,
             project=project,
-            on_event=on_event,
+            on_event=collect if exported is not None else on_event,
             session=session,
             earlier=earlier,
             ocr_pages=ocr_pages,
             passages=stored.passage_index if stored else None,
         )
+        if exported is not None:
+            facts = QueryFacts(question, project, _file_name(result.trace_path), started)
+            try:
+                exported.export(facts, seen)
+            except Exception:  # an export never fails a query; the trace file has it all
+                log.warning("Exporting the query's spans failed.", exc_info=True)
+        return result
+
+    def telemetry(self) -> QueryTelemetry | None:
+        """Where each query's spans go: the ``telemetry`` passed in, else an OTLP
+        exporter to ``otel_endpoint`` (or ``OTEL_EXPORTER_OTLP_ENDPOINT``), else None.
+        ``otel_endpoint`` without the ``otel`` extra is a ConfigError; the standard
+        variable without it is a warning, once."""
+        with self._telemetry_lock:
+            if self._telemetry_checked:
+                return self._telemetry
+            chosen = self.settings.otel_endpoint
+            endpoint = chosen or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            if endpoint:
+                try:
+                    content = self.settings.otel_content
+                    self._telemetry = OtelTelemetry.to_endpoint(endpoint, content=content)
+                except ConfigError as e:
+                    if chosen:
+                        raise
+                    log.warning("%s %s Queries run without exporting spans.", e.message, e.hint)
+            self._telemetry_checked = True
+            return self._telemetry
 
     # -- sandboxes --------------------------------------------------------------------
 
@@ -511,6 +563,11 @@ class Shesha:
         if pool is not None:
             pool.close()
         self._endpoints.close()
+        with self._telemetry_lock:
+            exported, self._telemetry = self._telemetry, None
+            self._telemetry_checked = True
+        if exported is not None and self._own_telemetry:
+            exported.close()
 
     def __enter__(self) -> Shesha:
         return self

@@ -124,6 +124,15 @@ class Settings(ModelSettings, QueryLimits):
         description="let a request to the server choose api_base / api_key (a named endpoint "
         "never gets the server's own key)",
     )
+    # OpenTelemetry export (the `otel` extra)
+    otel_endpoint: str | None = Field(
+        None,
+        description="an OTLP/HTTP receiver each query's spans go to (default: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, if set)",
+    )
+    otel_content: bool = Field(
+        False, description="export document text, prompts, code and outputs with the spans"
+    )
     # local models (--model local)
     models_dir: str | None = Field(None, description="GGUF models (default: <home>/models)")
     local_ctx: ContextTokens = Field(8192, description="context window of the local server")
