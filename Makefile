@@ -82,6 +82,7 @@ bench: setup local-model
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/cache.py
+	$(BIN)/python benchmarks/eval_scale.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/local_model.py
 

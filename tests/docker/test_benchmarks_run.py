@@ -21,6 +21,7 @@ QUICK = {
     "cache": [],
     "sizing": ["--rounds", "2"],
     "serve": ["--rounds", "1"],
+    "eval_scale": ["--quick"],
 }
 QUICK_SHARED = {
     "ingest": ["--pdfplumber-pages", "4"],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from shesha.errors import SandboxUnavailableError
 from shesha.sandbox import InMemoryCorpus, SandboxLimits, SandboxPool
-from shesha.sandbox.bwrap import BwrapSandbox, isolation
+from shesha.sandbox.bwrap import SPAWN_TRIES, BwrapSandbox, isolation, retrying_spawn
 from shesha.sandbox.seccomp import program
 
 pytestmark = pytest.mark.bwrap
@@ -84,3 +87,36 @@ def test_the_isolation_line_says_what_holds_here() -> None:
     line = isolation()
     assert line.startswith("bubblewrap: user, PID, network")
     assert ("cgroup" in line) or ("rlimits" in line)
+
+
+def _child_whose_setup_fails(times: int) -> tuple[list[int], Callable[[int], str]]:
+    """An attempt that starts a real child process whose setup between fork and exec
+    fails the first ``times`` times, writing why to the report pipe, as joining a
+    control group does when it fails."""
+    tries: list[int] = []
+
+    def attempt(report: int) -> str:
+        tries.append(report)
+        failing = len(tries) <= times
+
+        def setup() -> None:
+            if failing:
+                os.write(report, b"No space left on device (/sys/fs/cgroup/pids/x/cgroup.procs)")
+                raise OSError(28, "No space left on device")
+
+        done = subprocess.run(["true"], preexec_fn=setup, check=True)
+        return f"started, rc {done.returncode}"
+
+    return tries, attempt
+
+
+def test_a_start_that_fails_before_exec_is_tried_again_then_said_plainly() -> None:
+    tries, attempt = _child_whose_setup_fails(times=1)
+    assert retrying_spawn(attempt) == "started, rc 0"
+    assert len(tries) == 2
+    tries, attempt = _child_whose_setup_fails(times=SPAWN_TRIES)
+    with pytest.raises(SandboxUnavailableError) as failed:
+        retrying_spawn(attempt)
+    assert len(tries) == SPAWN_TRIES
+    assert "No space left on device (/sys/fs/cgroup/pids/x/cgroup.procs)" in failed.value.message
+    assert f"({SPAWN_TRIES} tries)" in failed.value.message

@@ -21,6 +21,7 @@ from shesha.bench import generate
 from shesha.bench.runner import EvalRunner
 from shesha.bench.tasks import EvalTask, write_task_set
 from shesha.cli import app
+from shesha.errors import ConfigError
 from shesha.sandbox import SandboxPool
 from shesha.testing import Fail, FunctionModel, Reply, ScriptedLLMServer
 
@@ -102,6 +103,44 @@ def test_resume_skips_finished_tasks(
     # Only the two unfinished tasks ran: two steps each (look, then answer).
     assert len(model.calls) - asked == 2 * 2
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_workers_run_tasks_at_once_and_write_what_one_worker_writes(
+    task_set: tuple[Path, list[EvalTask]], shesha_for: Any, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    answer = gold_answers(tasks, lambda t: t.gold)
+    running, most = 0, 0
+
+    async def slow_oracle(messages: list[Any], model: str) -> str:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+        return answer(messages, model)
+
+    def rows_without_timings(out: Path) -> list[dict[str, Any]]:
+        lines = (out / "results.jsonl").read_text().splitlines()
+        return [
+            {k: v for k, v in json.loads(line).items() if k not in ("latency_s", "trace_path")}
+            for line in lines
+        ]
+
+    with shesha_for(FunctionModel(slow_oracle, name="oracle")) as sh:
+        alone = asyncio.run(EvalRunner(sh, folder, tmp_path / "one").run(workers=1))
+        assert most == 1
+        together = asyncio.run(EvalRunner(sh, folder, tmp_path / "three").run(workers=3))
+        with pytest.raises(ConfigError, match="workers must be at least 1"):
+            asyncio.run(EvalRunner(sh, folder, tmp_path / "none").run(workers=0))
+    assert most == 3  # three tasks at once (the pool has three sandboxes)
+    assert [r.task_id for r in together] == [t.id for t in tasks]
+    assert rows_without_timings(tmp_path / "three") == rows_without_timings(tmp_path / "one")
+    assert [r.score for r in alone] == [r.score for r in together] == [1.0] * 4
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    three = json.loads((tmp_path / "three" / "summary.json").read_text())
+    assert one["fingerprint"] == three["fingerprint"]
+    assert one["mean_score"] == three["mean_score"]
 
 
 def test_the_direct_baseline_is_truncated_to_its_window_and_says_so(

@@ -201,24 +201,41 @@ class EvalRunner:
                 done[row.task_id] = row
         return done
 
-    async def run(self, *, limit: int | None = None, resume: bool = False) -> list[ResultRow]:
+    async def run(
+        self, *, limit: int | None = None, resume: bool = False, workers: int = 1
+    ) -> list[ResultRow]:
+        """Run the tasks, ``workers`` at once (each finished row is appended to
+        results.jsonl as it comes, so ``resume`` finds it after a crash); at the end
+        results.jsonl holds every row in the task set's order, as one worker writes it."""
+        if workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {workers}.", hint="--workers 1")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         results_path = self.out_dir / "results.jsonl"
         done = self._done() if resume else {}
         if not resume and results_path.exists():
             results_path.unlink()
         tasks = self.tasks[:limit] if limit else self.tasks
-        rows = [done[t.id] for t in tasks if t.id in done]
+        finished = dict(done)
+        gate = asyncio.Semaphore(workers)
         with open(results_path, "a", encoding="utf-8") as out:
-            for task in tasks:
-                if task.id in done:
-                    continue
-                row = await (self._rlm(task) if self.method == "rlm" else self._direct(task))
+
+            async def one(task: EvalTask) -> None:
+                async with gate:
+                    row = await (self._rlm(task) if self.method == "rlm" else self._direct(task))
                 out.write(row.model_dump_json() + "\n")
                 out.flush()
-                rows.append(row)
+                finished[task.id] = row
                 if self.on_row is not None:
                     self.on_row(row)
+
+            async with asyncio.TaskGroup() as group:
+                for task in tasks:
+                    if task.id not in done:
+                        group.create_task(one(task))
+        order = {t.id: i for i, t in enumerate(self.tasks)}
+        every = sorted(finished.values(), key=lambda r: order.get(r.task_id, len(order)))
+        atomic_write(results_path, "".join(r.model_dump_json() + "\n" for r in every).encode())
+        rows = [finished[t.id] for t in tasks]
         summary = {
             "fingerprint": self.fingerprint,
             "fingerprint_data": self.fingerprint_data,

@@ -70,6 +70,9 @@ def eval_run(
     resume: bool = typer.Option(False, help="Skip tasks already in results.jsonl."),
     window_tokens: int | None = typer.Option(None, help="direct: the model's window."),
     max_iterations: int | None = typer.Option(None),
+    workers: int = typer.Option(
+        1, min=1, help="Tasks run at once, each with its own sandbox (the pool grows to fit)."
+    ),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
 ) -> None:
     """Run every task; write results.jsonl, summary.json and traces; print a table."""
@@ -82,6 +85,7 @@ def eval_run(
         "api_base": api_base,
         "api_key": api_key,
         "max_iterations": max_iterations,
+        "pool_size": workers if workers > 1 else None,
     }
     with open_shesha(ctx, config_file=config, **settings) as sh:
         name = (sh.settings.model or "model").replace("/", "_")
@@ -101,7 +105,7 @@ def eval_run(
                 sh, task_dir, out_dir, method=chosen, window_tokens=window_tokens, on_row=step
             )
             bar.update(job, completed=0)
-            rows = asyncio.run(runner.run(limit=limit, resume=resume))
+            rows = asyncio.run(runner.run(limit=limit, resume=resume, workers=workers))
     table = Table("length", "tasks", "mean score", "mean cost", "mean tokens", "p50 s", "p95 s")
     for g in summarise(rows):
         cost = "unknown" if g["mean_cost_usd"] is None else f"${g['mean_cost_usd']:.4f}"

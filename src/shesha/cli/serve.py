@@ -106,7 +106,7 @@ def serve(
             allow_paths=_allowed(allow_path),
             max_upload_mb=max_upload_mb,
             on_ready=lambda url: err_console.print(
-                f"shesha {url} · data {sh.store.home} · MCP {url}/mcp · "
+                f"shesha {url} · data {sh.store.home} · MCP {url}/mcp · OpenAI {url}/v1 · "
                 f"{'token required' if token else 'no token (loopback only)'} · Ctrl-C stops",
                 markup=False,
             ),

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import cache
@@ -165,7 +166,11 @@ class BwrapSandbox(ProcessSandbox):
     def launch(  # type: ignore[override]
         cls, limits: SandboxLimits | None = None, *, ready_timeout: float = 30.0
     ) -> BwrapSandbox:
-        limits = limits or SandboxLimits()
+        chosen = limits or SandboxLimits()
+        return retrying_spawn(lambda report: cls._launch_once(chosen, ready_timeout, report))
+
+    @classmethod
+    def _launch_once(cls, limits: SandboxLimits, ready_timeout: float, report: int) -> BwrapSandbox:
         filter_bytes = program()
         read_fd = None
         if filter_bytes is not None:
@@ -177,7 +182,7 @@ class BwrapSandbox(ProcessSandbox):
             argv = command(limits, read_fd)
             fds = () if read_fd is None else (read_fd,)
             proc, channel = _SPAWNER.call(
-                lambda: spawn(argv, limits, _preexec(limits, group), pass_fds=fds)
+                lambda: spawn(argv, limits, _preexec(limits, group, report), pass_fds=fds)
             )
         except BaseException:
             if group is not None:
@@ -264,8 +269,39 @@ def _user_processes() -> int:
     return count
 
 
-def _preexec(limits: SandboxLimits, group: Cgroup | None) -> Callable[[], None]:
-    """Set in the child before bwrap starts: its group, or the rlimits that stand in."""
+SPAWN_TRIES = 3
+"""Starts tried before a sandbox is unavailable: joining a control group between fork
+and exec fails now and then on a loaded cgroup-v1 host, and works when tried again."""
+
+
+def retrying_spawn(attempt: Callable[[int], _T]) -> _T:
+    """``attempt(report_fd)``, tried again when the child failed before it could exec
+    (``preexec`` raised); what the child wrote to ``report_fd`` says why. After the
+    last try, a SandboxUnavailableError with that reason."""
+    for tries in range(1, SPAWN_TRIES + 1):
+        read_end, write_end = os.pipe()
+        try:
+            return attempt(write_end)
+        except subprocess.SubprocessError as e:
+            os.close(write_end)
+            write_end = -1
+            said = os.read(read_end, 4096).decode(errors="replace").strip() or str(e)
+            if tries == SPAWN_TRIES:
+                raise SandboxUnavailableError(
+                    f"Could not start a bubblewrap sandbox ({SPAWN_TRIES} tries): {said}",
+                    hint="`shesha doctor` checks bubblewrap and control groups here.",
+                ) from e
+            time.sleep(0.05 * tries)
+        finally:
+            if write_end >= 0:
+                os.close(write_end)
+            os.close(read_end)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _preexec(limits: SandboxLimits, group: Cgroup | None, report: int) -> Callable[[], None]:
+    """Set in the child before bwrap starts: its group, or the rlimits that stand in. What
+    fails is written to ``report`` (the parent reads it), then raised."""
     file_size = limits.file_size_mb * 1024 * 1024
     memory = limits.memory_mb * 1024 * 1024
     nproc = None
@@ -273,6 +309,13 @@ def _preexec(limits: SandboxLimits, group: Cgroup | None) -> Callable[[], None]:
         nproc = _user_processes() + limits.pids  # RLIMIT_NPROC counts all of the user's
 
     def apply() -> None:
+        try:
+            limit()
+        except OSError as e:
+            os.write(report, f"{e.strerror or e} ({e.filename or 'setrlimit'})".encode())
+            raise
+
+    def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         if group is not None:
