@@ -290,6 +290,14 @@ def test_refusals_are_in_the_openai_error_shape(served: Callable[..., Served]) -
             chat.create(model="shesha/acme", messages=messages, **more)
         assert isinstance(bad.value.body, dict)
         assert set(bad.value.body) == {"message", "type", "param", "code"}
+    # a browser's Accept changes nothing under /v1: JSON, not a page or a login redirect
+    page = {"Accept": "text/html,application/xhtml+xml"}
+    as_browser = httpx.get(f"{s.url}/v1/models", headers=page, follow_redirects=False)
+    assert as_browser.status_code == 401
+    assert as_browser.json()["error"]["type"] == "authentication_error"
+    unknown = s.http.get("/v1/models/shesha/nope", headers=page)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "NotFoundError"
     # no such route under /v1 either
     missing = s.http.post("/v1/embeddings", json={})
     assert missing.status_code == 404

@@ -322,9 +322,9 @@ async def _shesha_error(request: Request, error: Exception) -> Response:
     """JSON for the API; a page for a person (a browser asking for a page)."""
     assert isinstance(error, SheshaError)
     status = _status(error)
-    if not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
-        "accept", ""
-    ):
+    path = request.url.path
+    api = path.startswith("/api/") or is_openai_path(path)
+    if not api and "text/html" in request.headers.get("accept", ""):
         return error_page(request, status, type(error).__name__, error.message, error.hint)
     return _error_json(request, status, error_body(error))
 

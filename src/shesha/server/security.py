@@ -123,7 +123,8 @@ class TokenGuard:
             await self.app(scope, receive, send)
             return
         wants_page = b"text/html" in _header(scope, b"accept")
-        if wants_page and not scope.get("path", "").startswith("/api/"):
+        path = scope.get("path", "")
+        if wants_page and not (path.startswith("/api/") or is_openai_path(path)):
             await send(
                 {
                     "type": "http.response.start",
