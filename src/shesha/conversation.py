@@ -161,24 +161,22 @@ class OpenConversations:
         return conv
 
     def following(self, project: ConversedProject, earlier: Sequence[Turn]) -> Conversation:
-        """The conversation a client's history continues (``earlier``: its questions and
-        answers, oldest first).
+        """A new conversation for a client's history (``earlier``: its questions and
+        answers, oldest first), and the question that follows it.
 
-        A recorded conversation of exactly these exchanges is continued. Else a new one
-        starts from the longest recorded conversation that begins with them (those
-        exchanges keep their traces, so their code is replayed), and holds the rest as
-        given: a history edited or branched, or never asked here, is a new conversation
-        that knows what the client says was asked, and no exchange it does not show."""
-        if not earlier:
-            return self.get(project, None)
+        It starts from the longest recorded conversation that begins with those
+        exchanges (they keep their traces, so their code is replayed), and holds the rest
+        as given. It is always a new record: two requests with the same history, or a
+        retried one, never run in one conversation, so neither sees the other's question;
+        a history edited or branched, or never asked here, is handled alike."""
         best: Record | None = None
         shared = 0
-        for record in listed(project.stored.path):
+        for record in listed(project.stored.path) if earlier else []:
             n = _shared_turns(record.exchanges, earlier)
-            if n == len(earlier) == len(record.exchanges):
-                return self.get(project, record.id)
             if n > shared:
                 best, shared = record, n
+                if n == len(earlier):
+                    break
         record = new_record(project.name)
         if best is not None:
             record.exchanges = list(best.exchanges[:shared])
@@ -207,5 +205,5 @@ def same_text(recorded: str | None, given: str) -> bool:
         return True
     try:
         return bool(json.loads(recorded) == json.loads(given))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python parses
         return False

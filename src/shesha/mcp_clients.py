@@ -267,15 +267,20 @@ class _Document:
     def backup(self) -> Path:
         return self.path.with_name(self.path.name + BACKUP_SUFFIX)
 
-    def write(self, *, keep_backup: bool = False) -> Path | None:
+    def write(self, *, keep_backup: bool = False, secret: bool = False) -> Path | None:
         """Replace the file with the document, the old one kept as the backup (unless
-        ``keep_backup``: the backup there is older, and the one to keep)."""
+        ``keep_backup``: the backup there is older, and the one to keep). A backup is
+        readable by its owner alone (it may hold tokens); so is the file, when ``secret``
+        (it holds the server's token)."""
         backup = None
         if self.existed:
             backup = self.backup
             if not (keep_backup and backup.is_file()):
                 shutil.copy2(self.path, backup)
+                os.chmod(backup, 0o600)
             mode = self.path.stat().st_mode & 0o777
+            if secret:
+                mode &= 0o700
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             mode = 0o600  # it may hold a token
@@ -301,7 +306,8 @@ def install(c: Client, launch: Launch, name: str = "shesha", *, dry_run: bool = 
     # replacing shesha's own older entry: the backup from before it is the one to keep
     ours_before = doc.current(name) is not None
     doc.servers(create=True)[name] = entry
-    return Change(c, doc.path, action, entry, doc.write(keep_backup=ours_before))
+    secret = isinstance(launch, Http) and bool(launch.headers()) and c.fmt == "json"
+    return Change(c, doc.path, action, entry, doc.write(keep_backup=ours_before, secret=secret))
 
 
 def uninstall(c: Client, name: str = "shesha", *, dry_run: bool = False) -> Change:

@@ -148,8 +148,10 @@ class _SpanTree:
 
     def _start(self, name: str, parent: Span | None, at: float, **attributes: Any) -> Span:
         from opentelemetry import trace  # noqa: PLC0415  the extra, loaded by OtelTelemetry
+        from opentelemetry.context import Context  # noqa: PLC0415
 
-        context = trace.set_span_in_context(parent) if parent is not None else None
+        # the root starts a trace of its own, whatever span the host has open
+        context = trace.set_span_in_context(parent) if parent is not None else Context()
         clean = {k: v for k, v in attributes.items() if v is not None}
         return self.tracer.start_span(name, context=context, start_time=_ns(at), attributes=clean)
 
@@ -159,6 +161,11 @@ class _SpanTree:
                 span.set_attribute("input.value", given)
             if produced is not None:
                 span.set_attribute("output.value", produced)
+
+    def _error(self, said: str | None, kind: str) -> str:
+        """An error's words, which may quote the documents or the code's data: only with
+        content; else its kind."""
+        return (said or kind) if self.content else kind
 
     def _parent(self) -> Span | None:
         return self.strategy or self.root
@@ -218,10 +225,12 @@ class _SpanTree:
                 self._tool(e)
             case LimitHit():
                 if self.root is not None:
-                    self.root.add_event("limit", {"shesha.limit": e.limit, "message": e.message})
+                    said = {"message": e.message} if self.content else {}
+                    self.root.add_event("limit", {"shesha.limit": e.limit, **said})
             case Failed():
                 if self.root is not None:
-                    self.root.add_event("error", {"error.type": e.kind, "message": e.error})
+                    said = {"message": e.error} if self.content else {}
+                    self.root.add_event("error", {"error.type": e.kind, **said})
             case Summary():
                 self._summary(e)
             case _:
@@ -256,7 +265,7 @@ class _SpanTree:
             }
         )
         if e.status != "ok":
-            self.code.set_status(Status(StatusCode.ERROR, e.error or e.status))
+            self.code.set_status(Status(StatusCode.ERROR, self._error(e.error, e.status)))
         self._content(self.code, None, e.stdout + (f"\n{e.stderr}" if e.stderr else ""))
         self.code.end(end_time=_ns(e.ts))
         self.code = None
@@ -282,7 +291,7 @@ class _SpanTree:
         span.set_attributes(_tokens(e.prompt_tokens, e.completion_tokens, e.cost_usd))
         span.set_attribute("shesha.subcall.cached", e.cached)
         if e.error is not None:
-            span.set_status(Status(StatusCode.ERROR, e.error))
+            span.set_status(Status(StatusCode.ERROR, self._error(e.error, "sub-call failed")))
         self._content(span, None, e.text)
         span.end(end_time=_ns(e.ts))
 
@@ -297,7 +306,7 @@ class _SpanTree:
             **{"openinference.span.kind": "TOOL", "tool.name": e.name, "shesha.tool.ok": e.ok},
         )
         if not e.ok:
-            span.set_status(Status(StatusCode.ERROR, e.error or "failed"))
+            span.set_status(Status(StatusCode.ERROR, self._error(e.error, "tool failed")))
         self._content(span, e.arguments, e.result)
         span.end(end_time=_ns(e.ts))
 
@@ -322,7 +331,7 @@ class _SpanTree:
             }
         )
         if e.status == "error":
-            self.root.set_status(Status(StatusCode.ERROR, e.error or "error"))
+            self.root.set_status(Status(StatusCode.ERROR, self._error(e.error, "error")))
         else:
             self.root.set_status(Status(StatusCode.OK))
         self._content(self.root, None, e.answer)

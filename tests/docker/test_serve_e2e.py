@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -112,7 +113,11 @@ def test_the_openai_sdk_asks_a_project_through_a_real_serve_with_a_token(
             model="shesha/docs",
             messages=[*question, {"role": "assistant", "content": answer}, *question],
         )
-        assert (follow.model_extra or {})["shesha"]["conversation"] == figures["conversation"]
+        followed = (follow.model_extra or {})["shesha"]["conversation"]
+        assert followed != figures["conversation"]  # a new record: the history, then this
+        headers = {"Authorization": "Bearer e2e-token"}
+        shown = httpx.get(f"{url}/api/projects/docs/conversations/{followed}", headers=headers)
+        assert [e["answer"] for e in shown.json()["exchanges"]] == ["Maria Lopez"] * 2
         wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             wrong.chat.completions.create(model="shesha/docs", messages=question)

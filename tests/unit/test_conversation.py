@@ -152,3 +152,17 @@ def test_a_conversation_replays_with_the_configured_prompts(
     new_calls = llm.calls[before:]
     assert not any(m[0]["content"].startswith(SUBCALL) for _, m in new_calls)  # replayed
     assert "['alpha', 'beta'] an index of words" in new_calls[1][1][-1]["content"]
+
+
+def test_a_writers_temporary_file_or_a_damaged_record_is_not_a_conversation(
+    sh: Shesha,
+) -> None:
+    with sh.project("words").chat() as conv:
+        conv.ask("Please build an index.")
+        cid = conv.id
+    folder = sh.project("words").stored.path / "conversations"
+    (folder / f".tmp-0123abcd-{cid}.json").write_text("{")  # a save in flight
+    (folder / "notes.json").write_text("[]")  # not a conversation's name
+    (folder / "0123456789ab.json").write_text('{"id": "0123456789ab"}')  # damaged
+    assert [c.id for c in sh.project("words").conversations()] == [cid]
+    sh.close()

@@ -268,6 +268,10 @@ def test_a_linked_file_is_written_through_its_link(
 def test_http_entries_point_at_the_running_server_with_its_token(
     client: str, home: Path, shesha: Callable[..., Result]
 ) -> None:
+    path = home / CLIENT_FILES[client]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(existing(client))
+    os.chmod(path, 0o644)  # readable by everyone, before a token goes in
     data_dir = home / "data"
     data_dir.mkdir(exist_ok=True)
     write_state(
@@ -284,6 +288,8 @@ def test_http_entries_point_at_the_running_server_with_its_token(
         assert "tok-1" not in (home / CLIENT_FILES[client]).read_text()
     else:
         assert found["headers"] == {"Authorization": "Bearer tok-1"}
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the token now
+    assert stat.S_IMODE(path.with_name(path.name + ".shesha.bak").stat().st_mode) == 0o600
     if "type" in found:
         assert found["type"] == "http"
     given = shesha("mcp", "install", client, "--url", "http://127.0.0.1:9/", "--token", "t2")

@@ -83,6 +83,7 @@ def everything_said(spans: Sequence[ReadableSpan]) -> str:
     parts = [repr(dict(s.attributes or {})) for s in spans]
     parts += [repr(dict(e.attributes or {})) for s in spans for e in s.events]
     parts += [repr(dict(s.resource.attributes)) for s in spans]
+    parts += [str(s.status.description) for s in spans]
     return "\n".join(parts)
 
 
@@ -134,6 +135,31 @@ def test_a_query_is_one_span_tree_with_tokens_and_no_text(
     assert "room 2" not in said  # outputs and the answer
     assert "input.value" not in said
     assert API_KEY not in said
+
+
+def test_an_error_that_quotes_the_document_is_exported_by_its_kind_only(
+    sandboxes: SandboxPool, tmp_path: Path, docs: Path
+) -> None:
+    def failing(messages: list[Message], name: str) -> str:
+        step = sum(1 for m in messages if m["role"] == "assistant")
+        return "```repl\nfloat(context[0])\n```" if step == 0 else "FINAL(no number)"
+
+    exporter = InMemorySpanExporter()
+    telemetry = OtelTelemetry(exporter)
+    sh = Shesha(
+        home=str(tmp_path / "home"), llm=FunctionModel(failing), sandboxes=sandboxes,
+        strategy="code", telemetry=telemetry,
+    )  # fmt: skip
+    sh.project("vault").add([docs])
+    result = sh.project("vault").query("Is there a number?")
+    sh.close()
+    telemetry.close()
+    assert result.trace_path is not None
+    assert "7431-ZEBRA" in Path(result.trace_path).read_text()  # the trace has the error
+    spans = exporter.get_finished_spans()
+    code = by_name(spans)["code 1.1"]
+    assert not code.status.is_ok
+    assert "7431-ZEBRA" not in everything_said(spans)
 
 
 def test_with_content_on_the_prompts_code_and_outputs_are_exported(

@@ -60,4 +60,14 @@ def load(project_path: Path, conversation_id: str) -> Record:
 
 
 def listed(project_path: Path) -> list[Record]:
-    return [load(project_path, p.stem) for p in sorted(folder(project_path).glob("*.json"))]
+    """Every readable record; a writer's temporary file, or a stray or damaged one, is
+    not a conversation and is passed over."""
+    records = []
+    for path in sorted(folder(project_path).glob("*.json")):
+        if not CONVERSATION_ID.fullmatch(path.stem):
+            continue
+        try:
+            records.append(load(project_path, path.stem))
+        except (NotFoundError, KeyError, TypeError):
+            continue  # damaged: its id names no conversation that can be continued
+    return records
