@@ -554,6 +554,12 @@ class Shesha:
                 self._pool = pool
             return self._pool
 
+    def injected_parts(self) -> list[str]:
+        """What was passed in as objects rather than settings (``llm``, ``sandboxes``,
+        ``tools``): what another process cannot rebuild from the settings."""
+        given = {"llm": self._llm, "sandboxes": self._sandboxes, "tools": self._tools or None}
+        return [name for name, value in given.items() if value is not None]
+
     def close(self) -> None:
         """Stop the sandbox pool and any local model servers (not what was passed in).
         Idempotent."""

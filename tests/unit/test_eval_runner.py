@@ -244,3 +244,47 @@ def test_a_qa_task_set_from_a_questions_file_runs_and_reports_by_type(
     by_type = {g["type"]: g for g in summary["by_type"]}
     assert by_type["name"]["right_and_success"] == 1
     assert by_type["date"]["share"] == 1.0
+
+
+def test_max_cost_starts_no_task_once_spent_and_resume_goes_on(
+    task_set: tuple[Path, list[EvalTask]], sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    """The run's cost cap, over all workers: a model with a known price (served by the
+    scripted server) spends past the cap, and no task starts after that."""
+    folder, tasks = task_set
+    script = gold_answers(tasks, lambda t: t.gold)
+    with ScriptedLLMServer(script) as server:
+        settings: dict[str, Any] = {
+            "home": str(tmp_path / "home"),
+            "model": "openai/gpt-4o-mini",  # LiteLLM's price list knows it: each call costs
+            "api_base": server.api_base,
+            "api_key": "t",
+        }
+        with Shesha(sandboxes=sandboxes, **settings) as sh:
+            full = asyncio.run(EvalRunner(sh, folder, tmp_path / "full").run())
+            costs = [r.cost_usd for r in full]
+            assert all(c is not None and c > 0 for c in costs)
+            cap = sum(c for c in costs[:2] if c is not None) * 0.99  # spent within task 2
+            capped = asyncio.run(EvalRunner(sh, folder, tmp_path / "capped").run(max_cost_usd=cap))
+            asked = len(server.requests)
+            rest = asyncio.run(EvalRunner(sh, folder, tmp_path / "capped").run(resume=True))
+    assert [r.task_id for r in capped] == [t.id for t in tasks[:2]]
+    summary = json.loads((tmp_path / "capped" / "summary.json").read_text())
+    assert summary["tasks"] == 4  # the resumed run's summary: all of them
+    assert [r.task_id for r in rest] == [t.id for t in tasks]
+    assert len(server.requests) - asked == 2 * 2  # only the two not run before
+
+
+def test_a_capped_run_says_it_stopped_at_the_cap(
+    task_set: tuple[Path, list[EvalTask]], sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    with ScriptedLLMServer(gold_answers(tasks, lambda t: t.gold)) as server, Shesha(
+        sandboxes=sandboxes, home=str(tmp_path / "home"), model="openai/gpt-4o-mini",
+        api_base=server.api_base, api_key="t",
+    ) as sh:  # fmt: skip
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run(max_cost_usd=0.0))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert rows == []
+    assert (summary["stopped"], summary["not_run"], summary["tasks"]) == ("max_cost_usd", 4, 0)
+    assert json.loads((tmp_path / "out" / "executor.json").read_text())["tasks"] == 0

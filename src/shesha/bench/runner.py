@@ -14,7 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -66,6 +66,8 @@ class ResultRow(BaseModel):
     fingerprint: str
     group: str | None = None
     """The question type of a ``qa`` task (name, date, number, ...)."""
+    attempts: int = 1
+    """Runs of the task: more than one when a Ray worker died under it (executor.json)."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -201,12 +203,33 @@ class EvalRunner:
                 done[row.task_id] = row
         return done
 
+    def task_runner(self, sh: Shesha | None = None, trace_dir: Path | None = None) -> TaskRunner:
+        """The part of this run one worker does, with ``sh`` (default: this run's)."""
+        return TaskRunner(
+            sh or self.sh,
+            method=self.method,
+            window_tokens=self.window_tokens,
+            fingerprint=self.fingerprint,
+            trace_dir=trace_dir or self.out_dir / "traces",
+        )
+
     async def run(
-        self, *, limit: int | None = None, resume: bool = False, workers: int = 1
+        self,
+        *,
+        limit: int | None = None,
+        resume: bool = False,
+        workers: int = 1,
+        executor: TaskExecutor | None = None,
+        max_cost_usd: float | None = None,
     ) -> list[ResultRow]:
-        """Run the tasks, ``workers`` at once (each finished row is appended to
-        results.jsonl as it comes, so ``resume`` finds it after a crash); at the end
-        results.jsonl holds every row in the task set's order, as one worker writes it."""
+        """Run the tasks, ``workers`` at once in this process, or through ``executor``
+        (a Ray cluster: `shesha.bench.ray_executor`). Each finished row is appended to
+        results.jsonl as it comes, so ``resume`` finds it after a crash; at the end
+        results.jsonl holds every row in the task set's order, as one worker writes it.
+
+        ``max_cost_usd`` caps the whole run, wherever its tasks run: once the finished
+        tasks have cost that much, no task starts (those in flight finish), the summary
+        says ``stopped: max_cost_usd``, and a later ``resume`` with a higher cap goes on."""
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, not {workers}.", hint="--workers 1")
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,27 +239,30 @@ class EvalRunner:
             results_path.unlink()
         tasks = self.tasks[:limit] if limit else self.tasks
         finished = dict(done)
-        gate = asyncio.Semaphore(workers)
+        spent = sum(r.cost_usd or 0.0 for r in done.values())
+        todo = [t for t in tasks if t.id not in done]
+        chosen = executor or LocalExecutor(self.task_runner(), workers)
+
         with open(results_path, "a", encoding="utf-8") as out:
 
-            async def one(task: EvalTask) -> None:
-                async with gate:
-                    row = await (self._rlm(task) if self.method == "rlm" else self._direct(task))
+            def record(row: ResultRow) -> None:
+                nonlocal spent
                 out.write(row.model_dump_json() + "\n")
                 out.flush()
-                finished[task.id] = row
+                finished[row.task_id] = row
+                spent += row.cost_usd or 0.0
                 if self.on_row is not None:
                     self.on_row(row)
 
-            async with asyncio.TaskGroup() as group:
-                for task in tasks:
-                    if task.id not in done:
-                        group.create_task(one(task))
+            def may_start() -> bool:
+                return max_cost_usd is None or spent < max_cost_usd
+
+            report = await chosen.run(todo, record, may_start)
         order = {t.id: i for i, t in enumerate(self.tasks)}
         every = sorted(finished.values(), key=lambda r: order.get(r.task_id, len(order)))
         atomic_write(results_path, "".join(r.model_dump_json() + "\n" for r in every).encode())
-        rows = [finished[t.id] for t in tasks]
-        summary = {
+        rows = [finished[t.id] for t in tasks if t.id in finished]
+        summary: dict[str, Any] = {
             "fingerprint": self.fingerprint,
             "fingerprint_data": self.fingerprint_data,
             "tasks": len(rows),
@@ -244,15 +270,86 @@ class EvalRunner:
             "by_length": summarise(rows),
             "by_type": summarise_by_type(rows),
         }
+        if len(rows) < len(tasks):
+            summary["stopped"] = "max_cost_usd"
+            summary["not_run"] = len(tasks) - len(rows)
+            summary["cost_usd"] = round(spent, 6)
         atomic_write(self.out_dir / "summary.json", json.dumps(summary, indent=1).encode())
+        atomic_write(self.out_dir / "executor.json", json.dumps(report, indent=1).encode())
         return rows
+
+
+Record = Callable[[ResultRow], None]
+"""Called with each finished row, as it finishes."""
+MayStart = Callable[[], bool]
+"""False once no task may start (the run's cost cap is spent)."""
+Report = dict[str, Any]
+"""What ran where: executor.json."""
+
+
+class TaskExecutor(Protocol):
+    """Where an evaluation's tasks run: threads here (`LocalExecutor`) or a Ray cluster."""
+
+    async def run(self, tasks: list[EvalTask], record: Record, may_start: MayStart) -> Report:
+        """Run each task and ``record`` its row as it finishes; start none once
+        ``may_start()`` is False. Return what ran where (executor.json)."""
+        ...
+
+
+class LocalExecutor:
+    """``workers`` tasks at once in this process, each in its own sandbox of the pool."""
+
+    def __init__(self, runner: TaskRunner, workers: int) -> None:
+        self.runner = runner
+        self.workers = workers
+
+    async def run(self, tasks: list[EvalTask], record: Record, may_start: MayStart) -> Report:
+        gate = asyncio.Semaphore(self.workers)
+        ran = 0
+
+        async def one(task: EvalTask) -> None:
+            nonlocal ran
+            async with gate:
+                if not may_start():
+                    return
+                ran += 1
+                row = await self.runner.run(task)
+            record(row)
+
+        async with asyncio.TaskGroup() as group:
+            for task in tasks:
+                group.create_task(one(task))
+        return {"executor": "local", "workers": self.workers, "tasks": ran}
+
+
+class TaskRunner:
+    """One task with one Shesha, scored into a row: what every worker does, in this
+    process or on another machine."""
+
+    def __init__(
+        self,
+        sh: Shesha,
+        *,
+        method: Method,
+        window_tokens: int,
+        fingerprint: str,
+        trace_dir: Path,
+    ) -> None:
+        self.sh = sh
+        self.method = method
+        self.window_tokens = window_tokens
+        self.fingerprint = fingerprint
+        self.trace_dir = trace_dir
+
+    async def run(self, task: EvalTask) -> ResultRow:
+        return await (self._rlm(task) if self.method == "rlm" else self._direct(task))
 
     async def _rlm(self, task: EvalTask) -> ResultRow:
         started = time.perf_counter()
         result = await self.sh.aquery_corpus(
             task.question,
             InMemoryCorpus(task.documents),
-            trace_dir=self.out_dir / "traces",
+            trace_dir=self.trace_dir,
             project=task.id,
         )
         u = result.usage

@@ -7,12 +7,26 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from shesha.bench import generate
 from shesha.bench.qa import qa_tasks
-from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise, summarise_by_type
+from shesha.bench.ray_executor import RayExecutor
+from shesha.bench.runner import (
+    EvalRunner,
+    Method,
+    ResultRow,
+    TaskExecutor,
+    summarise,
+    summarise_by_type,
+)
 from shesha.bench.tasks import parse_lengths, read_task_set, write_task_set
 from shesha.cli.common import CONFIG_OPTION_HELP, err_console, open_shesha, out_console
 
@@ -70,12 +84,29 @@ def eval_run(
     resume: bool = typer.Option(False, help="Skip tasks already in results.jsonl."),
     window_tokens: int | None = typer.Option(None, help="direct: the model's window."),
     max_iterations: int | None = typer.Option(None),
-    workers: int = typer.Option(
-        1, min=1, help="Tasks run at once, each with its own sandbox (the pool grows to fit)."
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Tasks run at once, each with its own sandbox (default: 1 here; with --ray, "
+        "one per CPU of the cluster).",
+    ),
+    ray: bool = typer.Option(
+        False, "--ray", help="Run the tasks on a Ray cluster (the ray extra; docs/scaling.md)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="--ray: the cluster to join (default: RAY_ADDRESS, else a local one)."
+    ),
+    retries: int = typer.Option(
+        2, min=0, help="--ray: runs again of a task whose worker died, at most."
+    ),
+    max_cost: float | None = typer.Option(
+        None, min=0, help="Start no task once the run has cost this many dollars (all workers)."
     ),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
 ) -> None:
     """Run every task; write results.jsonl, summary.json and traces; print a table."""
+    if ray_address is not None and not ray:
+        raise typer.BadParameter("--ray-address goes with --ray", param_hint="--ray-address")
     if method not in ("rlm", "direct"):
         raise typer.BadParameter("use rlm or direct", param_hint="--method")
     _, tasks = read_task_set(task_dir)
@@ -85,7 +116,7 @@ def eval_run(
         "api_base": api_base,
         "api_key": api_key,
         "max_iterations": max_iterations,
-        "pool_size": workers if workers > 1 else None,
+        "pool_size": workers if workers and workers > 1 and not ray else None,
     }
     with open_shesha(ctx, config_file=config, **settings) as sh:
         name = (sh.settings.model or "model").replace("/", "_")
@@ -93,19 +124,42 @@ def eval_run(
         total = min(limit or len(tasks), len(tasks))
         with Progress(
             TextColumn(f"{method}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.description}"), console=err_console, transient=True,
+            TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console,
+            transient=True,
         ) as bar:  # fmt: skip
             job = bar.add_task("", total=total)
 
+            failed, spent = 0, 0.0
+
             def step(row: ResultRow) -> None:
-                bar.update(job, advance=1, description=f"{row.task_id}: {row.score:.2f}")
+                nonlocal failed, spent
+                failed += row.status != "success"
+                spent += row.cost_usd or 0.0
+                bar.update(
+                    job,
+                    advance=1,
+                    description=f"{row.task_id}: {row.score:.2f} · failed {failed} · ${spent:.4f}",
+                )
 
             chosen: Method = "direct" if method == "direct" else "rlm"
             runner = EvalRunner(
                 sh, task_dir, out_dir, method=chosen, window_tokens=window_tokens, on_row=step
             )
+            executor: TaskExecutor | None = None
+            if ray:
+                executor = RayExecutor(
+                    runner, address=ray_address, workers=workers, retries=retries
+                )
             bar.update(job, completed=0)
-            rows = asyncio.run(runner.run(limit=limit, resume=resume, workers=workers))
+            rows = asyncio.run(
+                runner.run(
+                    limit=limit,
+                    resume=resume,
+                    workers=workers or 1,
+                    executor=executor,
+                    max_cost_usd=max_cost,
+                )
+            )
     table = Table("length", "tasks", "mean score", "mean cost", "mean tokens", "p50 s", "p95 s")
     for g in summarise(rows):
         cost = "unknown" if g["mean_cost_usd"] is None else f"${g['mean_cost_usd']:.4f}"
