@@ -4,7 +4,8 @@ model server.
 Model names are swapped for the scripted server's; everything else runs as written, the
 README's commands first, then each page's in name order (docs/results/ is left out: its
 pages record runs, they do not teach commands). A command that cannot run here is in
-NOT_RUN, with the reason.
+NOT_RUN, with the reason. No command that runs may name an address off this machine: the
+test fails before it would connect (tests run against loopback only).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from tests.fixtures import make_pdf
@@ -35,7 +38,11 @@ MODEL_FLAGS = {"--model", "--sub-model"}
 NOT_RUN = {
     "shesha models fetch": "downloads the real model's pinned packages (1.1 GB); the test's "
     "model is scripted, and tests/real_llm covers the fetched model",
+    "shesha eval run runs/sniah-tasks --model openai/gpt-4o-mini --ray --ray-address "
+    "head-node:6379": "joins a Ray cluster on other machines; tests/cluster runs the same "
+    "command against a three-node cluster on loopback",
 }
+HOST_PORT = re.compile(r"^\[?([\w.:-]+?)\]?:\d{1,5}$")
 
 
 def page_commands(page: Path) -> list[str]:
@@ -59,6 +66,27 @@ def documented_commands() -> list[tuple[str, str]]:
 
 def without_comment(command: str) -> str:
     return shlex.join(shlex.split(command, comments=True))
+
+
+def off_machine(args: list[str]) -> list[str]:
+    """The hosts ``args`` name (URLs, host:port) that are not this machine's loopback."""
+    hosts: list[str] = []
+    for arg in args:
+        host = urlsplit(arg).hostname if "://" in arg else None
+        if host is None and (m := HOST_PORT.match(arg)):
+            host = m.group(1)
+        if host is not None and not is_loopback(host):
+            hosts.append(host)
+    return hosts
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that is not localhost may resolve anywhere
 
 
 def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
@@ -128,6 +156,33 @@ def test_the_docs_pages_commands_are_collected_too() -> None:
 def test_every_command_not_run_is_still_shown() -> None:
     shown = {without_comment(c) for _, c in documented_commands()}
     assert set(NOT_RUN) <= shown, "NOT_RUN names a command no page shows any more"
+
+
+def test_no_command_that_runs_names_an_address_off_this_machine() -> None:
+    """The docs may show a cluster's or a provider's address; this test must never dial
+    one. After ``adapt`` (which points --api-base at the scripted server), every host a
+    command that runs names is loopback."""
+    for page, command in documented_commands():
+        if without_comment(command) not in NOT_RUN:
+            args = adapt(command, "http://127.0.0.1:9/v1")
+            assert off_machine(args) == [], f"{page}: {command} names {off_machine(args)}"
+
+
+@pytest.mark.parametrize(
+    ("args", "hosts"),
+    [
+        (["--ray-address", "10.0.0.5:6379"], ["10.0.0.5"]),
+        (["--ray-address", "head-node:6379"], ["head-node"]),
+        (["--api-base", "http://192.168.1.2:8000/v1"], ["192.168.1.2"]),
+        (["--api-base", "https://api.example.com/v1"], ["api.example.com"]),
+        (["--to", "[::1]:7733", "http://localhost:1/x", "127.0.0.2:80"], []),
+        (["note:", "a:b"], []),
+    ],
+)
+def test_off_machine_finds_every_way_to_write_a_remote_host(
+    args: list[str], hosts: list[str]
+) -> None:
+    assert off_machine(args) == hosts
 
 
 @pytest.mark.parametrize(

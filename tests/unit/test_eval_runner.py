@@ -288,3 +288,23 @@ def test_a_capped_run_says_it_stopped_at_the_cap(
     assert rows == []
     assert (summary["stopped"], summary["not_run"], summary["tasks"]) == ("max_cost_usd", 4, 0)
     assert json.loads((tmp_path / "out" / "executor.json").read_text())["tasks"] == 0
+
+
+def test_resume_runs_again_a_task_whose_workers_were_all_lost(
+    task_set: tuple[Path, list[EvalTask]], shesha_for: Any, tmp_path: Path
+) -> None:
+    """A row with status ``lost`` (every Ray worker died under it) is not a result:
+    ``resume`` runs that task again and its new row replaces it."""
+    folder, tasks = task_set
+    model = oracle(tasks, lambda t: t.gold)
+    with shesha_for(model) as sh:
+        first = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run())
+        results = tmp_path / "out" / "results.jsonl"
+        lines = results.read_text().splitlines()
+        lost = first[0].model_copy(update={"status": "lost", "score": 0.0, "answer": None})
+        results.write_text("\n".join([lost.model_dump_json(), *lines[1:]]) + "\n")
+        asked = len(model.calls)
+        rows = asyncio.run(EvalRunner(sh, folder, tmp_path / "out").run(resume=True))
+    assert len(model.calls) - asked == 2  # only the lost task, two steps
+    assert [r.status for r in rows] == ["success"] * 4
+    assert [r.score for r in rows] == [1.0] * 4

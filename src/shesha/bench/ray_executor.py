@@ -25,13 +25,15 @@ import pickle
 import shutil
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from shesha.api import Shesha
 from shesha.bench.runner import (
+    LOST,
     EvalRunner,
     MayStart,
     Method,
@@ -41,12 +43,16 @@ from shesha.bench.runner import (
     TaskRunner,
 )
 from shesha.bench.tasks import EvalTask
+from shesha.config import models_dir
 from shesha.errors import ConfigError
 from shesha.storage.atomic import atomic_write
 
 INSTALL_HINT = "pip install 'shesha[ray]'  (or run without --ray: --workers N on this machine)"
 DEFAULT_RETRIES = 2
 LOOPBACK = "127.0.0.1"
+PLACEMENT_POLL_S = 0.5
+PLACEMENT_TIMEOUT_S = 300.0
+"""How long a run waits for the cluster to place its first worker before it says so."""
 
 
 def import_ray() -> ModuleType:
@@ -122,6 +128,7 @@ class RayExecutor:
         cpus_per_worker: float = 1.0,
         resources: dict[str, float] | None = None,
         init_options: dict[str, Any] | None = None,
+        placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
     ) -> None:
         if runner.sh.injected_parts():
             raise ConfigError(
@@ -135,7 +142,7 @@ class RayExecutor:
             raise ConfigError(f"retries must be 0 or more, not {retries}.")
         self.ray = import_ray()
         self.job = WorkerJob(
-            settings=runner.sh.settings.model_dump(exclude_defaults=True, exclude={"home"}),
+            settings=_worker_settings(runner.sh),
             method=runner.method,
             window_tokens=runner.window_tokens,
             fingerprint=runner.fingerprint,
@@ -147,6 +154,7 @@ class RayExecutor:
         self.cpus_per_worker = cpus_per_worker
         self.resources = resources or {}
         self.init_options = init_options or {}
+        self.placement_timeout_s = placement_timeout_s
 
     async def run(self, tasks: list[EvalTask], record: Record, may_start: MayStart) -> Report:
         ray = self.ray
@@ -182,6 +190,40 @@ class RayExecutor:
         row.attempts = attempt
         return row
 
+    async def _placed(
+        self, actor: Any, more: Callable[[], bool], live: list[bool]
+    ) -> Literal["ready", "idle", "died"]:
+        """Wait until a new worker is placed and built: "idle" when, by then, there is
+        nothing left for it to do (so a worker the cluster has no room for yet never
+        holds up the end of the run), "died" when its node died first. A worker that
+        failed to start stops the run."""
+        ready = asyncio.wrap_future(actor.__ray_ready__.remote().future())
+        waited = 0.0
+        while True:
+            done, _ = await asyncio.wait({ready}, timeout=PLACEMENT_POLL_S)
+            if done:
+                try:
+                    ready.result()
+                except self.ray.exceptions.ActorDiedError as e:
+                    if e.actor_init_failed:
+                        raise ConfigError(
+                            f"A Ray worker could not start: {_first_line(e)}",
+                            hint="Every node needs shesha, its sandbox and the model's "
+                            "endpoint; see docs/research.md.",
+                        ) from e
+                    return "died"
+                return "ready"
+            if not more():
+                return "idle"
+            waited += PLACEMENT_POLL_S
+            if waited >= self.placement_timeout_s and not any(live):
+                raise ConfigError(
+                    f"No node of the Ray cluster had room for a worker in "
+                    f"{self.placement_timeout_s:g} s ({self.cpus_per_worker:g} CPU"
+                    f"{f', {self.resources}' if self.resources else ''} each).",
+                    hint="Add a node, or lower what a worker asks for.",
+                )
+
     async def _run(
         self, tasks: list[EvalTask], record: Record, may_start: MayStart, slots: int
     ) -> Report:
@@ -193,62 +235,111 @@ class RayExecutor:
             max_concurrency=1,
             scheduling_strategy="SPREAD",
         )(EvalWorker)
-        shared = ray.put(tasks)
+        run = _ClusterRun(ray, worker_class, self.job, ray.put(tasks), record)
+        run.queue.extend((t, 1) for t in tasks)
         task_set_bytes = len(pickle.dumps(tasks))
-        queue: deque[tuple[EvalTask, int]] = deque((t, 1) for t in tasks)
-        nodes: dict[str, Placement] = {}
-        lost: list[dict[str, Any]] = []
-        actors: list[Any] = []
-        lost_errors = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 
-        def start_worker() -> Any:
-            actor = worker_class.remote(self.job, shared)
-            actors.append(actor)
-            return actor
-
-        async def retire(actor: Any) -> None:
-            """Close a worker and free its place on the cluster (a lost worker's task
-            may be waiting for that place)."""
-            with contextlib.suppress(*lost_errors):  # a dead worker has nothing to close
-                await actor.close.remote()
-            ray.kill(actor)
+        def more() -> bool:
+            return bool(run.queue) and may_start()
 
         async def slot() -> None:
             actor: Any = None
             number = -1
             try:
-                while queue and may_start():
+                while more():
                     if actor is None:
-                        actor = start_worker()  # wherever the cluster has room now
-                        number = len(actors) - 1
-                    task, attempt = queue.popleft()
+                        actor, number = run.start_worker()  # where the cluster has room now
+                        placing = await self._placed(actor, more, run.live)
+                        if placing == "died":
+                            actor = None  # its node died before it started: another one
+                            continue
+                        if placing == "idle":
+                            break
+                        run.live[number] = True
+                        if not more():  # all taken, or the cap spent, while it was placed
+                            break
+                    task, attempt = run.queue.popleft()
                     try:
                         row_json, node, name, data = await actor.run.remote(task.id)
-                    except lost_errors as e:
-                        lost.append(
-                            {"task_id": task.id, "attempt": attempt, "reason": _first_line(e)}
-                        )
-                        if attempt <= self.retries:
-                            queue.append((task, attempt + 1))
-                        else:
-                            record(_lost_row(task, self.job, attempt, _first_line(e)))
+                    except ray.exceptions.RayTaskError as e:  # raised by shesha in the worker
+                        raise e.as_instanceof_cause() from None
+                    except run.lost_errors as e:
+                        run.lose(task, attempt, e, self.retries)
+                        run.live[number] = False
+                        ray.kill(actor)  # it may live on, busy ("may or may not have run")
                         actor = None
                         continue
                     row = await self._received(row_json, name, data, attempt)
-                    placed = nodes.setdefault(node, Placement())
-                    placed.tasks += 1
-                    placed.workers.add(number)
+                    run.ran(node, number)
                     record(row)
             finally:
-                if actor is not None:
-                    await retire(actor)
+                if actor is not None:  # one never placed has nothing to close: only killed
+                    await run.retire(actor, placed=run.live[number])
 
         try:
-            await asyncio.gather(*(slot() for _ in range(slots)))
+            async with asyncio.TaskGroup() as group:  # one slot's error stops the others
+                for _ in range(slots):
+                    group.create_task(slot())
+        except BaseExceptionGroup as failed:  # the first slot's error, as it was raised
+            raise failed.exceptions[0] from None
         finally:
-            for actor in actors:  # those an interruption left (killing twice is harmless)
+            for actor in run.actors:  # those an interruption left (killing twice is harmless)
                 ray.kill(actor)
-        return _report(slots, nodes, task_set_bytes, lost)
+        return _report(slots, run.nodes, task_set_bytes, run.lost)
+
+
+class _ClusterRun:
+    """One run's state on the cluster: the queue, the workers, and what each node did."""
+
+    def __init__(self, ray: ModuleType, worker_class: Any, job: WorkerJob, shared: Any,
+                 record: Record) -> None:  # fmt: skip
+        self.ray = ray
+        self.worker_class = worker_class
+        self.job = job
+        self.shared = shared
+        self.record = record
+        self.queue: deque[tuple[EvalTask, int]] = deque()
+        self.nodes: dict[str, Placement] = {}
+        self.lost: list[dict[str, Any]] = []
+        self.actors: list[Any] = []
+        self.live: list[bool] = []
+        self.lost_errors = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
+
+    def start_worker(self) -> tuple[Any, int]:
+        actor = self.worker_class.remote(self.job, self.shared)
+        self.actors.append(actor)
+        self.live.append(False)
+        return actor, len(self.actors) - 1
+
+    async def retire(self, actor: Any, *, placed: bool = True) -> None:
+        """Close a worker and free its place on the cluster (a lost worker's task may be
+        waiting for that place)."""
+        if placed:
+            with contextlib.suppress(*self.lost_errors):  # a dead worker has nothing to close
+                await actor.close.remote()
+        self.ray.kill(actor)
+
+    def lose(self, task: EvalTask, attempt: int, error: BaseException, retries: int) -> None:
+        """A worker died under ``task``: again later, or a row that says it was lost."""
+        reason = _first_line(error)
+        self.lost.append({"task_id": task.id, "attempt": attempt, "reason": reason})
+        if attempt <= retries:
+            self.queue.append((task, attempt + 1))
+        else:
+            self.record(_lost_row(task, self.job, attempt, reason))
+
+    def ran(self, node: str, worker: int) -> None:
+        spot = self.nodes.setdefault(node, Placement())
+        spot.tasks += 1
+        spot.workers.add(worker)
+
+
+def _worker_settings(sh: Shesha) -> dict[str, Any]:
+    """The driver's settings, every one given explicitly (so a worker's own shesha.toml
+    and SHESHA_* change nothing), with the driver's models folder for the local model."""
+    settings = sh.settings.model_dump(exclude={"home"})
+    settings["models_dir"] = str(models_dir(sh.settings))
+    return settings
 
 
 def _report(
@@ -291,7 +382,7 @@ def _lost_row(task: EvalTask, job: WorkerJob, attempts: int, reason: str) -> Res
         score=0.0,
         answer=None,
         gold=task.gold,
-        status="error",
+        status=LOST,
         error=f"the worker was lost {attempts} times: {reason}",
         prompt_tokens=0,
         completion_tokens=0,

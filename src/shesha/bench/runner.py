@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from shesha.api import Shesha
 
 Method = Literal["rlm", "direct"]
+LOST = "lost"
+"""The status of a task whose every worker died under it: ``resume`` runs it again."""
 DIRECT = PromptSet.load()
 """The direct baseline's prompts: the engine's read strategy uses the same wording."""
 CHARS_PER_WINDOW_TOKEN = 3.5
@@ -200,7 +202,8 @@ class EvalRunner:
                         f"(fingerprint {row.fingerprint}, this run {self.fingerprint}).",
                         hint="Use a new --out directory, or the same settings as before.",
                     )
-                done[row.task_id] = row
+                if row.status != LOST:
+                    done[row.task_id] = row
         return done
 
     def task_runner(self, sh: Shesha | None = None, trace_dir: Path | None = None) -> TaskRunner:
