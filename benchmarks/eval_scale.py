@@ -14,7 +14,9 @@ speed-up over one worker, and the seconds each task costs beyond its model calls
 With Ray installed (the ``ray`` extra), the same tasks then run on a 3-node Ray cluster
 this script starts on loopback (a head and two workers, one CPU each, bubblewrap
 sandboxes): with one Ray worker (what Ray adds per task over the local executor) and with
-three (one per node), and the bytes of the task set each node received.
+three (one per node); what asking the cluster's keeper of ``calls_per_minute`` for a
+turn adds to a model call; and the bytes of the task set, against those the busiest
+node received (each task goes to the node that runs it).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from report import emit
 
 from shesha import Shesha
 from shesha.bench import generate
-from shesha.bench.ray_executor import RayExecutor
+from shesha.bench.ray_executor import ClusterPace, PaceKeeper, RayExecutor
 from shesha.bench.runner import EvalRunner
 from shesha.bench.tasks import write_task_set
 from shesha.sandbox import InMemoryCorpus
@@ -85,26 +87,42 @@ def measure_ray(folder: Path, out: Path, server: ScriptedLLMServer) -> dict[str,
             "model": "openai/scripted", "api_base": server.api_base, "api_key": "t",
             "temperature": 0, "sandbox": "bwrap",
         }  # fmt: skip
-        for workers in (1, 3):
-            with Shesha(home=str(out / f"home{workers}"), **settings) as sh:
+        for label, workers in (("1", 1), ("3", 3)):
+            with Shesha(home=str(out / f"home{label}"), **settings) as sh:
                 # Each run starts its workers (a Shesha and a sandbox each): one task a
                 # worker measures that start; the whole set minus it, the steady rate.
-                runner = EvalRunner(sh, folder, out / f"start{workers}")
+                runner = EvalRunner(sh, folder, out / f"start{label}")
                 started = time.perf_counter()
                 asyncio.run(
                     runner.run(executor=RayExecutor(runner, workers=workers), limit=workers)
                 )
-                figures[f"start_{workers}"] = time.perf_counter() - started
-                runner = EvalRunner(sh, folder, out / f"ray{workers}")
+                figures[f"start_{label}"] = time.perf_counter() - started
+                runner = EvalRunner(sh, folder, out / f"ray{label}")
                 started = time.perf_counter()
                 asyncio.run(runner.run(executor=RayExecutor(runner, workers=workers)))
-                figures[f"ray_{workers}"] = time.perf_counter() - started
-            report = json.loads((out / f"ray{workers}" / "executor.json").read_text())
-            figures[f"report_{workers}"] = report
+                figures[f"ray_{label}"] = time.perf_counter() - started
+            report = json.loads((out / f"ray{label}" / "executor.json").read_text())
+            figures[f"report_{label}"] = report
+        figures["pace_s_per_call"] = asyncio.run(pace_cost(ray))
     finally:
         ray.shutdown()
         cluster.shutdown()  # type: ignore[no-untyped-call]
     return figures
+
+
+async def pace_cost(ray: Any, calls: int = 300) -> float:
+    """Seconds a model call spends asking the cluster's keeper of ``calls_per_minute``
+    for its turn, at a rate too high to wait for (the keeper on another process, as on
+    the driver's node)."""
+    keeper = ray.remote(num_cpus=0)(PaceKeeper).remote(6e7)
+    pace = ClusterPace(keeper)
+    await pace.wait("warm-up")
+    started = time.perf_counter()
+    for _ in range(calls):
+        await pace.wait("openai/scripted")
+    seconds = (time.perf_counter() - started) / calls
+    ray.kill(keeper)
+    return seconds
 
 
 def main() -> None:
@@ -132,9 +150,12 @@ def main() -> None:
             results[f"speedup_{w}_workers"] = round(seconds[1] / s, 2)
     results["overhead_per_task_s"] = round((seconds[1] - model_s) / len(tasks), 3)
     if cluster is not None:
-        for w in (1, 3):  # the steady rate: the whole run less the one that started workers
-            rate = (len(tasks) - w) / (cluster[f"ray_{w}"] - cluster[f"start_{w}"])
-            results[f"ray_tasks_per_s_{w}_workers"] = round(rate, 2)
+        steady: dict[str, float] = {}  # the whole run less the one that started workers
+        for label, w in (("1", 1), ("3", 3)):
+            rate = (len(tasks) - w) / (cluster[f"ray_{label}"] - cluster[f"start_{label}"])
+            steady[label] = rate
+        results["ray_tasks_per_s_1_workers"] = round(steady["1"], 2)
+        results["ray_tasks_per_s_3_workers"] = round(steady["3"], 2)
         results["ray_speedup_3_workers_3_nodes"] = round(
             results["ray_tasks_per_s_3_workers"] / results["ray_tasks_per_s_1_workers"], 2
         )
@@ -144,9 +165,12 @@ def main() -> None:
         results["ray_run_start_s_3_workers"] = round(
             cluster["start_3"] - seconds[1] / len(tasks), 2
         )
+        results["ray_rate_limit_ms_per_call"] = round(cluster["pace_s_per_call"] * 1000, 2)
         report = cluster["report_3"]
+        received = [n["task_bytes_received"] for n in report["nodes"].values()]
         results["ray_nodes_used"] = len(report["nodes"])
-        results["ray_task_set_bytes_per_node"] = report["task_set_bytes"]
+        results["ray_task_set_bytes"] = report["task_set_bytes"]
+        results["ray_task_bytes_received_max_node"] = max(received)
     emit(results, TARGETS, args.json)
 
 

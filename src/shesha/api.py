@@ -29,6 +29,7 @@ from shesha.config import (
 from shesha.conversation import Conversation
 from shesha.endpoints import LOCAL_FALLBACK_NOTE, Endpoints, local_profile
 from shesha.errors import ConfigError
+from shesha.llm.pace import CallRate, Pace, PacedModel
 from shesha.local.registry import ModelRegistry, RegisteredModel
 from shesha.parser.bounds import ParseBounds
 from shesha.parser.ocr import OcrSettings
@@ -311,7 +312,9 @@ class Shesha:
     LiteLLM (``shesha.testing.FunctionModel``, or your own ``ChatModel``), and
     ``sandboxes`` hands out sandboxes in place of the Docker pool. What you pass in is
     yours: ``close()`` does not close it. ``tools``: host functions that code in the
-    sandbox may call by name (the only door out of the sandbox, opened by you).
+    sandbox may call by name (the only door out of the sandbox, opened by you). ``pace``:
+    when each model call may go, in place of the ``calls_per_minute`` setting's schedule
+    for this process (the Ray executor passes one kept for a whole cluster).
     """
 
     def __init__(
@@ -322,9 +325,13 @@ class Shesha:
         sandboxes: SandboxProvider | None = None,
         tools: Sequence[Callable[..., Any]] = (),
         telemetry: QueryTelemetry | None = None,
+        pace: Pace | None = None,
         **settings: Any,
     ) -> None:
         self.settings = load_settings(settings, config_file=config_file)
+        rate = self.settings.calls_per_minute
+        self._given_pace = pace
+        self._pace = pace if pace is not None else CallRate(rate) if rate is not None else None
         HostTools(tools)  # a bad tool fails here, not at the first query
         self._tools = list(tools)
         self.store = ProjectStore(home_dir(self.settings))
@@ -382,9 +389,17 @@ class Shesha:
         return str(getattr(self._llm, "name", "custom")) if self._llm is not None else None
 
     def resolve_models(self, settings: Settings | None = None) -> Models:
-        """The root and sub-model clients for these settings. A local model's server is
-        started here when it is not running yet, so this may block for a while."""
-        s = settings or self.settings
+        """The root and sub-model clients for these settings, each behind this Shesha's
+        pace (``calls_per_minute``) when it has one. A local model's server is started
+        here when it is not running yet, so this may block for a while."""
+        models = self._clients(settings or self.settings)
+        if self._pace is None:
+            return models
+        root = PacedModel(models.root, self._pace)
+        sub = root if models.sub is models.root else PacedModel(models.sub, self._pace)
+        return dataclasses.replace(models, root=root, sub=sub)
+
+    def _clients(self, s: Settings) -> Models:
         if self._closed:
             raise ConfigError("This Shesha has been closed.")
         if self._llm is not None:
@@ -556,8 +571,13 @@ class Shesha:
 
     def injected_parts(self) -> list[str]:
         """What was passed in as objects rather than settings (``llm``, ``sandboxes``,
-        ``tools``): what another process cannot rebuild from the settings."""
-        given = {"llm": self._llm, "sandboxes": self._sandboxes, "tools": self._tools or None}
+        ``tools``, ``pace``): what another process cannot rebuild from the settings."""
+        given = {
+            "llm": self._llm,
+            "sandboxes": self._sandboxes,
+            "tools": self._tools or None,
+            "pace": self._given_pace,
+        }
         return [name for name, value in given.items() if value is not None]
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from shesha.bounds import (
     Cores,
     Count,
     MemoryMB,
+    PerMinute,
     PoolSize,
     Seconds,
     SlotCount,
@@ -98,6 +99,11 @@ class Settings(ModelSettings, QueryLimits):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    # model calls, over every query of this process (a Ray evaluation's: of the cluster)
+    calls_per_minute: PerMinute | None = Field(
+        None,
+        description="each model's calls a minute, at most, evenly spaced (a provider's rate limit)",
+    )
     # storage
     home: str | None = Field(None, description="the data directory (default: per-user)")
     # documents

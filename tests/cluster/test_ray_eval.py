@@ -131,6 +131,38 @@ def test_a_ray_run_writes_what_a_local_run_writes_and_spreads_over_the_nodes(
     assert sum(n["tasks"] for n in nodes.values()) == 12
     assert all(n["workers"] == 1 for n in nodes.values())
     assert report["lost"] == []
+    # Each task's documents went to the one node that ran it, not to every node.
+    assert sum(n["task_bytes_received"] for n in nodes.values()) == report["task_set_bytes"]
+
+
+def test_a_rate_limit_holds_over_every_worker_of_the_cluster(
+    cluster: LoopbackCluster, task_set: tuple[Path, list[EvalTask]], tmp_path: Path
+) -> None:
+    """calls_per_minute is kept in one place: the endpoint sees one call every 0.3 s at
+    most, from three workers on three nodes that would otherwise call at once."""
+    folder, tasks = task_set
+    answer = oracle(tasks, lambda t: t.gold)
+    arrived: list[float] = []
+
+    def timed(messages: list[dict[str, Any]], model: str) -> str:
+        arrived.append(time.monotonic())
+        return answer(messages, model)
+
+    server = ScriptedLLMServer(timed, latency_s=0.05)
+    with server, Shesha(**settings(tmp_path, server, "ray"), calls_per_minute=200) as sh:
+        runner = EvalRunner(sh, folder, tmp_path / "out")
+        rows = asyncio.run(runner.run(executor=RayExecutor(runner)))
+    assert [r.score for r in rows] == [1.0] * 12
+    report = json.loads((tmp_path / "out" / "executor.json").read_text())
+    assert len(report["nodes"]) >= 2, report  # the calls came from several machines
+    arrived.sort()
+    assert len(arrived) == 24
+    # A call may arrive late by its client's own time after its turn (a worker's first
+    # call most: its client starts), but lateness does not add up: any five calls in a
+    # row span four turns of 0.3 s, less one late arrival's slack.
+    spans = [b - a for a, b in zip(arrived, arrived[4:], strict=False)]
+    assert min(spans) >= 4 * 0.3 - 0.45, spans
+    assert arrived[-1] - arrived[0] >= 23 * 0.3 - 0.45  # never faster than the rate overall
 
 
 def test_a_worker_node_killed_mid_run_has_its_task_run_again_elsewhere(

@@ -120,3 +120,32 @@ def test_a_start_that_fails_before_exec_is_tried_again_then_said_plainly() -> No
     assert len(tries) == SPAWN_TRIES
     assert "No space left on device (/sys/fs/cgroup/pids/x/cgroup.procs)" in failed.value.message
     assert f"({SPAWN_TRIES} tries)" in failed.value.message
+
+
+@pytest.fixture
+def many_open_files() -> Iterator[int]:
+    """The host holding more files open than a sandbox may (a busy server, a Ray driver)."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(400)]
+    yield len(held)
+    for fd in held:
+        os.close(fd)
+
+
+def test_a_sandbox_starts_while_the_host_holds_more_files_than_it_may(
+    bwrap_ready: None, test_limits: SandboxLimits, many_open_files: int
+) -> None:
+    # Regression: the child set RLIMIT_NOFILE before it joined its control group, so
+    # opening cgroup.procs failed with "Too many open files" once the host's own open
+    # files went past the sandbox's limit.
+    limits = test_limits.model_copy(update={"open_files": 64})
+    assert many_open_files > limits.open_files
+    with SandboxPool(1, factory=BwrapSandbox.factory(limits)) as pool:
+        out = run(
+            pool,
+            "import resource, os\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0],"
+            " len(os.listdir('/proc/self/fd')))",
+        )
+    soft, open_now = map(int, out.split())
+    assert soft == 64  # the sandbox's limit still holds
+    assert open_now < 16  # and none of the host's files came in

@@ -4,9 +4,11 @@ from each task's gold, and the runner as a local process."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from shesha.bench.runner import EvalRunner
 from shesha.bench.tasks import EvalTask, write_task_set
 from shesha.cli import app
 from shesha.errors import ConfigError
+from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.testing import Fail, FunctionModel, Reply, ScriptedLLMServer
 
@@ -308,3 +311,34 @@ def test_resume_runs_again_a_task_whose_workers_were_all_lost(
     assert len(model.calls) - asked == 2  # only the lost task, two steps
     assert [r.status for r in rows] == ["success"] * 4
     assert [r.score for r in rows] == [1.0] * 4
+
+
+def test_eval_run_paces_every_worker_s_calls_at_the_rate_given(
+    task_set: tuple[Path, list[EvalTask]], sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    folder, tasks = task_set
+    answer = gold_answers(tasks, lambda t: t.gold)
+    arrived: list[float] = []
+
+    def timed(messages: list[Message], model: str) -> str:
+        arrived.append(time.monotonic())
+        return answer(messages, model)
+
+    run = cli(tmp_path, sandboxes, FunctionModel(timed), "eval", "run", str(folder), "--workers",
+              "2", "--calls-per-minute", "1200", "--out", str(tmp_path / "res"))  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert len(arrived) == 8  # 4 tasks, two steps each
+    gaps = [b - a for a, b in itertools.pairwise(sorted(arrived))]
+    assert min(gaps) >= 0.05 - 0.005, gaps  # one call every 0.05 s, across both workers
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "often"])
+def test_eval_run_refuses_a_rate_that_is_not_a_positive_number(
+    task_set: tuple[Path, list[EvalTask]], sandboxes: SandboxPool, tmp_path: Path, bad: str
+) -> None:
+    folder, tasks = task_set
+    run = cli(tmp_path, sandboxes, oracle(tasks, lambda t: t.gold), "eval", "run", str(folder),
+              "--calls-per-minute", bad, "--out", str(tmp_path / "res"))  # fmt: skip
+    assert run.exit_code != 0
+    assert "calls-per-minute" in run.output or "calls_per_minute" in run.output
+    assert not (tmp_path / "res").exists()  # nothing half-written

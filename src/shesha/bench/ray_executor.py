@@ -2,15 +2,19 @@
 
 Each worker is a Ray actor that builds its own `Shesha` once, from the driver's
 settings: its own warm sandbox pool (one sandbox) and model clients, kept for every task
-it runs. The task set goes into Ray's object store once; a node pulls it once, and every
-worker on that node reads that copy. A worker returns its row and its trace; the driver
+it runs. Each task goes into Ray's object store once, as an object of its own, and
+travels only to the node whose worker runs it: a node receives the documents of its own
+tasks, once, and a worker holds one task at a time. A worker returns its row and its
+trace; the driver
 writes both, as they come, exactly where a local run writes them, so results.jsonl,
 summary.json and the traces do not depend on what ran them.
 
 A worker that dies (its process, or its node) loses its task: the driver records the
 loss, starts a new worker wherever the cluster has room, and runs the task again, at
 most ``retries`` more times. The cost cap is the driver's: it starts no task once the
-finished ones have cost ``max_cost_usd`` (`EvalRunner.run`).
+finished ones have cost ``max_cost_usd`` (`EvalRunner.run`). A rate limit
+(``calls_per_minute``) is kept in one place too: a keeper actor on the driver's node
+holds the schedule, and every worker's model calls wait for their turn there.
 
 Ray is imported lazily (the ``ray`` extra): a run without ``--ray`` never needs it.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import pickle
@@ -45,6 +50,7 @@ from shesha.bench.runner import (
 from shesha.bench.tasks import EvalTask
 from shesha.config import models_dir
 from shesha.errors import ConfigError
+from shesha.llm.pace import CallRate
 from shesha.storage.atomic import atomic_write
 
 INSTALL_HINT = "pip install 'shesha[ray]'  (or run without --ray: --workers N on this machine)"
@@ -71,16 +77,42 @@ class WorkerJob:
     method: Method
     window_tokens: int
     fingerprint: str
+    pace_keeper: Any = None
+    """The run's `PaceKeeper` actor, when it has a rate limit."""
+
+
+class PaceKeeper:
+    """One Ray actor on the driver's node: the whole cluster's schedule of model calls."""
+
+    def __init__(self, calls_per_minute: float) -> None:
+        self.rate = CallRate(calls_per_minute)
+
+    def reserve(self, model: str) -> float:
+        """Book the next moment a call to ``model`` may go: the seconds until then."""
+        return self.rate.reserve(model)
+
+
+class ClusterPace:
+    """A worker's `Pace`: each call waits for the turn the keeper gives it."""
+
+    def __init__(self, keeper: Any) -> None:
+        self.keeper = keeper
+
+    async def wait(self, model: str) -> None:
+        delay = await asyncio.wrap_future(self.keeper.reserve.remote(model).future())
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 class EvalWorker:
     """One Ray actor: a Shesha of its own, built once, running one task at a time."""
 
-    def __init__(self, job: WorkerJob, tasks: list[EvalTask]) -> None:
+    def __init__(self, job: WorkerJob) -> None:
         ray = import_ray()
         self.scratch = Path(tempfile.mkdtemp(prefix="shesha-eval-worker-"))
         settings = {**job.settings, "home": str(self.scratch / "home"), "pool_size": 1}
-        self.sh = Shesha(**settings)
+        pace = ClusterPace(job.pace_keeper) if job.pace_keeper is not None else None
+        self.sh = Shesha(pace=pace, **settings)
         self.runner = TaskRunner(
             self.sh,
             method=job.method,
@@ -88,12 +120,12 @@ class EvalWorker:
             fingerprint=job.fingerprint,
             trace_dir=self.scratch / "traces",
         )
-        self.tasks = {t.id: t for t in tasks}
         self.node = str(ray.get_runtime_context().get_node_id())
 
-    def run(self, task_id: str) -> tuple[str, str, str | None, bytes | None]:
-        """(the row as JSON, this node, the trace's file name, the trace's bytes)."""
-        row = asyncio.run(self.runner.run(self.tasks[task_id]))
+    def run(self, task: EvalTask) -> tuple[str, str, str | None, bytes | None]:
+        """(the row as JSON, this node, the trace's file name, the trace's bytes). Ray
+        fetches ``task`` from the object store to this node before the call."""
+        row = asyncio.run(self.runner.run(task))
         name: str | None = None
         data: bytes | None = None
         if row.trace_path is not None:
@@ -113,6 +145,8 @@ class Placement:
 
     tasks: int = 0
     workers: set[int] = field(default_factory=set)
+    task_ids: set[str] = field(default_factory=set)
+    """The tasks it ran: their objects are what the node received."""
 
 
 class RayExecutor:
@@ -228,16 +262,8 @@ class RayExecutor:
         self, tasks: list[EvalTask], record: Record, may_start: MayStart, slots: int
     ) -> Report:
         ray = self.ray
-        worker_class = ray.remote(
-            num_cpus=self.cpus_per_worker,
-            resources=self.resources,
-            max_restarts=0,  # a lost worker is replaced by the driver, which records it
-            max_concurrency=1,
-            scheduling_strategy="SPREAD",
-        )(EvalWorker)
-        run = _ClusterRun(ray, worker_class, self.job, ray.put(tasks), record)
-        run.queue.extend((t, 1) for t in tasks)
-        task_set_bytes = len(pickle.dumps(tasks))
+        job = dataclasses.replace(self.job, pace_keeper=self._pace_keeper())
+        run = _ClusterRun(ray, self._worker_class(), job, record, tasks)
 
         def more() -> bool:
             return bool(run.queue) and may_start()
@@ -260,7 +286,7 @@ class RayExecutor:
                             break
                     task, attempt = run.queue.popleft()
                     try:
-                        row_json, node, name, data = await actor.run.remote(task.id)
+                        row_json, node, name, data = await actor.run.remote(run.objects[task.id])
                     except ray.exceptions.RayTaskError as e:  # raised by shesha in the worker
                         raise e.as_instanceof_cause() from None
                     except run.lost_errors as e:
@@ -270,7 +296,7 @@ class RayExecutor:
                         actor = None
                         continue
                     row = await self._received(row_json, name, data, attempt)
-                    run.ran(node, number)
+                    run.ran(node, number, task.id)
                     record(row)
             finally:
                 if actor is not None:  # one never placed has nothing to close: only killed
@@ -285,20 +311,45 @@ class RayExecutor:
         finally:
             for actor in run.actors:  # those an interruption left (killing twice is harmless)
                 ray.kill(actor)
-        return _report(slots, run.nodes, task_set_bytes, run.lost)
+            if job.pace_keeper is not None:
+                ray.kill(job.pace_keeper)
+        return _report(slots, run.nodes, run.task_bytes, run.lost)
+
+    def _worker_class(self) -> Any:
+        return self.ray.remote(
+            num_cpus=self.cpus_per_worker,
+            resources=self.resources,
+            max_restarts=0,  # a lost worker is replaced by the driver, which records it
+            max_concurrency=1,
+            scheduling_strategy="SPREAD",
+        )(EvalWorker)
+
+    def _pace_keeper(self) -> Any:
+        """The keeper of this run's rate limit, on the driver's node; None without one."""
+        rate = self.job.settings.get("calls_per_minute")
+        if rate is None:
+            return None
+        ray = self.ray
+        here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False
+        )
+        return ray.remote(num_cpus=0, max_restarts=0, scheduling_strategy=here)(PaceKeeper).remote(
+            float(rate)
+        )
 
 
 class _ClusterRun:
     """One run's state on the cluster: the queue, the workers, and what each node did."""
 
-    def __init__(self, ray: ModuleType, worker_class: Any, job: WorkerJob, shared: Any,
-                 record: Record) -> None:  # fmt: skip
+    def __init__(self, ray: ModuleType, worker_class: Any, job: WorkerJob, record: Record,
+                 tasks: list[EvalTask]) -> None:  # fmt: skip
         self.ray = ray
         self.worker_class = worker_class
         self.job = job
-        self.shared = shared
         self.record = record
-        self.queue: deque[tuple[EvalTask, int]] = deque()
+        self.queue: deque[tuple[EvalTask, int]] = deque((t, 1) for t in tasks)
+        self.objects = {t.id: ray.put(t) for t in tasks}  # each once, fetched where it runs
+        self.task_bytes = {t.id: len(pickle.dumps(t)) for t in tasks}
         self.nodes: dict[str, Placement] = {}
         self.lost: list[dict[str, Any]] = []
         self.actors: list[Any] = []
@@ -306,7 +357,7 @@ class _ClusterRun:
         self.lost_errors = (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError)
 
     def start_worker(self) -> tuple[Any, int]:
-        actor = self.worker_class.remote(self.job, self.shared)
+        actor = self.worker_class.remote(self.job)
         self.actors.append(actor)
         self.live.append(False)
         return actor, len(self.actors) - 1
@@ -328,10 +379,11 @@ class _ClusterRun:
         else:
             self.record(_lost_row(task, self.job, attempt, reason))
 
-    def ran(self, node: str, worker: int) -> None:
+    def ran(self, node: str, worker: int, task_id: str) -> None:
         spot = self.nodes.setdefault(node, Placement())
         spot.tasks += 1
         spot.workers.add(worker)
+        spot.task_ids.add(task_id)
 
 
 def _worker_settings(sh: Shesha) -> dict[str, Any]:
@@ -343,9 +395,11 @@ def _worker_settings(sh: Shesha) -> dict[str, Any]:
 
 
 def _report(
-    workers: int, nodes: dict[str, Placement], task_set_bytes: int, lost: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """executor.json: how many workers, what each node ran, and every lost task."""
+    workers: int, nodes: dict[str, Placement], task_bytes: dict[str, int],
+    lost: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """executor.json: how many workers, what each node ran and the bytes of the tasks it
+    received (their pickled size), the task set's, and every lost task."""
     return {
         "executor": "ray",
         "workers": workers,
@@ -353,11 +407,11 @@ def _report(
             node: {
                 "tasks": p.tasks,
                 "workers": len(p.workers),
-                "task_set_bytes_received": task_set_bytes,
+                "task_bytes_received": sum(task_bytes[t] for t in p.task_ids),
             }
             for node, p in sorted(nodes.items())
         },
-        "task_set_bytes": task_set_bytes,
+        "task_set_bytes": sum(task_bytes.values()),
         "lost": lost,
     }
 

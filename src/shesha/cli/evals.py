@@ -102,6 +102,11 @@ def eval_run(
     max_cost: float | None = typer.Option(
         None, min=0, help="Start no task once the run has cost this many dollars (all workers)."
     ),
+    calls_per_minute: float | None = typer.Option(
+        None,
+        help="Each model's calls a minute, at most, over every worker (a provider's rate "
+        "limit; the setting calls_per_minute).",
+    ),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
 ) -> None:
     """Run every task; write results.jsonl, summary.json and traces; print a table."""
@@ -116,6 +121,7 @@ def eval_run(
         "api_base": api_base,
         "api_key": api_key,
         "max_iterations": max_iterations,
+        "calls_per_minute": calls_per_minute,
         "pool_size": workers if workers and workers > 1 and not ray else None,
     }
     with open_shesha(ctx, config_file=config, **settings) as sh:

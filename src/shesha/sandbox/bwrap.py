@@ -316,10 +316,13 @@ def _preexec(limits: SandboxLimits, group: Cgroup | None, report: int) -> Callab
             raise
 
     def limit() -> None:
+        # The group first: joining it opens a file, and the host's own open files (a busy
+        # server, a Ray driver) may be past the sandbox's limit on them.
+        if group is not None:
+            group.join()
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
         if group is not None:
-            group.join()
             return
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         if nproc is not None:
