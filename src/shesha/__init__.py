@@ -9,7 +9,6 @@ with Shesha(model="openai/gpt-4o-mini") as sh:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from shesha.errors import SheshaError
@@ -18,6 +17,8 @@ from shesha.lazy import lazy_attributes
 try:  # written by hatch-vcs at install: no scan of the installed packages' metadata
     from shesha._version import __version__
 except ImportError:
+    from importlib.metadata import PackageNotFoundError, version  # only without _version
+
     try:
         __version__ = version("shesha")
     except PackageNotFoundError:  # running from a source tree that was never installed

@@ -6,6 +6,9 @@ that run without Docker.
 - ``ScriptedLLMServer``: a real OpenAI-compatible server on 127.0.0.1, reached through
   LiteLLM as a provider would be (retries, errors, usage and all).
 - ``process_sandboxes()``: the real runner as local child processes, without isolation.
+- ``RunningServer(sh)``: `shesha serve`'s app on a thread of this process, on a free
+  loopback port (``with RunningServer(sh) as url: ...``). Loaded on first use: it needs
+  the ``serve`` parts (FastAPI, uvicorn), which the rest of this module does not.
 
 The scripted server
 -------------------
@@ -33,12 +36,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from shesha.lazy import lazy_attributes
 from shesha.llm.types import Completion, Message, OutputConstraint
 from shesha.sandbox.limits import SandboxLimits
 from shesha.sandbox.pool import SandboxPool
 from shesha.sandbox.process import ProcessSandbox
+
+if TYPE_CHECKING:  # the alias re-exports it to type checkers; at run time, __getattr__
+    from shesha.server.run import RunningServer as RunningServer  # noqa: PLC0414
+
+__getattr__ = lazy_attributes(__name__, {"RunningServer": "shesha.server.run"})
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from playwright.sync_api import Page, expect
 from shesha import Shesha
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 from tests.browser.conftest import shot
 
 pytestmark = pytest.mark.browser

@@ -22,8 +22,7 @@ import pytest
 
 from shesha import Shesha
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 REPO = FUZZ.parents[1]

@@ -20,8 +20,7 @@ from typer.testing import CliRunner
 from shesha import Shesha
 from shesha.cli import app
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 OVER = int(1.25 * bombs.GIB)
 """Past a gigabyte inflated, as the review's bombs were."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +25,7 @@ from shesha.llm.types import Message
 from shesha.rlm import read_trace
 from shesha.rlm.events import LLMResponse
 from shesha.sandbox import InMemoryCorpus, SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel, ScriptedLLMServer
+from shesha.testing import FunctionModel, RunningServer, ScriptedLLMServer
 
 
 def scripted(messages: list[Message], model: str) -> str:
@@ -277,3 +278,22 @@ def test_models_list_says_how_big_each_model_is(workdir: Path) -> None:
     shown = plain(workdir, "models", "list", env=env).stdout
     assert "0 MB" in shown
     assert "1,117 MB" in shown
+
+
+CLI_START = """
+import sys
+import shesha.cli
+heavy = ("shesha.api", "shesha.rlm.engine", "shesha.bench.ray_executor", "docker", "ray",
+         "litellm", "fastapi")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_the_cli_starts_without_the_engine_docker_or_ray() -> None:
+    # What every command pays before it runs, `shesha ask` against a server included:
+    # the engine, Docker's SDK and Ray load only in the commands that use them.
+    done = subprocess.run(
+        [sys.executable, "-c", CLI_START], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == []

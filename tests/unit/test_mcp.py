@@ -21,9 +21,8 @@ from shesha import Shesha
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
-from shesha.server.run import RunningServer
 from shesha.service import Service
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 SUBCALL = "You follow one instruction"
 

@@ -23,9 +23,8 @@ from typer.testing import CliRunner, Result
 from shesha import Shesha
 from shesha.cli import app
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
 from shesha.server.state import ServerState, write_state
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 CLIENT_FILES = {
     "claude-code": ".claude.json",

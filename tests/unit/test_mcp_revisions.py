@@ -22,8 +22,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from shesha import Shesha
 from shesha.mcp_clients import shesha_command
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 CURRENT = MODERN_PROTOCOL_VERSIONS[-1]
 PREVIOUS = HANDSHAKE_PROTOCOL_VERSIONS[-1]

@@ -26,8 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from shesha import Shesha
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 SUBCALL = "You follow one instruction"
 WAIT_S = 20.0

@@ -19,8 +19,7 @@ import pytest
 from shesha import Shesha
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 SUBCALL = "You follow one instruction"
 TOKEN = "tok-openai-test"

@@ -24,11 +24,10 @@ from shesha import Shesha
 from shesha.cli import app
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
-from shesha.server.run import RunningServer
 from shesha.service import Service
 from shesha.storage.inputs import OutsideRoots, read_inside
 from shesha.storage.parsing import ParseJob, parse_all
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 SECRET = "the secret beside the allowed folder"
 

@@ -22,9 +22,8 @@ from mcp import Client
 from shesha import Shesha
 from shesha.sandbox import SandboxPool
 from shesha.server.mcp_tools import McpHub
-from shesha.server.run import RunningServer
 from shesha.service import Service
-from shesha.testing import ScriptedLLMServer
+from shesha.testing import RunningServer, ScriptedLLMServer
 
 SERVER_KEY = "sk-the-servers-own-key"
 ENV_KEY = "sk-a-provider-key-in-the-environment"

@@ -19,9 +19,8 @@ from shesha.cli import app as cli_app
 from shesha.errors import ConfigError
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
-from shesha.server.run import RunningServer
 from shesha.server.security import check_bind, is_loopback
-from shesha.testing import FunctionModel
+from shesha.testing import FunctionModel, RunningServer
 
 SUBCALL = "You follow one instruction"
 SECRET = "sk-secret-never-shown-123"

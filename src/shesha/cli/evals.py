@@ -1,4 +1,8 @@
-"""`shesha eval generate` and `shesha eval run`: reproducible research runs."""
+"""`shesha eval generate` and `shesha eval run`: reproducible research runs.
+
+`shesha.bench.ray_executor` (and the Shesha API it builds workers with) loads only when
+a run asks for ``--ray``: every other command starts without it.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ from rich.table import Table
 
 from shesha.bench import generate
 from shesha.bench.qa import qa_tasks
-from shesha.bench.ray_executor import RayExecutor
 from shesha.bench.runner import (
     EvalRunner,
     Method,
@@ -153,6 +156,8 @@ def eval_run(
             )
             executor: TaskExecutor | None = None
             if ray:
+                from shesha.bench.ray_executor import RayExecutor  # noqa: PLC0415  see above
+
                 executor = RayExecutor(
                     runner, address=ray_address, workers=workers, retries=retries
                 )
