@@ -4,7 +4,6 @@ query of one Shesha, whatever thread runs them; ``CallRate`` is the schedule."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
 from pathlib import Path
@@ -56,19 +55,23 @@ def ask_at_once(sh: Shesha, n: int) -> list[str | None]:
     return asyncio.run(all_of_them())
 
 
-def gaps(times: list[float]) -> list[float]:
-    ordered = sorted(times)
-    return [b - a for a, b in itertools.pairwise(ordered)]
+def span(times: list[float]) -> float:
+    """From the first call to the last. A call may start late (a busy machine wakes it
+    late), never early, so only the first call's lateness can shorten it."""
+    return max(times) - min(times)
+
+
+SLACK_S = 0.1
 
 
 def test_queries_at_once_share_one_shesha_s_rate(sandboxes: SandboxPool, tmp_path: Path) -> None:
     times: list[float] = []
     with Shesha(
-        home=str(tmp_path), llm=timed_model(times), sandboxes=sandboxes, calls_per_minute=600
+        home=str(tmp_path), llm=timed_model(times), sandboxes=sandboxes, calls_per_minute=300
     ) as sh:
         assert ask_at_once(sh, 4) == ["4711"] * 4
     assert len(times) == 4
-    assert min(gaps(times)) >= 0.1 - 0.005  # one call every 0.1 s, whichever query
+    assert span(times) >= 3 * 0.2 - SLACK_S  # one call every 0.2 s, whichever query
 
 
 def test_without_a_rate_the_same_queries_call_at_once(
@@ -78,7 +81,7 @@ def test_without_a_rate_the_same_queries_call_at_once(
     times: list[float] = []
     with Shesha(home=str(tmp_path), llm=timed_model(times), sandboxes=sandboxes) as sh:
         assert ask_at_once(sh, 3) == ["4711"] * 3
-    assert max(times) - min(times) < 0.1
+    assert span(times) < 0.2  # what one turn of the rate above would take
 
 
 def test_queries_on_several_threads_share_the_rate(sandboxes: SandboxPool, tmp_path: Path) -> None:
@@ -86,7 +89,7 @@ def test_queries_on_several_threads_share_the_rate(sandboxes: SandboxPool, tmp_p
     event loop each."""
     times: list[float] = []
     with Shesha(
-        home=str(tmp_path), llm=timed_model(times), sandboxes=sandboxes, calls_per_minute=1200
+        home=str(tmp_path), llm=timed_model(times), sandboxes=sandboxes, calls_per_minute=300
     ) as sh:
         threads = [threading.Thread(target=ask_at_once, args=(sh, 1)) for _ in range(3)]
         for t in threads:
@@ -94,4 +97,4 @@ def test_queries_on_several_threads_share_the_rate(sandboxes: SandboxPool, tmp_p
         for t in threads:
             t.join()
     assert len(times) == 3
-    assert min(gaps(times)) >= 0.05 - 0.005
+    assert span(times) >= 2 * 0.2 - SLACK_S

@@ -73,6 +73,22 @@ def eval_generate(
     err_console.print(f"Wrote {len(tasks)} {kind} tasks to {out}", markup=False)
 
 
+WORKERS_OPTION = typer.Option(
+    None,
+    min=1,
+    help="Tasks run at once, each with its own sandbox (default: 1 here; with --ray, "
+    "one per CPU of the cluster).",
+)
+MAX_COST_OPTION = typer.Option(
+    None, min=0, help="Start no task once the run has cost this many dollars (all workers)."
+)
+CALLS_PER_MINUTE_OPTION = typer.Option(
+    None,
+    help="Each model's calls a minute, at most, over every worker (a provider's rate "
+    "limit; the setting calls_per_minute).",
+)
+
+
 @eval_app.command("run")
 def eval_run(
     ctx: typer.Context,
@@ -87,12 +103,7 @@ def eval_run(
     resume: bool = typer.Option(False, help="Skip tasks already in results.jsonl."),
     window_tokens: int | None = typer.Option(None, help="direct: the model's window."),
     max_iterations: int | None = typer.Option(None),
-    workers: int | None = typer.Option(
-        None,
-        min=1,
-        help="Tasks run at once, each with its own sandbox (default: 1 here; with --ray, "
-        "one per CPU of the cluster).",
-    ),
+    workers: int | None = WORKERS_OPTION,
     ray: bool = typer.Option(
         False, "--ray", help="Run the tasks on a Ray cluster (the ray extra; docs/scaling.md)."
     ),
@@ -102,14 +113,8 @@ def eval_run(
     retries: int = typer.Option(
         2, min=0, help="--ray: runs again of a task whose worker died, at most."
     ),
-    max_cost: float | None = typer.Option(
-        None, min=0, help="Start no task once the run has cost this many dollars (all workers)."
-    ),
-    calls_per_minute: float | None = typer.Option(
-        None,
-        help="Each model's calls a minute, at most, over every worker (a provider's rate "
-        "limit; the setting calls_per_minute).",
-    ),
+    max_cost: float | None = MAX_COST_OPTION,
+    calls_per_minute: float | None = CALLS_PER_MINUTE_OPTION,
     config: Path | None = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
 ) -> None:
     """Run every task; write results.jsonl, summary.json and traces; print a table."""
@@ -127,33 +132,15 @@ def eval_run(
         "calls_per_minute": calls_per_minute,
         "pool_size": workers if workers and workers > 1 and not ray else None,
     }
+    chosen: Method = "direct" if method == "direct" else "rlm"
     with open_shesha(ctx, config_file=config, **settings) as sh:
         name = (sh.settings.model or "model").replace("/", "_")
         out_dir = out or task_dir / "runs" / f"{method}-{name}"
-        total = min(limit or len(tasks), len(tasks))
-        with Progress(
-            TextColumn(f"{method}"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), TextColumn("{task.description}"), console=err_console,
-            transient=True,
-        ) as bar:  # fmt: skip
-            job = bar.add_task("", total=total)
-
-            failed, spent = 0, 0.0
-
-            def step(row: ResultRow) -> None:
-                nonlocal failed, spent
-                failed += row.status != "success"
-                spent += row.cost_usd or 0.0
-                bar.update(
-                    job,
-                    advance=1,
-                    description=f"{row.task_id}: {row.score:.2f} · failed {failed} · ${spent:.4f}",
-                )
-
-            chosen: Method = "direct" if method == "direct" else "rlm"
+        with _RunProgress(method, min(limit or len(tasks), len(tasks))) as progress:
             runner = EvalRunner(
-                sh, task_dir, out_dir, method=chosen, window_tokens=window_tokens, on_row=step
-            )
+                sh, task_dir, out_dir, method=chosen, window_tokens=window_tokens,
+                on_row=progress.row,
+            )  # fmt: skip
             executor: TaskExecutor | None = None
             if ray:
                 from shesha.bench.ray_executor import RayExecutor  # noqa: PLC0415  see above
@@ -161,7 +148,6 @@ def eval_run(
                 executor = RayExecutor(
                     runner, address=ray_address, workers=workers, retries=retries
                 )
-            bar.update(job, completed=0)
             rows = asyncio.run(
                 runner.run(
                     limit=limit,
@@ -171,6 +157,48 @@ def eval_run(
                     max_cost_usd=max_cost,
                 )
             )
+    _print_tables(rows)
+    err_console.print(
+        f"results: {out_dir / 'results.jsonl'} · summary: {out_dir / 'summary.json'} · "
+        f"fingerprint {runner.fingerprint}",
+        markup=False,
+    )
+
+
+class _RunProgress:
+    """The live bar on stderr: done of total, the last task's score, failures, the cost
+    so far and the time left."""
+
+    def __init__(self, method: str, total: int) -> None:
+        self.bar = Progress(
+            TextColumn(method), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}"), console=err_console, transient=True,
+        )  # fmt: skip
+        self.total = total
+        self.failed = 0
+        self.spent = 0.0
+
+    def __enter__(self) -> _RunProgress:
+        self.bar.__enter__()
+        self.job = self.bar.add_task("", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def row(self, row: ResultRow) -> None:
+        self.failed += row.status != "success"
+        self.spent += row.cost_usd or 0.0
+        self.bar.update(
+            self.job,
+            advance=1,
+            description=f"{row.task_id}: {row.score:.2f} · failed {self.failed} · "
+            f"${self.spent:.4f}",
+        )
+
+
+def _print_tables(rows: list[ResultRow]) -> None:
+    """The results by length, and for QA tasks by type, on stdout."""
     table = Table("length", "tasks", "mean score", "mean cost", "mean tokens", "p50 s", "p95 s")
     for g in summarise(rows):
         cost = "unknown" if g["mean_cost_usd"] is None else f"${g['mean_cost_usd']:.4f}"
@@ -187,8 +215,3 @@ def eval_run(
                 f"{g['mean_iterations']:.1f}",
             )  # fmt: skip
         out_console.print(by_type)
-    err_console.print(
-        f"results: {out_dir / 'results.jsonl'} · summary: {out_dir / 'summary.json'} · "
-        f"fingerprint {runner.fingerprint}",
-        markup=False,
-    )
