@@ -80,6 +80,13 @@ def task_set(tmp_path: Path) -> tuple[Path, list[EvalTask]]:
     return tmp_path / "tasks", tasks
 
 
+@pytest.fixture
+def oracle_server(task_set: tuple[Path, list[EvalTask]]) -> Iterator[ScriptedLLMServer]:
+    """The scripted model, answering each task of the set from its gold."""
+    with ScriptedLLMServer(oracle(task_set[1], lambda t: t.gold)) as server:
+        yield server
+
+
 def settings(tmp_path: Path, server: ScriptedLLMServer, name: str) -> dict[str, Any]:
     return {
         "home": str(tmp_path / name),
@@ -203,11 +210,13 @@ def test_a_worker_node_killed_mid_run_has_its_task_run_again_elsewhere(
 
 
 def test_the_cost_cap_holds_across_the_cluster(
-    cluster: LoopbackCluster, task_set: tuple[Path, list[EvalTask]], tmp_path: Path
+    cluster: LoopbackCluster,
+    task_set: tuple[Path, list[EvalTask]],
+    oracle_server: ScriptedLLMServer,
+    tmp_path: Path,
 ) -> None:
-    folder, tasks = task_set
-    server = ScriptedLLMServer(oracle(tasks, lambda t: t.gold))
-    with server, Shesha(**settings(tmp_path, server, "ray")) as sh:
+    folder, _ = task_set
+    with Shesha(**settings(tmp_path, oracle_server, "ray")) as sh:
         runner = EvalRunner(sh, folder, tmp_path / "out")
         one = asyncio.run(runner.run(limit=1))[0].cost_usd
         assert one is not None
@@ -274,18 +283,20 @@ def test_driver_killed_then_resume_runs_only_the_rest(
 
 
 def test_a_worker_no_node_has_room_for_is_an_error_not_a_hang(
-    cluster: LoopbackCluster, task_set: tuple[Path, list[EvalTask]], tmp_path: Path
+    cluster: LoopbackCluster,
+    task_set: tuple[Path, list[EvalTask]],
+    oracle_server: ScriptedLLMServer,
+    tmp_path: Path,
 ) -> None:
-    folder, tasks = task_set
-    server = ScriptedLLMServer(oracle(tasks, lambda t: t.gold))
-    with server, Shesha(**settings(tmp_path, server, "ray")) as sh:
+    folder, _ = task_set
+    with Shesha(**settings(tmp_path, oracle_server, "ray")) as sh:
         runner = EvalRunner(sh, folder, tmp_path / "out")
         executor = RayExecutor(
             runner, resources={"shesha_local_model": 1}, placement_timeout_s=3
         )  # no node of this cluster has declared that resource
         with pytest.raises(ConfigError, match="No node of the Ray cluster had room"):
             asyncio.run(runner.run(executor=executor))
-    assert server.requests == []
+    assert oracle_server.requests == []
 
 
 def test_ray_refuses_objects_it_cannot_send_to_a_worker(

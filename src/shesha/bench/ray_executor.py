@@ -143,10 +143,10 @@ class EvalWorker:
 class Placement:
     """What one node did: the report's figures (executor.json)."""
 
-    tasks: int = 0
     workers: set[int] = field(default_factory=set)
     task_ids: set[str] = field(default_factory=set)
-    """The tasks it ran: their objects are what the node received."""
+    """The tasks it ran (each once: only a finished run is recorded); their objects are
+    what the node received."""
 
 
 class RayExecutor:
@@ -381,7 +381,6 @@ class _ClusterRun:
 
     def ran(self, node: str, worker: int, task_id: str) -> None:
         spot = self.nodes.setdefault(node, Placement())
-        spot.tasks += 1
         spot.workers.add(worker)
         spot.task_ids.add(task_id)
 
@@ -405,7 +404,7 @@ def _report(
         "workers": workers,
         "nodes": {
             node: {
-                "tasks": p.tasks,
+                "tasks": len(p.task_ids),
                 "workers": len(p.workers),
                 "task_bytes_received": sum(task_bytes[t] for t in p.task_ids),
             }
