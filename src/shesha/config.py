@@ -66,8 +66,8 @@ class ModelSettings(BaseModel):
     strategy: StrategyChoice = Field(
         "auto",
         description="how a question is answered: read (the documents whole), retrieve (the "
-        "best passages), count (code counts the phrase the question names), code (the RLM "
-        "loop), or auto: the engine chooses",
+        "best passages), count (code counts the phrase the question names), map (each record "
+        "labelled, code counts the labels), code (the RLM loop), or auto: the engine chooses",
     )
     cache: bool = Field(
         True,

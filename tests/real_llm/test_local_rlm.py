@@ -17,7 +17,7 @@ import docker
 from shesha import Shesha
 from shesha.local.registry import ModelRegistry
 from shesha.rlm import read_trace
-from shesha.rlm.events import PhraseCounted, StrategyChosen
+from shesha.rlm.events import PhraseCounted, RecordsMapped, StrategyChosen
 
 pytestmark = [pytest.mark.real_llm, pytest.mark.docker]
 
@@ -25,6 +25,17 @@ FRUIT = "\n".join(
     f"Day {i}: the market sold {'apples' if i % 3 == 0 else 'pears'} and bread."
     for i in range(1, 601)
 )  # 600 lines, about 27,000 characters: more than the local profile reads whole
+ANGRY = (
+    "The kettle broke after one day and I want my money back.",
+    "Terrible service, the parcel came smashed and nobody answered.",
+)
+HAPPY = (
+    "Wonderful shop, my order came early and works perfectly.",
+    "Thank you so much, the staff were kind and helpful.",
+)
+TICKETS = "ticket,customer,message\n" + "\n".join(
+    f'{i},C{i % 5},"{(ANGRY if i % 8 < 5 else HAPPY)[i % 2]}"' for i in range(40)
+)  # 40 rows, 25 of them complaints, in four distinct messages
 MEMO = (
     "Memo to the sales team.\nThe spring offsite will be held in Lisbon, Portugal, from "
     "12 to 14 May. Flights are booked by the office; hotels are paid by the company.\n"
@@ -99,3 +110,16 @@ def test_a_second_question_ends_with_a_status_and_a_complete_trace(sh: Shesha) -
     # Past the window, a question about some of the lines is read from the best passages
     # (or, when they do not give it, worked out with code).
     assert any(e.type in ("passages", "code") for e in trace.events)
+
+
+def test_records_are_labelled_by_sub_calls_and_counted_by_code(sh: Shesha, tmp_path: Path) -> None:
+    (tmp_path / "tickets.csv").write_text(TICKETS)
+    p = sh.project("tickets")
+    p.add([tmp_path / "tickets.csv"])
+    r = p.query("How many of the messages are complaints?")
+    assert (r.status, r.answer) == ("success", "25")
+    trace = read_trace(r.trace_path or "")
+    assert [e.strategy for e in trace.events if isinstance(e, StrategyChosen)] == ["map"]
+    (mapped,) = [e for e in trace.events if isinstance(e, RecordsMapped)]
+    assert (mapped.records, mapped.distinct, mapped.read) == (40, 4, ["message"])
+    assert r.subcalls >= 4  # each distinct message was read by a sub-call

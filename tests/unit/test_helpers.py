@@ -117,7 +117,7 @@ def test_llm_map_without_choices_returns_the_replies_in_order(
     sandboxes: SandboxPool, tmp_path: Path
 ) -> None:
     code = "out = llm_map('Upper-case it.', ['a', 'b', 'a'])"
-    result, _ = run_code(code, RECORDS, sandboxes, tmp_path, lambda c: c.split("\n")[-2].upper())
+    result, _ = run_code(code, RECORDS, sandboxes, tmp_path, lambda c: c.split("\n")[1].upper())
     assert result.answer == "['A', 'B', 'A']"
 
 
@@ -159,3 +159,13 @@ def test_a_user_tool_may_not_take_a_helper_s_name(sandboxes: SandboxPool) -> Non
 )  # fmt: skip
 def test_a_reply_picks_one_choice_or_none(reply: str, picked: str | None) -> None:
     assert pick(reply, ["complaint", "praise"]) == picked
+
+
+def test_llm_map_shows_each_item_before_the_instruction(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    code = "out = llm_map('Which kind is it?', ['late delivery'])"
+    _, model = run_code(code, RECORDS, sandboxes, tmp_path, lambda _: "complaint")
+    (user,) = [m[-1]["content"] for _, m in model.calls if is_subcall(m)]
+    assert user.index("late delivery") < user.index("Which kind is it?")
+    assert user.endswith("Which kind is it?")  # the question after the text

@@ -63,6 +63,7 @@ class Strategy(StrEnum):
     read = "read"
     retrieve = "retrieve"
     count_ = "count"  # the value is what --strategy takes; `count` is str.count
+    map = "map"
     code = "code"
 
 
@@ -163,7 +164,8 @@ STRATEGY_OPTION = typer.Option(
     None,
     "--strategy",
     help="How to answer: read (the documents whole), retrieve (the best passages), count "
-    "(code counts the phrase the question names), code (the RLM loop), or auto "
+    "(code counts the phrase the question names), map (each record labelled, code counts "
+    "the labels), code (the RLM loop), or auto "
     "(default: the engine chooses by question, size and model).",
     case_sensitive=False,
 )

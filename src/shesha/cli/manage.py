@@ -33,6 +33,7 @@ from shesha.rlm.events import (
     Nudged,
     PassagesShown,
     PhraseCounted,
+    RecordsMapped,
     StrategyChosen,
     SubcallResponse,
     Summary,
@@ -405,7 +406,7 @@ def trace(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None
                 subcalls += 1
             case Nudged():
                 c.print("[yellow]no code in the reply: nudged[/]")
-            case StrategyChosen() | PassagesShown() | PhraseCounted():
+            case StrategyChosen() | PassagesShown() | PhraseCounted() | RecordsMapped():
                 c.print(strategy_note(e), markup=False, highlight=False)
             case LimitHit(message=message) | Warned(message=message) | Failed(error=message):
                 c.print(f"[red]{e.type}:[/] {message}", highlight=False)

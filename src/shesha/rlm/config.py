@@ -34,7 +34,7 @@ class EngineConfig(BaseModel):
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
     strategy: StrategyChoice = Field(
         "auto",
-        description="read, retrieve, count, code, or auto: the engine chooses "
+        description="read, retrieve, count, map, code, or auto: the engine chooses "
         "(see shesha.rlm.strategy)",
     )
     refuse_unseen: bool = Field(

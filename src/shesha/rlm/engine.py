@@ -29,6 +29,7 @@ from shesha.errors import (
 )
 from shesha.llm.types import ChatModel, Choices, Completion, Message, OutputConstraint
 from shesha.retrieval.index import PassageIndex
+from shesha.retrieval.records import Records, parse_records
 from shesha.rlm import helpers
 from shesha.rlm.budget import Budget, LimitReached
 from shesha.rlm.cache import CachedAnswer, SubcallCache, cache_key
@@ -89,6 +90,7 @@ from shesha.rlm.history import (
     with_earlier,
     wrap,
 )
+from shesha.rlm.mapping import map_records
 from shesha.rlm.progress import (
     EMPTY_SEARCH,
     NO_OUTPUT,
@@ -459,18 +461,11 @@ class RLMEngine:
     ) -> tuple[str | None, QueryStatus]:
         """The strategy the engine chooses; the code loop when it finds nothing (or is the
         choice), and reading again when the code loop stalls."""
-        choice = await self._choose(run)
+        choice = await self._choose(run, corpus)
         run.emit(StrategyChosen(strategy=choice.strategy, reason=choice.reason))
-        first: str | None = None
-        if choice.strategy == "count":
-            run.tried.add("count")
-            answer = await count_mentions(run, corpus, _Model(self, run), self.prompts)
-            if answer is not None:
-                return answer, "success"
-        elif choice.strategy != "code":
-            answer, first = await reader.answer(choice.strategy)
-            if answer is not None:
-                return answer, "success"
+        answer, first = await self._strategy(run, choice.strategy, corpus, reader, earlier)
+        if answer is not None:
+            return answer, "success"
         session = given
         try:
             if session is None:
@@ -491,7 +486,26 @@ class RLMEngine:
                 return read, "success"
         return answer, status
 
-    async def _choose(self, run: _Run) -> Choice:
+    async def _strategy(
+        self,
+        run: _Run,
+        strategy: StrategyName,
+        corpus: Corpus,
+        reader: Reader,
+        earlier: Sequence[tuple[str, str | None]],
+    ) -> tuple[str | None, str | None]:
+        """The chosen strategy's (answer, None); (None, code the model wrote instead of a
+        reading's answer); (None, None) when it found nothing: the code loop goes on."""
+        if strategy == "code":
+            return None, None
+        if strategy in ("count", "map"):
+            run.tried.add(strategy)
+            if strategy == "count":
+                return await count_mentions(run, corpus, _Model(self, run), self.prompts), None
+            return await self._map(run, corpus, earlier), None
+        return await reader.answer(strategy)
+
+    async def _choose(self, run: _Run, corpus: Corpus) -> Choice:
         cfg = run.config
         if cfg.strategy == "auto" and self.tools:
             return Choice("code", "host tools are called from code")
@@ -500,17 +514,52 @@ class RLMEngine:
             window = DEFAULT_WINDOW_CHARS
         mentions = counts_mentions(run.question)
         needs_all = True if mentions else across_the_text(run.question)
-        if needs_all is None:  # only past the window does it matter: what fits is read
-            past = cfg.strategy == "auto" and 0 < window < run.corpus_chars
-            needs_all = await self._route(run) if past else False
+        records: Records | None = None
+        if cfg.strategy == "auto" and window > 0 and not mentions and needs_all is not False:
+            documents = await asyncio.to_thread(corpus.documents)
+            records = await asyncio.to_thread(parse_records, documents)
+        if needs_all is None:
+            # Past the window, or over records, it matters; prose that fits is read.
+            past = window < run.corpus_chars or records is not None
+            ask = cfg.strategy == "auto" and window > 0 and past
+            needs_all = await self._route(run, records) if ask else False
         return choose(
-            cfg.strategy, run.corpus_chars, window, needs_all=needs_all, mentions=mentions
+            cfg.strategy, run.corpus_chars, window, needs_all=needs_all, mentions=mentions,
+            records=records is not None,
+        )  # fmt: skip
+
+    async def _map(
+        self, run: _Run, corpus: Corpus, earlier: Sequence[tuple[str, str | None]]
+    ) -> str | None:
+        """The map strategy, with ``llm_map`` as the code's own: the same budget, line,
+        cache and trace."""
+        if run.helpers is None:
+            return None  # set before any strategy runs; a run without them cannot map
+        limit = run.config.limits.max_subcalls
+        room = None if limit is None else max(limit - run.budget.subcalls, 0)
+        helpers = run.helpers
+
+        async def llm_map(ask: str, items: list[str], labels: list[str]) -> list[str | None]:
+            return await helpers.llm_map(ask, items, labels)
+
+        return await map_records(
+            run, corpus, _Model(self, run), self.prompts, llm_map, room=room, earlier=earlier
         )
 
-    async def _route(self, run: _Run) -> bool:
+    async def _route(self, run: _Run, records: Records | None) -> bool:
         """Where the words cannot tell, one call: is the answer stated somewhere, or
-        counted across the text? One word out of ``ROUTES``."""
-        prompt = self.prompts.render("route", question=run.question)
+        counted across the text (across the records, when it is records)? One word out
+        of ``ROUTES``."""
+        prompt = (
+            self.prompts.render("route", question=run.question)
+            if records is None
+            else self.prompts.render(
+                "route_records",
+                question=run.question,
+                records=f"{len(records.rows):,}",
+                fields=", ".join(records.fields),
+            )
+        )
         messages: list[Message] = [{"role": "user", "content": prompt}]
         text = await self._root_call(run, messages, Choices(ROUTES))
         return route(text)

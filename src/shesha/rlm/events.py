@@ -105,7 +105,7 @@ class SubcallResponse(Event):
 
 
 FinalSource = Literal[
-    "reply", "code", "text", "stalled", "max_iterations", "read", "passages", "count"
+    "reply", "code", "text", "stalled", "max_iterations", "read", "passages", "count", "map"
 ]
 
 
@@ -147,6 +147,25 @@ class PhraseCounted(Event):
     total: int
     documents: list[tuple[str, int]]
     any_case: bool = True
+
+
+class RecordsMapped(Event):
+    """The map strategy's work: the corpus's records and their fields, the fields the
+    sub-model read (``read``), the labels the model named, how many distinct texts the
+    sub-model labelled (each once), and the labels' counts, made by code."""
+
+    type: Literal["mapped"] = "mapped"
+    records: int
+    fields: list[str]
+    read: list[str]
+    labels: list[str]
+    distinct: int
+    counts: list[tuple[str, int]]
+    unlabelled: int = 0
+
+
+StrategyWork = StrategyChosen | PassagesShown | PhraseCounted | RecordsMapped
+"""The events that say how the engine answered: shown as a line (``strategy_note``)."""
 
 
 class Final(Event):
@@ -254,10 +273,17 @@ class Cited(Event):
     citations: list[dict[str, Any]]
 
 
-def strategy_note(event: StrategyChosen | PassagesShown | PhraseCounted) -> str:
+def strategy_note(event: StrategyWork) -> str:
     """The strategy chosen, the passages read, or what was counted, in a line."""
     if isinstance(event, StrategyChosen):
         return f"strategy: {event.strategy} ({event.reason})"
+    if isinstance(event, RecordsMapped):
+        counts = ", ".join(f"{label} {n:,}" for label, n in event.counts)
+        unlabelled = f", no label {event.unlabelled:,}" if event.unlabelled else ""
+        return (
+            f"mapped {event.records:,} records ({', '.join(event.read)} read; "
+            f"{event.distinct:,} distinct, each labelled once): {counts}{unlabelled}"
+        )
     if isinstance(event, PhraseCounted):
         where = "; ".join(f"{name} {n:,}" for name, n in event.documents[:20])
         more = len(event.documents) - 20
@@ -320,6 +346,7 @@ TraceEvent = Annotated[
     | StrategyChosen
     | PassagesShown
     | PhraseCounted
+    | RecordsMapped
     | Summary,
     Field(discriminator="type"),
 ]

@@ -85,7 +85,9 @@ def subcall_messages(prompts: PromptSet, item: SubcallItem, boundary: str) -> li
     untrusted tags with the random ``boundary``. Every caller builds it here (the engine,
     replay, MCP sessions), so a sub-call's ``prompt_key`` is the same wherever it is made."""
     user = item.instruction
-    if item.content:
+    if item.content and item.instruction_last:
+        user = wrap(boundary, UNTRUSTED, item.content) + "\n\n" + item.instruction
+    elif item.content:
         user += "\n\n" + wrap(boundary, UNTRUSTED, item.content)
     return [
         {"role": "system", "content": prompts.render("subcall_system")},

@@ -40,7 +40,13 @@ EXPECTED: dict[str, frozenset[str]] = {
     "passages_system": frozenset(),
     "passages_user": frozenset({"passages", "question"}),
     "route": frozenset({"question"}),
+    "route_records": frozenset({"question", "records", "fields"}),
     "phrase": frozenset({"question"}),
+    "labels": frozenset({"question", "fields", "records", "sample", "max"}),
+    "labels_again": frozenset(),
+    "label_record": frozenset({"labels"}),
+    "tally_system": frozenset(),
+    "tally_user": frozenset({"table", "question"}),
 }
 
 

@@ -16,8 +16,10 @@ from shesha.rlm.events import (
     Nudged,
     PassagesShown,
     PhraseCounted,
+    RecordsMapped,
     RepeatNudge,
     StrategyChosen,
+    StrategyWork,
     SubcallRequest,
     SubcallResponse,
     TraceEvent,
@@ -95,16 +97,8 @@ def steps_of(events: Sequence[TraceEvent]) -> list[Step]:
     return [steps[k] for k in sorted(steps)]
 
 
-def _note(
-    e: Nudged
-    | RepeatNudge
-    | UnseenAnswer
-    | Warned
-    | StrategyChosen
-    | PassagesShown
-    | PhraseCounted,
-) -> str:
-    if isinstance(e, StrategyChosen | PassagesShown | PhraseCounted):
+def _note(e: Nudged | RepeatNudge | UnseenAnswer | Warned | StrategyWork) -> str:
+    if isinstance(e, StrategyChosen | PassagesShown | PhraseCounted | RecordsMapped):
         return strategy_note(e)
     return e.message
 
@@ -152,6 +146,7 @@ def _add(step: Step, e: TraceEvent) -> None:
             | StrategyChosen()
             | PassagesShown()
             | PhraseCounted()
+            | RecordsMapped()
         ):
             step.notes.append(_note(e))
         case LimitHit():

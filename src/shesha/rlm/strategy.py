@@ -9,9 +9,14 @@
 - **count**: the question asks how many times a word or phrase appears; the model names
   the phrase and the host counts it in code (``shesha.rlm.counting``). A phrase the model
   cannot name sends the question to the code loop.
+- **map**: the question counts, compares or ranks across records (lines with named
+  fields: a table, JSON lines, ``key: value`` lines); the model names the labels, a
+  sub-call labels each distinct record, code counts them, and the model reads the counts
+  (``shesha.rlm.mapping``). No labels, or more records than the sub-call budget, sends
+  the question to the code loop.
 - **code**: the free-form RLM loop: the model writes code over ``context``. The default
   for models with no window set (hosted models), for questions that count or list across
-  all of the text, and the fallback for the others.
+  all of the text that is not records, and the fallback for the others.
 
 ``choose`` is the rule. ``--strategy`` (the ``strategy`` setting) overrides it.
 """
@@ -25,9 +30,9 @@ from typing import Literal
 
 from shesha.rlm.extract import final_in_last_reply, read_reply
 
-StrategyName = Literal["read", "retrieve", "count", "code"]
-StrategyChoice = Literal["auto", "read", "retrieve", "count", "code"]
-STRATEGIES: tuple[StrategyChoice, ...] = ("auto", "read", "retrieve", "count", "code")
+StrategyName = Literal["read", "retrieve", "count", "map", "code"]
+StrategyChoice = Literal["auto", "read", "retrieve", "count", "map", "code"]
+STRATEGIES: tuple[StrategyChoice, ...] = ("auto", "read", "retrieve", "count", "map", "code")
 
 DEFAULT_WINDOW_CHARS = 100_000
 """What ``--strategy read`` or ``retrieve`` fills for a model with no window set."""
@@ -47,9 +52,12 @@ ACROSS_THE_TEXT = re.compile(
 )
 """Questions that need all of the text (counting, listing every one, the most frequent):
 no window of passages can answer them, so code does."""
-HOW_MANY = re.compile(r"\b(?:how many|number of)\b", re.I)
+HOW_MANY = re.compile(
+    r"\b(?:how many|number of)\b|\b(?:more|fewer|less)\b(?:\W+\w+){0,6}?\W+than\b", re.I
+)
 """Questions that may be either: "how many employees" is stated somewhere, "how many
-orders were late" is counted. One constrained call to the model tells them apart."""
+orders were late" is counted; "is A more than B" may compare two stated figures or two
+counts. One constrained call to the model tells them apart."""
 ROUTES = ("FIND", "COUNT")
 HOW_OFTEN = re.compile(
     r"\b(?:how many times|how often"
@@ -113,11 +121,13 @@ def choose(
     *,
     needs_all: bool = False,
     mentions: bool = False,
+    records: bool = False,
 ) -> Choice:
     """The strategy for a corpus of ``corpus_chars`` and a model that reads
     ``window_chars`` at once (0: not set, as for hosted models); ``needs_all``: the
     question needs all of the text (see ``across_the_text``); ``mentions``: it asks how
-    often a phrase appears (see ``counts_mentions``)."""
+    often a phrase appears (see ``counts_mentions``); ``records``: the corpus is records
+    (see ``shesha.retrieval.records``)."""
     if asked != "auto":
         return Choice(asked, "asked for")
     if window_chars <= 0:
@@ -125,7 +135,11 @@ def choose(
     if mentions:
         return Choice("count", "the question asks how often a phrase appears: code counts it")
     if needs_all:
-        return Choice("code", "the question counts or lists across all of the text")
+        return (
+            Choice("map", "the question counts across records: each is labelled, code counts")
+            if records
+            else Choice("code", "the question counts or lists across all of the text")
+        )
     if corpus_chars <= window_chars:
         return Choice(
             "read", f"the documents ({corpus_chars:,} characters) fit the window "

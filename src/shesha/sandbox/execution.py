@@ -33,6 +33,9 @@ class SubcallItem:
     content: str
     choices: tuple[str, ...] = ()
     """When set (``llm_map``'s choices, the host's own checks), the reply is one of these."""
+    instruction_last: bool = False
+    """The content comes first and the instruction after it (``llm_map``'s items): a small
+    model answers about a short item better with the question after the text."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,6 +316,10 @@ _SAID: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "passages": lambda r: f"reading {len(r['passages'])} passages ({r['chars']:,} characters)",
     "counted": lambda r: f"counted {r['phrase']!r}: {r['total']}",
+    "mapped": lambda r: (
+        f"labelled {r['records']:,} records ({r['distinct']:,} distinct): "
+        + ", ".join(f"{label} {n:,}" for label, n in r["counts"])
+    ),
     "limit": lambda r: f"step {r['iteration']}: limit: {_first_line(r['message'])}",
     "warning": lambda r: f"step {r['iteration']}: warning: {_first_line(r['message'])}",
     "error": lambda r: f"step {r['iteration']}: error: {_first_line(r['error'])}",
