@@ -320,3 +320,18 @@ def test_the_chat_api_s_progress_says_what_was_mapped() -> None:
                           labels=["late", "other"], counts=counts)  # fmt: skip
     line = progress_line(event.model_dump(mode="json"))
     assert line == "labelled 327 records (12 distinct): late 300, other 27"
+
+
+def test_two_values_the_question_names_are_compared_by_code() -> None:
+    lines = [f"User: {('11', '22', '33')[i % 3]} || Note: the note {i} came in" for i in range(30)]
+    records = parse_records([("log.txt", "\n".join(lines))])
+    assert records is not None
+    given: list[str | None] = ["late" if i % 3 == 0 or i % 5 == 1 else "fine" for i in range(30)]
+    asked = "Did user 11 have more late notes than user 22?"
+    table = tally(records, ["late", "fine"], given, asked)
+    assert "- late: User 11 10, User 22 2 (User 11 has more)" in table
+    assert "- fine: User 22 8, User 11 0 (User 22 has more)" in table
+    same = tally(records, ["late", "fine"], ["late"] * 30, "Is user 11 later than user 22?")
+    assert "- late: User 11 10, User 22 10 (the same)" in same
+    three = tally(records, ["late", "fine"], given, "Which of users 11, 22 and 33 was late most?")
+    assert "- late: User 11 10, User 22 2, User 33 2 (User 11 has the most)" in three

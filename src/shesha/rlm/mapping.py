@@ -77,6 +77,8 @@ MAX_GROUPS = 20
 """A field the question names is counted for each of its values when it has at most
 this many; otherwise only the values the question names are."""
 MAX_TABLE_LINES = 150
+MAX_COMPARED = 5
+"""Named values of one field, up to this many, are also compared label by label."""
 GROUP_WORDS = 3
 """A field of text whose values average more words than this is never a group."""
 
@@ -147,6 +149,8 @@ def tally(
             parts = ", ".join(f"{label} {counts[label]:,}" for label in labels)
             n = sum(1 for v in column if v == value)
             lines.append(f"- {field} {value}: {parts} ({n:,} record{'' if n == 1 else 's'})")
+        if 2 <= len(named) <= MAX_COMPARED:
+            lines += _compared(field, named, column, labels, given)
         lines.append("")
         if len(lines) > MAX_TABLE_LINES:
             lines = [*lines[:MAX_TABLE_LINES], "(more groups left out)", ""]
@@ -157,6 +161,31 @@ def tally(
     if total[None]:
         lines.append(f"- (no label): {total[None]:,}")
     return "\n".join(lines)
+
+
+def _compared(
+    field: str,
+    named: Sequence[str],
+    column: Sequence[str],
+    labels: Sequence[str],
+    given: Sequence[str | None],
+) -> list[str]:
+    """For each label, the named values side by side, most first, and which has more:
+    the comparison is made by code, not left to the reader."""
+    lines = ["Compared, label by label (most first):"]
+    for label in labels:
+        counts = Counter(v for v, x in zip(column, given, strict=True) if x == label)
+        ranked = sorted(named, key=lambda v: -counts[v])
+        side = ", ".join(f"{field} {v} {counts[v]:,}" for v in ranked)
+        top = [v for v in ranked if counts[v] == counts[ranked[0]]]
+        if len(top) == len(ranked):
+            verdict = "the same"
+        elif len(top) == 1:
+            verdict = f"{field} {top[0]} has " + ("more" if len(ranked) == 2 else "the most")
+        else:
+            verdict = "no one has the most"
+        lines.append(f"- {label}: {side} ({verdict})")
+    return lines
 
 
 def _long(values: Sequence[str]) -> bool:
