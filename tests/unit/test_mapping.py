@@ -335,3 +335,20 @@ def test_two_values_the_question_names_are_compared_by_code() -> None:
     assert "- late: User 11 10, User 22 10 (the same)" in same
     three = tally(records, ["late", "fine"], given, "Which of users 11, 22 and 33 was late most?")
     assert "- late: User 11 10, User 22 2, User 33 2 (User 11 has the most)" in three
+
+
+def test_more_than_over_prose_is_read_without_a_routing_call(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    prose = "\n\n".join(f"Paragraph {i}: revenue was steady." for i in range(900))
+    prose += "\n\nServices were 31% of revenue."
+
+    def fn(messages: list[Message], _: str) -> str:
+        assert "FIND or COUNT" not in messages[-1]["content"]
+        return "Yes: services, at 31%."
+
+    question = "Is any segment more than 20% of revenue?"
+    result, model = run(fn, InMemoryCorpus([("10k.txt", prose)]), sandboxes, tmp_path, question)
+    assert (result.answer, len(model.calls)) == ("Yes: services, at 31%.", 1)
+    (chosen,) = [e for e in events(result) if isinstance(e, StrategyChosen)]
+    assert chosen.strategy == "retrieve"

@@ -114,6 +114,7 @@ from shesha.rlm.prompting import PromptSet
 from shesha.rlm.reading import IndexSource, Reader
 from shesha.rlm.result import QueryResult
 from shesha.rlm.strategy import (
+    COMPARES,
     DEFAULT_WINDOW_CHARS,
     ROUTES,
     Choice,
@@ -515,9 +516,17 @@ class RLMEngine:
         mentions = counts_mentions(run.question)
         needs_all = True if mentions else across_the_text(run.question)
         records: Records | None = None
-        if cfg.strategy == "auto" and window > 0 and not mentions and needs_all is not False:
+        compares = bool(COMPARES.search(run.question))
+        if (
+            cfg.strategy == "auto"
+            and window > 0
+            and not mentions
+            and (needs_all is not False or compares)
+        ):
             documents = await asyncio.to_thread(corpus.documents)
             records = await asyncio.to_thread(parse_records, documents)
+            if needs_all is False and records is not None and compares:
+                needs_all = None  # over records, "more ... than" may be counted
         if needs_all is None:
             # Past the window, or over records, it matters; prose that fits is read.
             past = window < run.corpus_chars or records is not None

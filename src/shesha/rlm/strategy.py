@@ -52,12 +52,13 @@ ACROSS_THE_TEXT = re.compile(
 )
 """Questions that need all of the text (counting, listing every one, the most frequent):
 no window of passages can answer them, so code does."""
-HOW_MANY = re.compile(
-    r"\b(?:how many|number of)\b|\b(?:more|fewer|less)\b(?:\W+\w+){0,6}?\W+than\b", re.I
-)
+HOW_MANY = re.compile(r"\b(?:how many|number of)\b", re.I)
 """Questions that may be either: "how many employees" is stated somewhere, "how many
-orders were late" is counted; "is A more than B" may compare two stated figures or two
-counts. One constrained call to the model tells them apart."""
+orders were late" is counted. One constrained call to the model tells them apart."""
+COMPARES = re.compile(r"\b(?:more|fewer|less)\b(?:\W+\w+){0,6}?\W+than\b", re.I)
+"""Over records, "does A have more X than B" may compare two stated figures or two
+counts: the same call tells them apart. Over prose it is a question of fact ("more than
+20% of revenue"), read as one."""
 ROUTES = ("FIND", "COUNT")
 HOW_OFTEN = re.compile(
     r"\b(?:how many times|how often"
