@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt
 from shesha import Shesha, __version__
 from shesha.bench import generate
 from shesha.bench.runner import EvalRunner, Method, ResultRow, summarise
-from shesha.bench.tasks import parse_lengths, write_task_set
+from shesha.bench.scoring import constant_baseline
+from shesha.bench.tasks import parse_lengths, read_task_set, write_task_set
 from shesha.endpoints import is_local
 
 SHARED_HAYSTACK = (
@@ -168,16 +169,19 @@ def report(kind: str, args: argparse.Namespace) -> None:
     window = run.get("direct_window_tokens")
     table = {m: summarise(rows) for m, rows in results.items()}
     (args.out / "table.json").write_text(json.dumps(table, indent=1))
+    _, tasks = read_task_set(args.out / "tasks")
     lines = [
         "| length (tokens) | RLM score | RLM p50 s | RLM sub-calls (mean) | RLM sub-call tokens "
-        "(mean) | direct score | direct p50 s | direct truncated |",
-        "|---|---|---|---|---|---|---|---|",
+        "(mean) | direct score | direct p50 s | direct truncated | best constant answer |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r, d in zip(table["rlm"], table["direct"], strict=True):
+        constant = constant_baseline([t for t in tasks if t.length_tokens == r["length_tokens"]])
         lines.append(
             f"| {r['length_tokens']:,} | {r['mean_score']:.2f} | {r['p50_latency_s']:.1f} "
             f"| {r.get('mean_subcalls', 0):g} | {r.get('mean_subcall_tokens', 0):,} "
-            f"| {d['mean_score']:.2f} | {d['p50_latency_s']:.1f} | {d['mean_truncated']:.0%} |"
+            f"| {d['mean_score']:.2f} | {d['p50_latency_s']:.1f} | {d['mean_truncated']:.0%} "
+            f"| {constant:.2f} |"
         )
     direct = {row.task_id: row for row in results["direct"]}
     lines += [

@@ -12,8 +12,15 @@ import pytest
 from shesha import Shesha
 from shesha.bench import generate
 from shesha.bench.runner import EvalRunner
-from shesha.bench.scoring import parse_pairs, score, score_exact, score_numeric, score_pairs_f1
-from shesha.bench.tasks import EvalTask, parse_lengths, read_task_set, write_task_set
+from shesha.bench.scoring import (
+    constant_baseline,
+    parse_pairs,
+    score,
+    score_exact,
+    score_numeric,
+    score_pairs_f1,
+)
+from shesha.bench.tasks import EvalTask, Scoring, parse_lengths, read_task_set, write_task_set
 from shesha.errors import ConfigError
 from shesha.local.registry import DEFAULT_LOCAL_MODEL
 
@@ -164,3 +171,18 @@ def test_the_fingerprint_pins_the_local_model_file_and_greedy_decoding(tmp_path:
     assert local["temperature"] == 0.0
     assert remote["local_model"] is None
     assert remote["temperature"] is None
+
+
+def test_the_constant_baseline_is_the_best_single_answer_per_kind_of_question() -> None:
+    def task(kind: str, gold: str, scoring: Scoring) -> EvalTask:
+        return EvalTask(id=f"{kind}-{gold}", kind="oolong", length_tokens=1, documents=[],
+                        question="q", gold=gold, scoring=scoring,
+                        meta={"question_kind": kind})  # fmt: skip
+
+    tasks = [
+        task("compare", "no", "exact"), task("compare", "no", "exact"),
+        task("compare", "yes", "exact"),  # "no" every time: 2 of 3
+        task("count", "10", "numeric"), task("count", "11", "numeric"),  # "10": 1 + 0.75
+    ]  # fmt: skip
+    assert constant_baseline(tasks) == pytest.approx((2 + 1.75) / 5)
+    assert constant_baseline([]) == 0.0

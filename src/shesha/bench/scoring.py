@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from shesha.bench.tasks import EvalTask
@@ -145,3 +146,18 @@ def score(task: EvalTask, answer: str | None) -> float:
         golds = task.meta.get("golds") or [task.gold]
         return score_short_answer(answer, [str(g) for g in golds], str(task.meta.get("type")))
     return score_exact(answer, task.gold)
+
+
+def constant_baseline(tasks: Sequence[EvalTask]) -> float:
+    """The mean score of the best constant answers: for each kind of question (the
+    task's ``question_kind``, else its scoring), the one answer, among the golds of that
+    kind, that scores best when given to every task of the kind. A method that does not
+    beat it has learnt nothing from the documents."""
+    kinds: dict[str, list[EvalTask]] = {}
+    for task in tasks:
+        kinds.setdefault(str(task.meta.get("question_kind", task.scoring)), []).append(task)
+    total = 0.0
+    for group in kinds.values():
+        candidates = {t.gold for t in group}
+        total += max(sum(score(t, answer) for t in group) for answer in candidates)
+    return total / len(tasks) if tasks else 0.0
