@@ -278,9 +278,9 @@ def test_the_counts_group_by_the_values_or_fields_the_question_names() -> None:
     assert "- Day 2023-01-09: late 0, other 0 (1 record)" in table
     assert "Shop A" not in table  # a field the question does not name
     assert table.splitlines()[-4:] == [
-        "In all, 28 records, each given one label:", "- late: 21", "- other: 0",
-        "- (no label): 7",
-    ]  # fmt: skip  # the totals come last, beside the question
+        "In all, 28 records, each given one label, most first:", "- late: 21 (the most)",
+        "- other: 0 (the fewest)", "- (no label): 7",
+    ]  # fmt: skip  # the totals come last, beside the question, ranked by code
     table = tally(records, ["late", "other"], given, "Which shop had more late notes?")
     assert "- Shop A: late 7, other 0 (14 records)" in table  # a field named: each value
     assert "- Shop B: late 14, other 0 (14 records)" in table
@@ -352,3 +352,17 @@ def test_more_than_over_prose_is_read_without_a_routing_call(
     assert (result.answer, len(model.calls)) == ("Yes: services, at 31%.", 1)
     (chosen,) = [e for e in events(result) if isinstance(e, StrategyChosen)]
     assert chosen.strategy == "retrieve"
+
+
+def test_the_totals_are_ranked_and_ties_said() -> None:
+    lines = [f"User: {i % 3} || Note: the note {i} came in" for i in range(30)]
+    records = parse_records([("log.txt", "\n".join(lines))])
+    assert records is not None
+    given: list[str | None] = [("a", "b", "b", "c", "c", "d")[i % 6] for i in range(30)]
+    table = tally(records, ["a", "b", "c", "d"], given, "Which is the most frequent?")
+    assert table.splitlines()[-4:] == [
+        "- b: 10 (tied for the most)", "- c: 10 (tied for the most)",
+        "- a: 5 (tied for the fewest)", "- d: 5 (tied for the fewest)",
+    ]  # fmt: skip
+    even = tally(records, ["a", "b"], ["a", "b"] * 15, "Which is the most frequent?")
+    assert even.splitlines()[-2:] == ["- a: 15", "- b: 15"]  # all the same: nothing marked

@@ -156,11 +156,31 @@ def tally(
             lines = [*lines[:MAX_TABLE_LINES], "(more groups left out)", ""]
             break
     total = Counter(given)
-    lines.append(f"In all, {len(records.rows):,} records, each given one label:")
-    lines += [f"- {label}: {total[label]:,}" for label in labels]
+    lines.append(f"In all, {len(records.rows):,} records, each given one label, most first:")
+    lines += _ranked(labels, total)
     if total[None]:
         lines.append(f"- (no label): {total[None]:,}")
     return "\n".join(lines)
+
+
+def _ranked(labels: Sequence[str], total: Counter[str | None]) -> list[str]:
+    """The labels' counts, most first, the most and the fewest marked: ranked by code."""
+    ranked = sorted(labels, key=lambda label: -total[label])
+    most, fewest = total[ranked[0]], total[ranked[-1]]
+    lines = []
+    for label in ranked:
+        n = total[label]
+        tied = sum(1 for x in labels if total[x] == n) > 1
+        mark = ""
+        if most != fewest and n in (most, fewest):
+            mark = (
+                " ("
+                + ("tied for " if tied else "")
+                + ("the most" if n == most else "the fewest")
+                + ")"
+            )
+        lines.append(f"- {label}: {n:,}{mark}")
+    return lines
 
 
 def _compared(
