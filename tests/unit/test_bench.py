@@ -174,8 +174,8 @@ def test_the_fingerprint_pins_the_local_model_file_and_greedy_decoding(tmp_path:
 
 
 def test_the_constant_baseline_is_the_best_single_answer_per_kind_of_question() -> None:
-    def task(kind: str, gold: str, scoring: Scoring) -> EvalTask:
-        return EvalTask(id=f"{kind}-{gold}", kind="oolong", length_tokens=1, documents=[],
+    def task(kind: str, gold: str, scoring: Scoring, length: int = 1) -> EvalTask:
+        return EvalTask(id=f"{kind}-{gold}", kind="oolong", length_tokens=length, documents=[],
                         question="q", gold=gold, scoring=scoring,
                         meta={"question_kind": kind})  # fmt: skip
 
@@ -186,3 +186,8 @@ def test_the_constant_baseline_is_the_best_single_answer_per_kind_of_question() 
     ]  # fmt: skip
     assert constant_baseline(tasks) == pytest.approx((2 + 1.75) / 5)
     assert constant_baseline([]) == 0.0
+    # Chosen on another set: "yes" there, so 1 of 3 here; no counts there, so 0 for them.
+    other = [task("compare", "yes", "exact"), task("compare", "yes", "exact", length=2)]
+    assert constant_baseline(tasks, chosen_on=other) == pytest.approx(1 / 5)
+    # A kind with one task, chosen on itself, scores 1: why a split is not its own prior.
+    assert constant_baseline([task("most", "praise", "exact")]) == 1.0
