@@ -83,7 +83,10 @@ def test_http_follows_no_link_out_of_the_allowed_folder(
     sh: Shesha, layout: tuple[Path, Path]
 ) -> None:
     allowed, _ = layout
-    with RunningServer(sh, allow_paths=[allowed]) as url, httpx.Client(base_url=url) as http:
+    with (
+        RunningServer(sh, allow_paths=[allowed]) as url,
+        httpx.Client(base_url=url, timeout=60) as http,  # a busy machine answers late
+    ):
         r = http.post("/api/projects/p/paths", json={"paths": [str(allowed)]})
         assert r.status_code == 200, r.text
         check(sh, r.json()["failed"])
