@@ -566,7 +566,7 @@ class RLMEngine:
                 "route_records",
                 question=run.question,
                 records=f"{len(records.rows):,}",
-                fields=", ".join(records.fields),
+                fields=wrap(run.nonce, UNTRUSTED, ", ".join(records.fields)),
             )
         )
         messages: list[Message] = [{"role": "user", "content": prompt}]

@@ -241,7 +241,7 @@ async def map_records(
     prompt = prompts.render(
         "labels",
         question=run.question,
-        fields=", ".join(records.fields),
+        fields=wrap(run.nonce, UNTRUSTED, ", ".join(records.fields)),  # a header is data
         records=f"{len(records.rows):,}",
         sample=wrap(run.nonce, UNTRUSTED, sample),
         max=str(MAX_LABELS),
