@@ -31,7 +31,8 @@ SHARE = 0.9
 PROBE_LINES = 200
 """Each shape is first tried on this many lines: a 12 MB CSV is read in 2.5 s, not 3.8."""
 KEY_VALUE_SEPARATORS = ("||", "|", "\t", ";")
-TABLE_SEPARATORS = ("\t", " | ", "|", ",", ";")
+TABLE_SEPARATORS = ("\t", "|", ",", ";")
+"""``|`` also reads a sheet's ``a | b | c``: cells are stripped."""
 _KEY_VALUE = re.compile(r"^\s*([A-Za-z_][\w .-]{0,39}?)\s*[:=]\s*(.*?)\s*$", re.S)
 _MARK = re.compile(r"^--- (?:Page \d+|Slide \d+|Sheet: .*) ---\s*$")
 _NOT_WORDS = re.compile(r"^(?:[\W\d_]|[^\W\d_](?![^\W\d_]))*$")
@@ -68,6 +69,11 @@ class Records:
 
     def value(self, record: Record, field: str) -> str:
         return record.values[self.fields.index(field)]
+
+    def column(self, field: str) -> list[str]:
+        """The field's value in every record, in order."""
+        at = self.fields.index(field)
+        return [r.values[at] for r in self.rows]
 
 
 def parse_records(documents: Sequence[tuple[str, str]]) -> Records | None:
@@ -194,4 +200,4 @@ def _table_lines(
 def _cells(line: str, separator: str) -> list[str]:
     if separator in (",", ";"):
         return [c.strip() for c in next(csv.reader([line], delimiter=separator))]
-    return [c.strip() for c in line.strip().strip("|").split(separator.strip() or separator)]
+    return [c.strip() for c in line.strip().strip("|").split(separator)]

@@ -222,6 +222,8 @@ class _Run:
     tried: set[StrategyName] = field(default_factory=set)
     """The reading strategies tried already (a stall does not try one twice)."""
     index: PassageIndex | None = None
+    records: Records | None = None
+    """The corpus as records, when choosing the strategy read it so (the map strategy's)."""
 
     def emit(self, event: TraceEvent) -> None:
         event = event.model_copy(update={"iteration": self.iteration})
@@ -524,7 +526,7 @@ class RLMEngine:
             and (needs_all is not False or compares)
         ):
             documents = await asyncio.to_thread(corpus.documents)
-            records = await asyncio.to_thread(parse_records, documents)
+            records = run.records = await asyncio.to_thread(parse_records, documents)
             if needs_all is False and records is not None and compares:
                 needs_all = None  # over records, "more ... than" may be counted
         if needs_all is None:
@@ -547,12 +549,18 @@ class RLMEngine:
         limit = run.config.limits.max_subcalls
         room = None if limit is None else max(limit - run.budget.subcalls, 0)
         helpers = run.helpers
+        records = run.records
+        if records is None:  # asked for with --strategy map: the choice did not read them
+            documents = await asyncio.to_thread(corpus.documents)
+            records = await asyncio.to_thread(parse_records, documents)
+        if records is None:
+            return None
 
         async def llm_map(ask: str, items: list[str], labels: list[str]) -> list[str | None]:
             return await helpers.llm_map(ask, items, labels)
 
         return await map_records(
-            run, corpus, _Model(self, run), self.prompts, llm_map, room=room, earlier=earlier
+            run, records, _Model(self, run), self.prompts, llm_map, room=room, earlier=earlier
         )
 
     async def _route(self, run: _Run, records: Records | None) -> bool:

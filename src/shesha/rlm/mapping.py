@@ -16,7 +16,6 @@ budget leaves) gives no answer: the code loop takes the question.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import Counter
@@ -24,13 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from shesha.llm.types import JsonSchema, Message
-from shesha.retrieval.records import Records, parse_records
+from shesha.retrieval.records import Records
 from shesha.rlm.events import Final, RecordsMapped, Warned
 from shesha.rlm.history import UNTRUSTED, with_earlier, wrap
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.reading import QueryState, RootModel
 from shesha.rlm.strategy import read_answer
-from shesha.sandbox.corpus import Corpus
 
 MAX_LABELS = 12
 LABEL_CHARS = 40
@@ -134,7 +132,7 @@ def tally(
     beside the question."""
     lines: list[str] = []
     for field in records.fields:
-        column = [records.value(r, field) for r in records.rows]
+        column = records.column(field)
         values = list(dict.fromkeys(column))
         if len(values) < 2 or (field in records.worded and _long(values)):
             continue  # one value says nothing; a free text is no group
@@ -222,7 +220,7 @@ def _named(value: str, question: str) -> bool:
 
 async def map_records(
     run: QueryState,
-    corpus: Corpus,
+    records: Records,
     model: RootModel,
     prompts: PromptSet,
     llm_map: Mapper,
@@ -230,12 +228,9 @@ async def map_records(
     room: int | None,
     earlier: Sequence[tuple[str, str | None]] = (),
 ) -> str | None:
-    """The answer read from the labels' counts; None when the question cannot go this way.
+    """The answer read from the labels' counts of ``records``; None when the question
+    cannot go this way.
     ``room``: the sub-calls the budget still allows (None: no limit)."""
-    documents = await asyncio.to_thread(corpus.documents)
-    records = await asyncio.to_thread(parse_records, documents)
-    if records is None:
-        return None
     run.iteration += 1
     sample = "\n".join(records.words(r) for r in records.rows[:SAMPLE_RECORDS])
     prompt = prompts.render(
