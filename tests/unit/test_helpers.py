@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shesha.errors import ConfigError
-from shesha.llm.types import Choices, Message
+from shesha.llm.types import Message, NotedChoice
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.engine import RLMEngine
 from shesha.rlm.helpers import pick
@@ -109,7 +109,8 @@ def test_llm_map_asks_the_model_to_keep_to_the_choices(
     )
     _, model = run_code(code, RECORDS, sandboxes, tmp_path, lambda _: "praise")
     sub = [c for (_, m), c in zip(model.calls, model.constraints, strict=True) if is_subcall(m)]
-    assert sub[:3] == [Choices(("complaint", "praise", "question"))] * 3  # distinct items
+    # distinct items, each reply a note on the item, then one of the choices
+    assert sub[:3] == [NotedChoice(("complaint", "praise", "question"))] * 3
     assert sub[3:] == [None]  # no choices: a free reply
 
 
@@ -155,7 +156,11 @@ def test_a_user_tool_may_not_take_a_helper_s_name(sandboxes: SandboxPool) -> Non
 @pytest.mark.parametrize(
     ("reply", "picked"),
     [("praise", "praise"), ("Praise.", "praise"), ("It is a complaint.", "complaint"),
-     ("complaint or praise", None), ("no idea", None), ("complaints", None)],
+     ("complaint or praise", None), ("no idea", None), ("complaints", None),
+     # A note first, then the label: the label line decides, whatever the note names.
+     ("Says: no praise here, the parcel was late\nLabel: complaint", "complaint"),
+     ("Says: a complaint? no, a thank-you\nLabel: Praise.", "praise"),
+     ("Says: it went wrong\nLabel: neither", None)],
 )  # fmt: skip
 def test_a_reply_picks_one_choice_or_none(reply: str, picked: str | None) -> None:
     assert pick(reply, ["complaint", "praise"]) == picked
@@ -169,3 +174,18 @@ def test_llm_map_shows_each_item_before_the_instruction(
     (user,) = [m[-1]["content"] for _, m in model.calls if is_subcall(m)]
     assert user.index("late delivery") < user.index("Which kind is it?")
     assert user.endswith("Which kind is it?")  # the question after the text
+
+
+def test_llm_map_with_choices_asks_for_a_note_on_the_item_before_its_label(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    # Measured with the local model: asked for a bare label, it called 5 of 10 short
+    # messages right ('complaint' or 'non-complaint'); asked to say first what the
+    # message says, 9 of 10.
+    notes = {"late delivery": "Says: the order was late, not praise\nLabel: complaint"}
+    code = "out = llm_map('Label it.', ['late delivery'], choices=['complaint', 'praise'])"
+    result, model = run_code(code, RECORDS, sandboxes, tmp_path, lambda c: notes[c.split("\n")[1]])
+    assert result.answer == "['complaint']"
+    (user,) = [m[-1]["content"] for _, m in model.calls if is_subcall(m)]
+    assert "Says:" in user  # the format is asked for in words too
+    assert "Label:" in user

@@ -22,6 +22,7 @@ from shesha.llm import (
     JsonSchema,
     LLMClient,
     LLMSettings,
+    NotedChoice,
     OpenAICompatibleClient,
     Price,
 )
@@ -135,6 +136,28 @@ def test_a_llama_cpp_endpoint_is_sent_the_choices_as_a_grammar(kind: str) -> Non
         'root ::= "complaint" | "praise" | "say \\"hi\\"\\\\now"'
     )
     assert (first.text, second.text) == ("praise", "maybe")  # trimmed to the choice, or as is
+
+
+def test_a_noted_choice_is_a_grammar_of_a_note_line_then_a_label_line(kind: str) -> None:
+    reply = "Says: the parcel came late\nLabel: complaint"
+    with ScriptedLLMServer([reply]) as server:
+        c = client(server, kind, constraints="llama.cpp")
+        got = c.complete_sync(
+            HI, model="openai/scripted", constraint=NotedChoice(("complaint", "x\ny"))
+        )
+    assert server.requests[0].body["grammar"] == (
+        'root ::= "Says: " [^\\n]{1,160} "\\nLabel: " ("complaint" | "x\\ny")'
+    )
+    assert got.text == reply  # the note stays, for the trace; the caller reads the label
+
+
+def test_a_noted_choice_is_asked_in_words_where_no_grammar_is_taken() -> None:
+    with ScriptedLLMServer(["Label: a"]) as server:
+        client(server, constraints="response_format").complete_sync(
+            HI, model="openai/scripted", constraint=NotedChoice(("a", "b"))
+        )
+    assert "grammar" not in server.requests[0].body
+    assert "response_format" not in server.requests[0].body
 
 
 def test_a_llama_cpp_endpoint_is_sent_a_schema_and_a_grammar_as_they_are(kind: str) -> None:

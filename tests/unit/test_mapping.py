@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shesha.bench.generate import TEMPLATES, oolong
-from shesha.llm.types import Choices, JsonSchema, Message
+from shesha.llm.types import JsonSchema, Message, NotedChoice
 from shesha.retrieval.records import parse_records
 from shesha.rlm.config import EngineConfig
 from shesha.rlm.engine import RLMEngine
@@ -113,7 +113,7 @@ def test_a_count_over_records_is_labelled_by_sub_calls_and_counted_by_code(
     assert mapped.distinct == 12  # each distinct text is labelled once
     assert result.subcalls == 12
     subs = [c for (_, m), c in zip(model.calls, model.constraints, strict=True) if is_subcall(m)]
-    assert set(subs) == {Choices(tuple(LABELS))}  # each reply held to the labels
+    assert set(subs) == {NotedChoice(tuple(LABELS))}  # each reply: a note, then a label
     labels_at = next(i for i, (_, m) in enumerate(model.calls) if is_labels_call(m))
     assert isinstance(model.constraints[labels_at], JsonSchema)
     assert [e.source for e in trace if isinstance(e, Final)] == ["map"]

@@ -16,6 +16,7 @@ from shesha.llm.types import (
     JsonSchema,
     LLMSettings,
     Message,
+    NotedChoice,
     OutputConstraint,
     Price,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "LLMClient",
     "LLMSettings",
     "Message",
+    "NotedChoice",
     "OpenAICompatibleClient",
     "OutputConstraint",
     "Price",

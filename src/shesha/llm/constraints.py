@@ -1,11 +1,12 @@
 """An output constraint, as each kind of endpoint is told it.
 
-- **llama.cpp** (the local servers): a fixed set of choices or a grammar becomes the
-  request's ``grammar`` (GBNF); a JSON schema becomes ``response_format`` with the
-  schema, which llama.cpp compiles to a grammar. Decoding then cannot leave it.
+- **llama.cpp** (the local servers): a fixed set of choices (bare, or after a note) or a
+  grammar becomes the request's ``grammar`` (GBNF); a JSON schema becomes
+  ``response_format`` with the schema, which llama.cpp compiles to a grammar. Decoding
+  then cannot leave it.
 - **response_format** (hosted providers): a JSON schema becomes OpenAI-style structured
   output where LiteLLM says the model supports it. Choices and grammars are not sent:
-  the prompt names the choices, and the caller checks the reply.
+  the prompt names the choices (and the note's format), and the caller checks the reply.
 - **none**: nothing is sent.
 
 Whatever the endpoint did, a reply to a choice is trimmed to the choice it names.
@@ -15,7 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from shesha.llm.types import Choices, ConstraintDialect, Grammar, JsonSchema, OutputConstraint
+from shesha.llm.types import (
+    LABEL_PREFIX,
+    MAX_NOTE_CHARS,
+    NOTE_PREFIX,
+    Choices,
+    ConstraintDialect,
+    Grammar,
+    JsonSchema,
+    NotedChoice,
+    OutputConstraint,
+)
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -38,6 +49,24 @@ def choices_grammar(choices: Choices) -> str:
     return "root ::= " + " | ".join(gbnf_literal(o) for o in dict.fromkeys(choices.options))
 
 
+def noted_choice_grammar(choice: NotedChoice) -> str:
+    """A grammar whose sentences are a note of one line, then one of the options."""
+    options = " | ".join(gbnf_literal(o) for o in dict.fromkeys(choice.options))
+    return (
+        f"root ::= {gbnf_literal(NOTE_PREFIX)} [^\\n]{{1,{MAX_NOTE_CHARS}}} "
+        f"{gbnf_literal(chr(10) + LABEL_PREFIX)} ({options})"
+    )
+
+
+def _grammar(constraint: Choices | NotedChoice | Grammar) -> str:
+    """The GBNF a llama.cpp server is sent for ``constraint``."""
+    if isinstance(constraint, Choices):
+        return choices_grammar(constraint)
+    if isinstance(constraint, NotedChoice):
+        return noted_choice_grammar(constraint)
+    return constraint.gbnf
+
+
 def request_fields(
     constraint: OutputConstraint | None,
     dialect: ConstraintDialect,
@@ -49,11 +78,9 @@ def request_fields(
     if constraint is None or dialect == "none":
         return {}
     if dialect == "llama.cpp":
-        if isinstance(constraint, Choices):
-            return {"extra_body": {"grammar": choices_grammar(constraint)}}
-        if isinstance(constraint, Grammar):
-            return {"extra_body": {"grammar": constraint.gbnf}}
-        return {"response_format": {"type": "json_object", "schema": dict(constraint.schema)}}
+        if isinstance(constraint, JsonSchema):
+            return {"response_format": {"type": "json_object", "schema": dict(constraint.schema)}}
+        return {"extra_body": {"grammar": _grammar(constraint)}}
     if isinstance(constraint, JsonSchema) and supports_schema:
         return {
             "response_format": {

@@ -27,7 +27,14 @@ from shesha.errors import (
     SandboxError,
     SheshaError,
 )
-from shesha.llm.types import ChatModel, Choices, Completion, Message, OutputConstraint
+from shesha.llm.types import (
+    ChatModel,
+    Choices,
+    Completion,
+    Message,
+    NotedChoice,
+    OutputConstraint,
+)
 from shesha.retrieval.index import PassageIndex
 from shesha.retrieval.records import Records, parse_records
 from shesha.rlm import helpers
@@ -1056,7 +1063,7 @@ class RLMEngine:
         model = run.config.effective_sub_model
         messages = subcall_messages(self.prompts, item, boundary)
         key = prompt_key(messages)
-        constraint = Choices(item.choices) if item.choices else None
+        constraint = _constraint(item)
         limit = run.config.max_subcall_chars
         if limit is not None and len(item.content) + len(item.instruction) > limit:
             message = (
@@ -1080,7 +1087,7 @@ class RLMEngine:
             return await self._ask_sub_model(run, model, messages, key, constraint)
         salt = run.config.cache_salt
         if item.choices:  # a constrained reply is another answer than a free one
-            salt += "|choices=" + "\x1f".join(item.choices)
+            salt += ("|noted" if item.noted else "") + "|choices=" + "\x1f".join(item.choices)
         ckey = cache_key(model, messages, salt)
         pending = run.inflight.get(ckey)
         if pending is not None:  # the same prompt is out already, in this query
@@ -1153,3 +1160,10 @@ class RLMEngine:
             )
         )
         return found.text
+
+
+def _constraint(item: SubcallItem) -> OutputConstraint | None:
+    """What a sub-call's reply is held to: its choices, bare or after a note; or nothing."""
+    if not item.choices:
+        return None
+    return NotedChoice(item.choices) if item.noted else Choices(item.choices)

@@ -16,6 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from shesha.llm.types import LABEL_PREFIX, NOTE_PREFIX
 from shesha.retrieval.index import PassageIndex
 from shesha.sandbox.execution import SubcallItem, ToolCall, ToolOutcome, ToolSpec
 
@@ -30,6 +31,15 @@ MAP_DOC = (
 )
 SPECS: list[ToolSpec] = [{"name": "search", "doc": SEARCH_DOC}, {"name": "llm_map", "doc": MAP_DOC}]
 NAMES = frozenset(spec["name"] for spec in SPECS)
+NOTED = (
+    "\n\nFirst say in a few words what the text says, then give the label, as:\n"
+    + NOTE_PREFIX
+    + "<a few words>\n"
+    + LABEL_PREFIX
+    + "<one of {choices}>"
+)
+"""How ``llm_map`` asks for a choice: the format ``NotedChoice`` holds a local reply to."""
+LABEL_LINE = re.compile(rf"^\s*{LABEL_PREFIX.strip()}\s*(.*)$", re.MULTILINE)
 MAX_K = 50
 MAX_ITEMS = 5_000
 SAMPLE_CHARS = 300
@@ -103,7 +113,7 @@ class Helpers:
             raise TypeError("choices must be a list of str")
         asked = instruction
         if choices:
-            asked += "\n\nReply with exactly one of: " + ", ".join(choices) + "."
+            asked += NOTED.format(choices=", ".join(choices))
         unique = list(dict.fromkeys(items))  # each distinct item is asked once
         options = tuple(choices) if choices else ()
         replies = await self._subcalls([_item(asked, item, options) for item in unique])
@@ -112,7 +122,7 @@ class Helpers:
             picked = {item: pick(answers[item], choices) for item in unique}
             again = [item for item in unique if picked[item] is None]
             if again:  # one more try for the replies that named no choice
-                stricter = asked + " Reply with that one word or phrase only."
+                stricter = asked + " The label is that one word or phrase only."
                 retried = await self._subcalls([_item(stricter, item, options) for item in again])
                 for item, reply in zip(again, retried, strict=True):
                     picked[item] = pick(reply, choices)
@@ -124,13 +134,18 @@ def _item(instruction: str, item: str, options: tuple[str, ...]) -> SubcallItem:
     """An item is read before the instruction: a small model labels a short record
     better with the question after it (12 of 12 sample records right, against 11). Each
     item is its own sub-call: numbered batches of 4 or 12 under a JSON schema were faster
-    but labelled 7 of the 12 right."""
-    return SubcallItem(instruction, item, options, instruction_last=True)
+    but labelled 7 of the 12 right. With choices, the reply says what the item says
+    before its label (``NotedChoice``)."""
+    return SubcallItem(instruction, item, options, instruction_last=True, noted=bool(options))
 
 
 def pick(reply: str, choices: Sequence[str]) -> str | None:
     """The one choice a reply names: the whole reply, else the only choice it contains as
-    whole words (case-insensitive); None when it names none, or more than one."""
+    whole words (case-insensitive); None when it names none, or more than one. A reply
+    with a ``Label:`` line (a note, then the label) is read from that line alone."""
+    labelled = LABEL_LINE.findall(reply)
+    if labelled:
+        reply = labelled[-1]
     text = reply.strip().strip(".\"'`*").strip()
     for choice in choices:
         if text.casefold() == choice.casefold():

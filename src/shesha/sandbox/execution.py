@@ -36,6 +36,9 @@ class SubcallItem:
     instruction_last: bool = False
     """The content comes first and the instruction after it (``llm_map``'s items): a small
     model answers about a short item better with the question after the text."""
+    noted: bool = False
+    """With ``choices``: the reply first says in a few words what the content says, then
+    gives the choice on a line of its own (``NotedChoice``)."""
 
 
 @dataclass(frozen=True, slots=True)
