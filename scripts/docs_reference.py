@@ -22,7 +22,8 @@ from pydantic.fields import FieldInfo
 from typer.core import TyperGroup
 
 from shesha.cli import app
-from shesha.config import ENV_PREFIX, Settings
+from shesha.config import Settings
+from shesha.locations import ENV_PREFIX
 
 WIDTH = 100
 BOUNDS = (("gt", "above"), ("ge", "at least"), ("lt", "below"), ("le", "at most"))

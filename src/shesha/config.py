@@ -7,12 +7,10 @@ allowed. Provider variables (OPENAI_API_KEY and the rest) are read by LiteLLM as
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
@@ -30,6 +28,13 @@ from shesha.bounds import (
 )
 from shesha.errors import ConfigError
 from shesha.llm.types import DEFAULT_LLM_TIMEOUT_S, DEFAULT_RETRIES
+from shesha.locations import (
+    ENV_PREFIX,
+    config_file_path,
+    default_home,
+    environment_setting,
+    read_config_file,
+)
 from shesha.rlm.strategy import StrategyChoice
 from shesha.rlm.usage import QueryLimits
 from shesha.sandbox.limits import DEFAULT_CPUS, DEFAULT_MEMORY_MB
@@ -42,8 +47,6 @@ NO_MODEL_HINT = (
     "in a checkout). Or a hosted model: --model openai/gpt-4o-mini or any LiteLLM model "
     'string, as model= here, SHESHA_MODEL, or model = "..." in shesha.toml.'
 )
-CONFIG_FILE = "shesha.toml"
-ENV_PREFIX = "SHESHA_"
 
 
 class ModelSettings(BaseModel):
@@ -174,19 +177,6 @@ QUERY_OVERRIDES = frozenset(ModelSettings.model_fields) | frozenset(QueryLimits.
 """What a single query may override: the model settings and the query limits."""
 
 
-def environment_setting(name: str, env: Mapping[str, str] | None = None) -> str | None:
-    """The value of ``SHESHA_<NAME>``; unset or empty is None. The one place shesha
-    reads its settings from the environment."""
-    value = (os.environ if env is None else env).get(ENV_PREFIX + name.upper())
-    return value or None
-
-
-def default_home() -> Path:
-    """The data directory when no ``home`` is set: SHESHA_HOME, else the per-user one."""
-    home = environment_setting("home")
-    return Path(home).expanduser() if home else Path(platformdirs.user_data_dir("shesha"))
-
-
 def home_dir(settings: Settings) -> Path:
     return Path(settings.home).expanduser() if settings.home else default_home()
 
@@ -223,32 +213,6 @@ def _describe(field: str) -> str:
     return " or ".join(names) + (f" ({', '.join(bounds)})" if bounds else "")
 
 
-def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The config file in use: explicit, else ./shesha.toml, else the user's config dir."""
-    if explicit is not None:
-        p = Path(explicit).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"The config file {p} does not exist.")
-        return p
-    for candidate in (
-        Path.cwd() / CONFIG_FILE,
-        Path(platformdirs.user_config_dir("shesha")) / CONFIG_FILE,
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _file_layer(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"Cannot read the config file {path}: {e}") from e
-    if isinstance(data.get("shesha"), dict):  # a [shesha] table is accepted too
-        data = data["shesha"]
-    return data
-
-
 def _env_layer(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in env:
@@ -280,7 +244,7 @@ def load_settings(
     path = config_file_path(config_file)
     layers: list[tuple[str, dict[str, Any]]] = []
     if path is not None:
-        layers.append((f"the config file {path}", _file_layer(path)))
+        layers.append((f"the config file {path}", read_config_file(path)))
     layers.append(("the environment", _env_layer(os.environ if env is None else env)))
     layers.append(("the arguments", {k: v for k, v in (overrides or {}).items() if v is not None}))
     merged: dict[str, Any] = {}

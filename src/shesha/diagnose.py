@@ -15,7 +15,7 @@ import docker
 from shesha import llm
 from shesha.api import Shesha, docker_hosts_of
 from shesha.client import OFF, answers
-from shesha.config import NO_MODEL_HINT, Settings, config_file_path, home_dir, load_settings
+from shesha.config import NO_MODEL_HINT, Settings, home_dir, load_settings
 from shesha.endpoints import is_local
 from shesha.errors import SandboxUnavailableError, SheshaError
 from shesha.local.fetch import is_verified
@@ -27,6 +27,7 @@ from shesha.local.server import (
     pick_runtime,
     runtime_version,
 )
+from shesha.locations import config_file_path
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose

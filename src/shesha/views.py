@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
+from shesha.ask_text import answer_json
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
 from shesha.storage import StoredDocument, StoredProject
@@ -70,36 +69,7 @@ def trace_json(path: Path) -> dict[str, Any]:
 
 def result_json(result: QueryResult, project: str) -> dict[str, Any]:
     """What ``shesha ask --json`` prints."""
-    u = result.usage
-    return {
-        "answer": result.answer,
-        "status": result.status,
-        "iterations": result.iterations,
-        "subcalls": result.subcalls,
-        "usage": {
-            "root": u.root.model_dump(),
-            "sub": u.sub.model_dump(),
-            "total_tokens": u.total_tokens,
-            "cached_subcalls": u.cached_subcalls,
-            "saved_tokens": u.saved_tokens,
-            "saved_cost_usd": u.saved_cost_usd,
-        },
-        "cost_usd": u.total_cost_usd,
-        "duration_s": result.duration_s,
-        "trace_path": result.trace_path,
-        "project": project,
-        "error": result.error,
-        "limit": result.limit,
-        "citations": [c.model_dump(mode="json") for c in result.citations],
-        "output": _jsonable(result.output),
-        "tool_calls": result.tool_calls,
-        "sandbox": result.sandbox,
-        "isolation": result.isolation,
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return answer_json(result.model_dump(mode="json"), project)
 
 
 def conversation_json(record: Record) -> dict[str, Any]:

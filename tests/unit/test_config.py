@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from shesha.config import (
     QUERY_OVERRIDES,
     Settings,
-    environment_setting,
     load_settings,
     models_dir,
 )
 from shesha.errors import ConfigError
+from shesha.locations import environment_setting
 from shesha.rlm import QueryLimits
 from shesha.sandbox import SandboxLimits
 

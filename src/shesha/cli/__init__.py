@@ -14,8 +14,9 @@ from typer.core import TyperGroup
 
 from shesha import __version__
 from shesha.cli import ask, chat, doctor, evals, manage, mcp, models, serve
-from shesha.cli.common import EXIT_ERROR, print_error, state
+from shesha.cli.common import print_error, state
 from shesha.errors import SheshaError
+from shesha.exits import EXIT_ERROR
 
 HELP = """Ask questions of large document sets with a Recursive Language Model.
 

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.status import Status
 
+from shesha.ask_text import LIMIT_STATUSES, Tally, citation_lines, exit_code, summary
 from shesha.cli.backend import (
     Backend,
     LocalBackend,
@@ -22,9 +23,6 @@ from shesha.cli.backend import (
 )
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
-    EXIT_ERROR,
-    EXIT_LIMIT,
-    EXIT_OK,
     SERVER_OPTION_HELP,
     err_console,
     print_error,
@@ -32,20 +30,9 @@ from shesha.cli.common import (
     state,
 )
 from shesha.cli.manage import add_with_progress
+from shesha.exits import EXIT_ERROR
 from shesha.rlm import QueryResult, TraceEvent
-from shesha.rlm.events import (
-    CodeRun,
-    Failed,
-    LimitHit,
-    LLMRequest,
-    LLMResponse,
-    SubcallRequest,
-    SubcallResponse,
-    Warned,
-)
 from shesha.views import result_json
-
-LIMIT_STATUSES = {"max_iterations", "stalled", "budget_exceeded", "timeout"}
 
 
 def project_name_for(paths: list[str]) -> str:
@@ -68,22 +55,17 @@ class Strategy(StrEnum):
 
 
 class Progress:
-    """Live progress on stderr: step, code preview, sub-calls, tokens, cost."""
+    """Live progress on stderr: a status line on a terminal, else a line per step."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.live = err_console.is_terminal and not quiet
         self.status: Status | None = None
-        self.step = 0
-        self.subcalls = 0
-        self.tokens = 0
-        self.cost = 0.0
-        self.cost_known = True
-        self.activity = "thinking"
+        self.tally = Tally()
 
     def __enter__(self) -> Progress:
         if self.live:
-            self.status = err_console.status(self._text())
+            self.status = err_console.status(self.tally.status())
             self.status.start()
         return self
 
@@ -91,50 +73,17 @@ class Progress:
         if self.status is not None:
             self.status.stop()
 
-    def _text(self) -> str:
-        cost = f"${self.cost:.4f}" if self.cost_known else "cost unknown"
-        return (
-            f"step {self.step} · {self.activity} · {self.subcalls} sub-calls · "
-            f"{self.tokens:,} tokens · {cost}"
-        )
-
-    def _log(self, line: str) -> None:
+    def _show(self, line: str | None) -> None:
         if self.status is not None:
-            self.status.update(self._text())
-        elif not self.quiet:
+            self.status.update(self.tally.status())
+        elif line is not None and not self.quiet:
             err_console.print(line, highlight=False, markup=False)
 
     def queued(self, position: int) -> None:
-        """The server has more queries than sandboxes: this one waits in line."""
-        self.activity = f"waiting: {position} ahead in line" if position > 1 else "next in line"
-        self._log(f"waiting for a sandbox: position {position} in the server's line")
+        self._show(self.tally.queued(position))
 
     def on_event(self, e: TraceEvent) -> None:
-        self.step = e.iteration
-        match e:
-            case LLMResponse() | SubcallResponse(error=None, cached=False):
-                self.tokens += e.prompt_tokens + e.completion_tokens
-                if e.cost_usd is None:
-                    self.cost_known = False
-                else:
-                    self.cost += e.cost_usd
-            case LLMRequest():
-                self.activity = "thinking"
-                self._log(f"step {e.iteration}: asking the model")
-            case CodeRun(code=code):
-                first = next((ln for ln in code.splitlines() if ln.strip()), "")
-                self.activity = f"running: {first[:60]}"
-                self._log(f"step {e.iteration}: running code: {first[:100]}")
-            case SubcallRequest():
-                self.subcalls += 1
-                if self.status is not None:
-                    self.status.update(self._text())
-            case LimitHit(message=message) | Warned(message=message):
-                self._log(f"step {e.iteration}: {e.type}: {message.splitlines()[0]}")
-            case Failed(error=error):
-                self._log(f"step {e.iteration}: error: {error.splitlines()[0]}")
-            case _:
-                pass  # the other events change nothing on the progress line
+        self._show(self.tally.add(e.model_dump(mode="json")))
 
 
 def _check_paths(paths: list[str]) -> None:
@@ -245,9 +194,7 @@ def ask(
         print_json(result_json(result, name))
     else:
         _print_result(result)
-    if result.status == "error":
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(EXIT_LIMIT if result.status in LIMIT_STATUSES else EXIT_OK)
+    raise typer.Exit(exit_code(result.status))
 
 
 def _add_paths(
@@ -267,17 +214,7 @@ def _print_result(result: QueryResult) -> None:
     if result.answer is not None:
         print(result.answer)
     print_citations(result)
-    cost = result.usage.total_cost_usd
-    cached = result.usage.cached_subcalls
-    reused = f" ({cached} cached)" if cached else ""
-    err_console.print(
-        f"[dim]{result.status} · {result.iterations} steps · {result.subcalls} sub-calls"
-        f"{reused} · "
-        f"{result.usage.total_tokens:,} tokens · "
-        f"{f'${cost:.4f}' if cost is not None else 'cost unknown'} · "
-        f"{result.duration_s:.1f} s · trace: {escape(str(result.trace_path))}[/]",
-        highlight=False,
-    )
+    err_console.print(summary(result.model_dump(mode="json")), style="dim", markup=False)
     if result.status == "error":
         print_error(result.error or "the query failed")
     elif result.status in LIMIT_STATUSES:
@@ -303,16 +240,5 @@ def read_schema(path: Path) -> dict[str, Any]:
 
 def print_citations(result: QueryResult) -> None:
     """Under the answer: each citation, and an unverified one marked so nobody misses it."""
-    if not result.citations:
-        return
-    print("\nCitations:")
-    for c in result.citations:
-        where = f"{c.document}" + (f", page {c.page}" if c.page else "")
-        quote = c.quote if len(c.quote) <= 200 else c.quote[:200] + "..."
-        if c.status == "verified":
-            judged = ""
-            if c.supports is not None:
-                judged = " (supports the answer)" if c.supports else " (does NOT support it)"
-            print(f'  [verified] {where}: "{quote}"{judged}')
-        else:
-            print(f'  [UNVERIFIED: {c.reason}] {where}: "{quote}"')
+    for line in citation_lines([c.model_dump(mode="json") for c in result.citations]):
+        print(line)

@@ -17,9 +17,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from shesha.cli.common import open_shesha
 from shesha.client import ServerClient, find_server
-from shesha.config import default_home, load_settings
+from shesha.config import load_settings
 from shesha.endpoints import is_local
 from shesha.errors import Forbidden, SheshaError
+from shesha.locations import default_home
 from shesha.rlm import QueryResult, TraceEvent
 from shesha.storage import AddProgress, AddReport, FailedInput
 from shesha.storage.inputs import expand

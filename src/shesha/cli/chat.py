@@ -9,7 +9,8 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from shesha.cli.ask import LIMIT_STATUSES, Progress, print_citations
+from shesha.ask_text import LIMIT_STATUSES
+from shesha.cli.ask import Progress, print_citations
 from shesha.cli.common import CONFIG_OPTION_HELP, err_console, open_shesha, out_console, print_error
 
 EXIT_WORDS = {"exit", "quit", ":q"}

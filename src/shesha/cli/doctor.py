@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, out_console, print_json
+from shesha.cli.common import CONFIG_OPTION_HELP, out_console, print_json
+from shesha.exits import EXIT_ERROR
 
 
 def doctor(

@@ -13,7 +13,6 @@ from rich.table import Table
 from shesha.cli.backend import Backend, LocalBackend, RemoteBackend, open_backend
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
-    EXIT_ERROR,
     SERVER_OPTION_HELP,
     err_console,
     out_console,
@@ -21,8 +20,10 @@ from shesha.cli.common import (
     split_hint,
 )
 from shesha.client import OFF
-from shesha.config import CONFIG_FILE, INIT_TEMPLATE
+from shesha.config import INIT_TEMPLATE
 from shesha.errors import NotFoundError, StorageError
+from shesha.exits import EXIT_ERROR
+from shesha.locations import CONFIG_FILE
 from shesha.rlm.events import (
     CodeRun,
     ExecDone,

@@ -13,10 +13,12 @@ from typing import Any
 
 import typer
 
-from shesha.cli.common import CONFIG_OPTION_HELP, EXIT_ERROR, err_console, open_shesha
+from shesha.cli.common import CONFIG_OPTION_HELP, err_console, open_shesha
 from shesha.client import answers
-from shesha.config import default_home, load_settings
+from shesha.config import load_settings
 from shesha.errors import ConfigError
+from shesha.exits import EXIT_ERROR
+from shesha.locations import default_home
 from shesha.server.state import clear_state, pid_alive, read_state
 from shesha.storage.atomic import private_dir, private_file
 
