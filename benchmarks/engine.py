@@ -22,7 +22,7 @@ from shesha.llm import LLMClient, LLMSettings
 from shesha.rlm import EngineConfig, QueryLimits, RLMEngine, TraceEvent
 from shesha.rlm.events import ExecDone
 from shesha.sandbox import InMemoryCorpus, SandboxPool, docker_pool
-from shesha.testing import Reply, ScriptedLLMServer
+from shesha.testing import ScriptedLLMServer, ScriptedReply
 
 TARGETS = {
     "iteration_overhead_ms_p50": ("<=", 10.0),
@@ -41,7 +41,7 @@ def is_subcall(messages: list[dict[str, Any]]) -> bool:
 def script(root: list[str], sub: Any = None) -> Any:
     state = {"i": 0}
 
-    def reply(messages: list[dict[str, Any]], model: str) -> Reply:
+    def reply(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         if is_subcall(messages):
             return sub(messages[1]["content"]) if sub else "ok"
         text = root[min(state["i"], len(root) - 1)]

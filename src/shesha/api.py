@@ -35,7 +35,7 @@ from shesha.parser.bounds import ParseBounds
 from shesha.parser.ocr import OcrSettings
 from shesha.rlm import EngineConfig, QueryLimits, QueryResult, RLMEngine, SandboxProvider
 from shesha.rlm.cache import DiskCache, SubcallCache
-from shesha.rlm.engine import ExecSession
+from shesha.rlm.engine import LeasedSandbox
 from shesha.rlm.events import TraceEvent
 from shesha.rlm.output import Output, output_checker
 from shesha.rlm.prompting import PromptSet
@@ -199,7 +199,7 @@ class Project:
         on_event: EventCallback | None = None,
         output: Output | None = None,
         tools: Sequence[Callable[..., Any]] = (),
-        session: ExecSession | None = None,
+        session: LeasedSandbox | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         **overrides: Any,
     ) -> QueryResult:
@@ -238,7 +238,7 @@ class Project:
         the packaged ones)."""
         return self._shesha.prompts()
 
-    def open_session(self) -> ExecSession:
+    def open_session(self) -> LeasedSandbox:
         """A sandbox session with this project's documents loaded (``close()`` gives it
         back): what a conversation runs its questions in."""
         return self._shesha.sandboxes().acquire(self.stored)
@@ -448,7 +448,7 @@ class Shesha:
         on_event: EventCallback | None = None,
         output: Output | None = None,
         tools: Sequence[Callable[..., Any]] = (),
-        session: ExecSession | None = None,
+        session: LeasedSandbox | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         **overrides: Any,
     ) -> QueryResult:

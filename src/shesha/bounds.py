@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
-Steps = Annotated[int, Field(ge=1, description="root-model steps")]
+StepCount = Annotated[int, Field(ge=1, description="root-model steps")]
 Count = Annotated[int, Field(ge=0)]
 Tokens = Annotated[int, Field(ge=1, description="tokens")]
 PerMinute = Annotated[float, Field(gt=0, description="a minute")]

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from shesha.rlm.engine import ExecSession
+from shesha.rlm.engine import LeasedSandbox
 from shesha.rlm.prompting import PromptSet
 from shesha.rlm.replay import replay
 from shesha.rlm.result import QueryResult
@@ -43,12 +43,12 @@ class ConversedProject(Protocol):
         self,
         question: str,
         *,
-        session: ExecSession | None = ...,
+        session: LeasedSandbox | None = ...,
         earlier: Sequence[tuple[str, str | None]] = ...,
         **overrides: Any,
     ) -> QueryResult: ...
 
-    def open_session(self) -> ExecSession:
+    def open_session(self) -> LeasedSandbox:
         """A sandbox session with the project's documents loaded."""
         ...
 
@@ -69,7 +69,7 @@ class Conversation:
         self.keep_sandbox = keep_sandbox
         """False (a server's conversations): the sandbox goes back to the pool after each
         question, and the next one rebuilds the namespace by replaying."""
-        self._session: ExecSession | None = None
+        self._session: LeasedSandbox | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -108,7 +108,7 @@ class Conversation:
             await asyncio.to_thread(save, self.project.stored.path, self.record)
             return result
 
-    async def _sandbox(self) -> ExecSession:
+    async def _sandbox(self) -> LeasedSandbox:
         if self._session is None:
             self._session = await asyncio.to_thread(self.project.open_session)
             if self.record.exchanges:  # taken up again: rebuild the namespace

@@ -109,6 +109,11 @@ class NotFoundError(StorageError):
     """No such project, document or trace."""
 
 
+class ProjectGone(NotFoundError):
+    """The project was deleted while a handle to it was held (an add, a query): nothing
+    more is stored in it, and no folder is left behind."""
+
+
 class Forbidden(SheshaError):
     """A request for something a server may not touch (a path outside its allow-list)."""
 

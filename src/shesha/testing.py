@@ -62,8 +62,8 @@ class Slow:
     text: str
 
 
-Reply = str | Fail | Slow
-Script = Sequence[Reply] | Callable[[list[dict[str, Any]], str], Reply]
+ScriptedReply = str | Fail | Slow
+Script = Sequence[ScriptedReply] | Callable[[list[dict[str, Any]], str], ScriptedReply]
 
 
 @dataclass
@@ -156,7 +156,7 @@ class ScriptedLLMServer:
     ) -> None:
         self.stop()
 
-    def _reply_for(self, messages: list[dict[str, Any]], model: str) -> Reply:
+    def _reply_for(self, messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         with self._lock:
             if self._fail_first:
                 return Fail(self._fail_first.pop(0))

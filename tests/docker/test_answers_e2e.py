@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from shesha import Shesha
-from shesha.testing import Reply, ScriptedLLMServer
+from shesha.testing import ScriptedLLMServer, ScriptedReply
 
 pytestmark = pytest.mark.docker
 
@@ -33,7 +33,7 @@ CODE = {
 }
 
 
-def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
+def scripted(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
     if messages[0]["content"].startswith(SUBCALL):
         return "a line"
     question = messages[1]["content"].rsplit("Question:", 1)[-1]

@@ -14,12 +14,12 @@ import pytest
 from tests.oracle import make_docs
 
 from shesha import QueryResult, Shesha
-from shesha.testing import FunctionModel, Reply, ScriptedLLMServer
+from shesha.testing import FunctionModel, ScriptedLLMServer, ScriptedReply
 
 pytestmark = pytest.mark.docker
 
 
-def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
+def scripted(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
     step = sum(1 for m in messages if m["role"] == "assistant")
     if step == 0:
         return "```repl\nimport socket\nhost = socket.gethostname()\nprint(doc_names)\n```"

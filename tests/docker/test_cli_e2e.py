@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from tests.fixtures import make_pdf
 
-from shesha.testing import Reply, ScriptedLLMServer
+from shesha.testing import ScriptedLLMServer, ScriptedReply
 
 pytestmark = pytest.mark.docker
 
 SHESHA = str(Path(sys.executable).with_name("shesha"))
 
 
-def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
+def scripted(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
     """Stateless: the step is the number of assistant turns so far."""
     if str(messages[0]["content"]).startswith("You follow one instruction"):
         return "a summary"

@@ -11,7 +11,7 @@ import pytest
 from shesha.llm import LLMClient, LLMSettings
 from shesha.rlm import EngineConfig, QueryLimits, RLMEngine, read_trace
 from shesha.sandbox import InMemoryCorpus, SandboxPool
-from shesha.testing import Reply, ScriptedLLMServer
+from shesha.testing import ScriptedLLMServer, ScriptedReply
 
 pytestmark = pytest.mark.docker
 
@@ -35,10 +35,10 @@ print(len(chunks), hits)
 ```"""
 
 
-def scripted(root: list[Reply]) -> Any:
+def scripted(root: list[ScriptedReply]) -> Any:
     state = {"i": 0}
 
-    def script(messages: list[dict[str, Any]], model: str) -> Reply:
+    def script(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         if messages[0]["content"].startswith("You follow one instruction"):
             content = messages[1]["content"]
             return "7349" if "magic number is 7349" in content else "NONE"

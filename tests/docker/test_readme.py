@@ -26,7 +26,7 @@ import pytest
 from tests.fixtures import make_pdf
 
 from shesha import Shesha
-from shesha.testing import Reply, ScriptedLLMServer
+from shesha.testing import ScriptedLLMServer, ScriptedReply
 
 pytestmark = pytest.mark.docker
 
@@ -89,7 +89,7 @@ def is_loopback(host: str) -> bool:
         return False  # a name that is not localhost may resolve anywhere
 
 
-def scripted(messages: list[dict[str, Any]], model: str) -> Reply:
+def scripted(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
     if str(messages[0]["content"]).startswith("You follow one instruction"):
         return "yes"
     if not any(m["role"] == "assistant" for m in messages):
@@ -267,7 +267,7 @@ ANSWERS = {
 }
 
 
-def answering(messages: list[dict[str, Any]], model: str) -> Reply:
+def answering(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
     if str(messages[0]["content"]).startswith("You follow one instruction"):
         return "yes"
     question = str(messages[1]["content"]).rsplit("Question:", 1)[-1]

@@ -25,7 +25,7 @@ from shesha.rlm import (
 from shesha.rlm.events import CodeRun, Event, StrategyChosen, Warned
 from shesha.rlm.prompting import PromptSet
 from shesha.sandbox import InMemoryCorpus, SandboxPool
-from shesha.testing import Fail, Reply, ScriptedLLMServer
+from shesha.testing import Fail, ScriptedLLMServer, ScriptedReply
 
 DOCS = InMemoryCorpus(
     [("a.txt", "Alpha document. The secret code is 4711."), ("b.md", "# Beta\nnothing here")]
@@ -91,11 +91,11 @@ def is_subcall(messages: list[dict[str, Any]]) -> bool:
     return str(messages[0]["content"]).startswith("You follow one instruction")
 
 
-def by_role(root: Sequence[Reply], sub: Any = None) -> Any:
+def by_role(root: Sequence[ScriptedReply], sub: Any = None) -> Any:
     """A callable script: root replies in order; sub-calls answered by ``sub(messages)``."""
     state = {"i": 0}
 
-    def script(messages: list[dict[str, Any]], model: str) -> Reply:
+    def script(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         if not is_subcall(messages):
             reply = root[min(state["i"], len(root) - 1)]
             state["i"] += 1
@@ -294,7 +294,7 @@ def test_code_that_knows_the_output_boundary_cannot_close_its_block(harness_fact
     """A root model steered to print the id it sees in its own history: the id is
     scrubbed from the output, so the forged closing tag stays data."""
 
-    def root(messages: list[dict[str, Any]], model: str) -> Reply:
+    def root(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         if is_subcall(messages):
             return "x"
         seen = [str(m["content"]) for m in messages if m["role"] == "user"]
@@ -368,7 +368,7 @@ def test_batched_sub_calls_run_in_parallel_and_keep_their_order(harness_factory:
 
 def test_one_failed_sub_call_is_an_error_string_not_a_failed_batch(harness_factory: Any) -> None:
     # Not "bad": it is hex, so the random boundary id around the content can contain it.
-    def sub(messages: list[dict[str, Any]]) -> Reply:
+    def sub(messages: list[dict[str, Any]]) -> ScriptedReply:
         return Fail(500, "boom") if "poison" in messages[1]["content"] else "fine"
 
     code = "r = llm_query_batched('Check', ['good', 'poison', 'good'])\nFINAL(repr(r))"
@@ -981,7 +981,7 @@ def test_documents_too_long_for_the_window_after_all_fall_back_to_code(
     the documents do not fit, the best passages are read in less; when even they do not
     fit, the query goes on with code, documents unseen."""
 
-    def script(messages: list[dict[str, Any]], model: str) -> Reply:
+    def script(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         if "The secret code is 4711." in str(messages[1]["content"]):
             return Fail(
                 400,

@@ -25,7 +25,7 @@ from shesha.cli import app
 from shesha.errors import ConfigError
 from shesha.llm.types import Message
 from shesha.sandbox import SandboxPool
-from shesha.testing import Fail, FunctionModel, Reply, ScriptedLLMServer
+from shesha.testing import Fail, FunctionModel, ScriptedLLMServer, ScriptedReply
 
 
 def oracle(tasks: list[EvalTask], answer: Callable[[EvalTask], str]) -> FunctionModel:
@@ -165,7 +165,7 @@ def test_when_the_window_is_smaller_than_estimated_direct_cuts_more_and_asks_aga
     folder, tasks = task_set
     gold = {t.question: t.gold for t in tasks}
 
-    def dense(messages: list[dict[str, Any]], model: str) -> Reply:
+    def dense(messages: list[dict[str, Any]], model: str) -> ScriptedReply:
         """A provider whose tokenizer packs 2 characters a token (not the 3.5 estimated)."""
         used = sum(len(str(m["content"])) for m in messages) // 2
         if used > 2000:

@@ -8,7 +8,7 @@ import pytest
 
 from shesha.errors import ConfigError
 from shesha.rlm import PromptSet
-from shesha.rlm.extract import Reply, final_in_last_reply, read_reply
+from shesha.rlm.extract import ParsedReply, final_in_last_reply, read_reply
 
 
 def test_packaged_prompts_load_and_render() -> None:
@@ -93,7 +93,7 @@ ANSWERS = [
 
 @pytest.mark.parametrize(("reply", "answer"), ANSWERS)
 def test_a_final_given_as_text_is_the_answer(reply: str, answer: str) -> None:
-    assert read_reply(reply) == Reply(answer=answer)
+    assert read_reply(reply) == ParsedReply(answer=answer)
 
 
 # Shapes whose FINAL runs in the sandbox: (reply, the code that runs).
@@ -155,7 +155,7 @@ def test_a_final_or_code_that_runs(reply: str, code: str | None) -> None:
     ],
 )
 def test_replies_with_nothing_to_run_and_no_answer(reply: str) -> None:
-    assert read_reply(reply) == Reply()
+    assert read_reply(reply) == ParsedReply()
 
 
 def test_a_final_next_to_code_is_not_an_answer() -> None:

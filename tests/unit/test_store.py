@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from tests.fixtures import make_pdf
 
 from shesha import Shesha
-from shesha.errors import StorageError
+from shesha.errors import NotFoundError, StorageError
 from shesha.storage import AddProgress, ProjectStore
 
 
@@ -316,3 +317,65 @@ def test_a_killed_writer_leaves_no_parse_worker_behind(tmp_path: Path) -> None:
                 os.kill(w, signal.SIGKILL)
             raise AssertionError(f"parse workers {alive} outlived their killed parent")
         time.sleep(0.05)
+
+
+# -- a project deleted while a handle to it is held (found by the API fuzz run) ---------
+
+
+def _left(store: ProjectStore) -> list[str]:
+    """What the projects folder holds, hidden entries (a delete's trash) aside."""
+    return sorted(p.name for p in store.projects_dir.iterdir() if not p.name.startswith("."))
+
+
+def test_a_handle_to_a_deleted_project_stores_nothing_and_leaves_nothing(
+    store: ProjectStore, files: Path
+) -> None:
+    p = store.create("x")
+    p.add([files / "a.md"])
+    store.delete("x")
+    for write in (
+        lambda: p.add([files / "b.txt"]),
+        lambda: p.remove("a.md"),
+        lambda: p.documents(),
+        lambda: p.reindex(),
+    ):
+        with pytest.raises(NotFoundError, match="'x'"):
+            write()
+        assert _left(store) == []  # no folder made again for it, not even the lock's
+    again = store.create("x")  # the name is free: made anew, empty
+    assert again.documents() == []
+
+
+def test_a_project_is_made_over_a_folder_that_holds_no_project(store: ProjectStore) -> None:
+    ghost = store.projects_dir / "x"
+    (ghost / "docs").mkdir(parents=True)
+    (ghost / ".lock").write_text("")  # what a writer left after a delete, before the fix
+    assert store.create("x").documents() == []
+    assert store.list() == ["x"]
+
+
+def test_a_delete_during_an_add_leaves_no_project_behind(
+    store: ProjectStore, tmp_path: Path
+) -> None:
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(60):
+        (many / f"n{i:02}.txt").write_text(f"note {i} " * 200)
+    p = store.create("x")
+    started, errors = threading.Event(), []
+
+    def add() -> None:
+        try:
+            p.add([many], on_progress=lambda _: started.set())
+        except NotFoundError as e:
+            errors.append(e)
+
+    adding = threading.Thread(target=add)
+    adding.start()
+    assert started.wait(30)
+    store.delete("x")
+    adding.join(60)
+    assert not store.exists("x")
+    assert _left(store) == []
+    assert errors, "the add said the project went away"
+    assert store.create("x").documents() == []

@@ -263,7 +263,7 @@ class RayExecutor:
     ) -> Report:
         ray = self.ray
         job = dataclasses.replace(self.job, pace_keeper=self._pace_keeper())
-        run = _ClusterRun(ray, self._worker_class(), job, record, tasks)
+        run = _ClusterEvaluation(ray, self._worker_class(), job, record, tasks)
 
         def more() -> bool:
             return bool(run.queue) and may_start()
@@ -338,7 +338,7 @@ class RayExecutor:
         )
 
 
-class _ClusterRun:
+class _ClusterEvaluation:
     """One run's state on the cluster: the queue, the workers, and what each node did."""
 
     def __init__(self, ray: ModuleType, worker_class: Any, job: WorkerJob, record: Record,

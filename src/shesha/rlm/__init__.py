@@ -9,7 +9,7 @@ from shesha.lazy import lazy_attributes
 if TYPE_CHECKING:
     from shesha.rlm import events
     from shesha.rlm.config import EngineConfig
-    from shesha.rlm.engine import ExecSession, RLMEngine, SandboxProvider
+    from shesha.rlm.engine import LeasedSandbox, RLMEngine, SandboxProvider
     from shesha.rlm.events import Event, TraceEvent, TraceHeader
     from shesha.rlm.prompting import PromptSet
     from shesha.rlm.result import QueryResult
@@ -20,7 +20,7 @@ _LAZY = {
     "EngineConfig": "shesha.rlm.config",
     "Event": "shesha.rlm.events",
     "EventCallback": "shesha.rlm.trace",
-    "ExecSession": "shesha.rlm.engine",
+    "LeasedSandbox": "shesha.rlm.engine",
     "PromptSet": "shesha.rlm.prompting",
     "QueryLimits": "shesha.rlm.usage",
     "QueryResult": "shesha.rlm.result",
@@ -44,7 +44,7 @@ __all__ = [
     "EngineConfig",
     "Event",
     "EventCallback",
-    "ExecSession",
+    "LeasedSandbox",
     "PromptSet",
     "QueryLimits",
     "QueryResult",

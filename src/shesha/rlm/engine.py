@@ -71,7 +71,7 @@ from shesha.rlm.events import (
     Warned,
 )
 from shesha.rlm.extract import (
-    Reply,
+    ParsedReply,
     failing_line,
     final_argument,
     final_in_last_reply,
@@ -166,8 +166,8 @@ OutputCheck = Callable[[str], Any]
 """Parses and validates an answer into the typed output; raises ValueError if it cannot."""
 
 
-class ExecSession(Steps, Protocol):
-    """One query's hold on a sandbox (``SandboxSession`` in production). Code runs step
+class LeasedSandbox(Steps, Protocol):
+    """One query's hold on a sandbox (``SandboxLease`` in production). Code runs step
     by step (``Steps``), and the engine pulls (``drive``). The methods block; the engine
     calls them from a worker thread."""
 
@@ -194,11 +194,11 @@ class SandboxProvider(Protocol):
 
     def acquire(
         self, corpus: Corpus | None = None, timeout: float | None = None
-    ) -> ExecSession: ...
+    ) -> LeasedSandbox: ...
 
 
 @dataclass
-class _Run:
+class _LiveQuery:
     """The state of one query. Mutated on the event loop's thread only."""
 
     question: str
@@ -273,7 +273,7 @@ class _Model:
     """The root model as the reading strategies call it, for one query."""
 
     engine: RLMEngine
-    run: _Run
+    run: _LiveQuery
 
     async def ask(self, messages: list[Message], constraint: OutputConstraint | None = None) -> str:
         return await self.engine._root_call(self.run, messages, constraint)
@@ -329,7 +329,7 @@ class RLMEngine:
         trace_dir: str | Path | None = None,
         project: str | None = None,
         on_event: EventCallback | None = None,
-        session: ExecSession | None = None,
+        session: LeasedSandbox | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         ocr_pages: Mapping[str, Sequence[int]] | None = None,
         passages: IndexSource | None = None,
@@ -344,7 +344,7 @@ class RLMEngine:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             trace_path = Path(trace_dir) / f"{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
         recorder = TraceRecorder(trace_path)
-        run = _Run(
+        run = _LiveQuery(
             question=question,
             config=self.config,
             nonce=secrets.token_hex(16),
@@ -379,12 +379,12 @@ class RLMEngine:
 
     async def _run(
         self,
-        run: _Run,
+        run: _LiveQuery,
         corpus: Corpus,
         project: str | None,
         trace_path: Path | None,
         *,
-        given: ExecSession | None,
+        given: LeasedSandbox | None,
         earlier: Sequence[tuple[str, str | None]],
         passages: IndexSource | None,
     ) -> QueryResult:
@@ -442,7 +442,7 @@ class RLMEngine:
         run.emit(Summary(**result.model_dump(exclude=shown)))
         return result
 
-    def _header(self, run: _Run, corpus: Corpus, project: str | None) -> TraceHeader:
+    def _header(self, run: _LiveQuery, corpus: Corpus, project: str | None) -> TraceHeader:
         cfg = run.config
         return TraceHeader(
             trace_version=TRACE_VERSION,
@@ -463,10 +463,10 @@ class RLMEngine:
 
     async def _answer(
         self,
-        run: _Run,
+        run: _LiveQuery,
         corpus: Corpus,
         reader: Reader,
-        given: ExecSession | None,
+        given: LeasedSandbox | None,
         earlier: Sequence[tuple[str, str | None]],
     ) -> tuple[str | None, QueryStatus]:
         """The strategy the engine chooses; the code loop when it finds nothing (or is the
@@ -498,7 +498,7 @@ class RLMEngine:
 
     async def _strategy(
         self,
-        run: _Run,
+        run: _LiveQuery,
         strategy: StrategyName,
         corpus: Corpus,
         reader: Reader,
@@ -515,7 +515,7 @@ class RLMEngine:
             return await self._map(run, corpus, earlier), None
         return await reader.answer(strategy)
 
-    async def _choose(self, run: _Run, corpus: Corpus) -> Choice:
+    async def _choose(self, run: _LiveQuery, corpus: Corpus) -> Choice:
         cfg = run.config
         if cfg.strategy == "auto" and self.tools:
             return Choice("code", "host tools are called from code")
@@ -547,7 +547,7 @@ class RLMEngine:
         )  # fmt: skip
 
     async def _map(
-        self, run: _Run, corpus: Corpus, earlier: Sequence[tuple[str, str | None]]
+        self, run: _LiveQuery, corpus: Corpus, earlier: Sequence[tuple[str, str | None]]
     ) -> str | None:
         """The map strategy, with ``llm_map`` as the code's own: the same budget, line,
         cache and trace."""
@@ -570,7 +570,7 @@ class RLMEngine:
             run, records, _Model(self, run), self.prompts, llm_map, room=room, earlier=earlier
         )
 
-    async def _route(self, run: _Run, records: Records | None) -> bool:
+    async def _route(self, run: _LiveQuery, records: Records | None) -> bool:
         """Where the words cannot tell, one call: is the answer stated somewhere, or
         counted across the text (across the records, when it is records)? One word out
         of ``ROUTES``."""
@@ -590,8 +590,8 @@ class RLMEngine:
 
     async def _code_loop(
         self,
-        run: _Run,
-        session: ExecSession,
+        run: _LiveQuery,
+        session: LeasedSandbox,
         corpus: Corpus,
         earlier: Sequence[tuple[str, str | None]],
         *,
@@ -615,7 +615,7 @@ class RLMEngine:
         return await self._loop(run, session, start, first=first)
 
     async def _root_call(
-        self, run: _Run, messages: list[Message], constraint: OutputConstraint | None = None
+        self, run: _LiveQuery, messages: list[Message], constraint: OutputConstraint | None = None
     ) -> str:
         run.check()
         run.emit(LLMRequest(model=run.config.model, messages=messages))
@@ -634,10 +634,12 @@ class RLMEngine:
         )
         return c.text
 
-    def _messages(self, run: _Run, start: list[Message]) -> list[Message]:
+    def _messages(self, run: _LiveQuery, start: list[Message]) -> list[Message]:
         return history(self.prompts, run.config, run.nonce, start, run.turns)
 
-    async def _citations(self, run: _Run, corpus: Corpus, answer: str | None) -> list[Citation]:
+    async def _citations(
+        self, run: _LiveQuery, corpus: Corpus, answer: str | None
+    ) -> list[Citation]:
         """The code's citations, checked against the stored text; with verify_citations,
         the sub-model also says whether each found quote supports the answer."""
         if not run.citations:
@@ -674,11 +676,11 @@ class RLMEngine:
         system = {**start[0], "content": "\n\n".join([start[0]["content"], *extras])}
         return [system, *start[1:]]
 
-    def _whole(self, run: _Run) -> bool:
+    def _whole(self, run: _LiveQuery) -> bool:
         """Whether the documents are short enough to be shown whole."""
         return 0 < run.corpus_chars <= run.config.show_whole_chars
 
-    async def _read_whole(self, run: _Run, session: ExecSession) -> list[Message] | None:
+    async def _read_whole(self, run: _LiveQuery, session: LeasedSandbox) -> list[Message] | None:
         """Documents short enough to read are printed whole by the sandbox and put in the
         opening message, with the question after them: a small model reads them better
         than it searches them. The step is the engine's (iteration 0). None when they
@@ -692,7 +694,7 @@ class RLMEngine:
         run.reading = True
         return reading(self.prompts, run.nonce, run.question, run.docs, text)
 
-    def _stop_reading(self, run: _Run, error: LLMContextWindowError) -> list[Message]:
+    def _stop_reading(self, run: _LiveQuery, error: LLMContextWindowError) -> list[Message]:
         """The documents shown whole did not fit the model's window after all (its
         tokenizer counts more than estimated): go on as a usual query, with the documents
         described, not shown. The namespace stays; the turns so far are dropped, since
@@ -709,7 +711,12 @@ class RLMEngine:
         return run.plain_start
 
     async def _loop(
-        self, run: _Run, session: ExecSession, start: list[Message], *, first: str | None = None
+        self,
+        run: _LiveQuery,
+        session: LeasedSandbox,
+        start: list[Message],
+        *,
+        first: str | None = None,
     ) -> tuple[str | None, QueryStatus]:
         turns = run.turns
         streak = Streak()
@@ -741,7 +748,7 @@ class RLMEngine:
         return await self._answer_now(run, start, stalled=False)
 
     async def _step(
-        self, run: _Run, session: ExecSession, text: str
+        self, run: _LiveQuery, session: LeasedSandbox, text: str
     ) -> tuple[str | None, Turn | None]:
         """What one reply does: (the answer, None) when it ends the query, else (None, the
         turn the history shows next)."""
@@ -763,7 +770,9 @@ class RLMEngine:
                 turn.outputs.append(("", REPEATED))
         return found, turn
 
-    def _answer_in(self, run: _Run, text: str, reply: Reply, blocks: list[str]) -> str | None:
+    def _answer_in(
+        self, run: _LiveQuery, text: str, reply: ParsedReply, blocks: list[str]
+    ) -> str | None:
         """The answer a reply gives as text, if it counts: a FINAL line no output has to
         back (see ``unseen``), or, having read the documents whole, a first plain reply."""
         if run.reading and run.iteration == 1 and not blocks:
@@ -774,7 +783,9 @@ class RLMEngine:
             return reply.answer
         return None
 
-    def _without_code(self, run: _Run, text: str, reply: Reply, blocks: list[str]) -> Turn | None:
+    def _without_code(
+        self, run: _LiveQuery, text: str, reply: ParsedReply, blocks: list[str]
+    ) -> Turn | None:
         """The nudge for a reply with nothing to run (a guess, a bare answer, prose)."""
         turns = run.turns
         answer = typed_answer(reply.answer, blocks)
@@ -791,7 +802,7 @@ class RLMEngine:
             return self._nudge(run, text, supported(short_answer(text), turns))
         return None
 
-    def _typed(self, run: _Run, answer: str | None) -> str | None:
+    def _typed(self, run: _LiveQuery, answer: str | None) -> str | None:
         """None when the answer is fine (and, with a schema, its typed value is kept);
         else what to tell the model."""
         if self.check_output is None or answer is None:
@@ -806,7 +817,7 @@ class RLMEngine:
         return None
 
     async def _answer_now(
-        self, run: _Run, start: list[Message], *, stalled: bool
+        self, run: _LiveQuery, start: list[Message], *, stalled: bool
     ) -> tuple[str | None, QueryStatus]:
         """One last call to answer from what has been found: out of steps, or stuck."""
         messages = self._messages(run, start)
@@ -835,12 +846,12 @@ class RLMEngine:
         return None, "stalled" if stalled else "max_iterations"
 
     @staticmethod
-    def _guess(run: _Run, answer: str) -> bool:
+    def _guess(run: _LiveQuery, answer: str) -> bool:
         """An answer typed before any output could have shown it, for a model that guesses
         so (the local profile): refused, and asked again. Other models' answers stand."""
         return run.config.refuse_unseen and unseen(answer, run.turns)
 
-    def _repeat_nudge(self, run: _Run, turn: Turn) -> str:
+    def _repeat_nudge(self, run: _LiveQuery, turn: Turn) -> str:
         """The second identical failure: quote it, and show the line to write."""
         failed = failure(turn) or ""
         code = turn.failed_code or ""
@@ -866,13 +877,13 @@ class RLMEngine:
         run.emit(RepeatNudge(failure=failed, message=message))
         return message
 
-    def _no_output(self, run: _Run) -> str:
+    def _no_output(self, run: _LiveQuery) -> str:
         """What an empty step is told; for documents that fit the output, to print them."""
         if 0 < run.corpus_chars <= run.config.max_output_chars:
             return f"{NO_OUTPUT})\n{SHORT_CORPUS.format(chars=run.corpus_chars)}"
         return NO_OUTPUT + EMPTY_SEARCH.format(sample=run.sample)
 
-    def _unseen_nudge(self, run: _Run, reply: str, answer: str) -> Turn:
+    def _unseen_nudge(self, run: _LiveQuery, reply: str, answer: str) -> Turn:
         """An answer typed before any output could have shown it: a guess."""
         nudge = self.prompts.render("unseen_answer", answer=answer)
         printed = last_value(run.turns)
@@ -885,7 +896,7 @@ class RLMEngine:
         run.emit(UnseenAnswer(answer=answer, message=nudge))
         return Turn(reply, [], nudge=nudge)
 
-    def _nudge(self, run: _Run, reply: str, guess: str | None) -> Turn:
+    def _nudge(self, run: _LiveQuery, reply: str, guess: str | None) -> Turn:
         """A reply with no code to run; ``guess`` is what looks like its answer, if any."""
         if guess is not None:
             nudge = self.prompts.render("answer_nudge", answer=guess)
@@ -895,7 +906,7 @@ class RLMEngine:
         return Turn(reply, [], nudge=nudge)
 
     async def _run_blocks(
-        self, run: _Run, session: ExecSession, reply: str, blocks: list[str]
+        self, run: _LiveQuery, session: LeasedSandbox, reply: str, blocks: list[str]
     ) -> tuple[str | None, Turn | None]:
         """Run a reply's blocks in order: (the answer, None) on FINAL, else (None, the turn)."""
         outputs: list[tuple[str, str]] = []
@@ -957,8 +968,8 @@ class RLMEngine:
 
     async def _execute(
         self,
-        run: _Run,
-        session: ExecSession,
+        run: _LiveQuery,
+        session: LeasedSandbox,
         code: str,
         index: int,
         *,
@@ -987,7 +998,7 @@ class RLMEngine:
         return result
 
     async def _pull(
-        self, run: _Run, session: ExecSession, code: str, max_output_chars: int | None
+        self, run: _LiveQuery, session: LeasedSandbox, code: str, max_output_chars: int | None
     ) -> ExecResult:
         """Run code, relaying each batch of sub-calls it asks for on this event loop."""
 
@@ -1009,7 +1020,7 @@ class RLMEngine:
         run.citations.extend(result.citations)
         return result
 
-    async def _tool(self, run: _Run, call: ToolCall) -> ToolOutcome:
+    async def _tool(self, run: _LiveQuery, call: ToolCall) -> ToolOutcome:
         """A host tool, called from the sandbox: checked against the budget, traced."""
         limit = run.config.limits.max_tool_calls
         if limit is not None and run.tool_calls >= limit:
@@ -1036,7 +1047,7 @@ class RLMEngine:
 
     # -- sub-calls ----------------------------------------------------------------------
 
-    async def _subcalls(self, run: _Run, items: Sequence[SubcallItem]) -> list[str]:
+    async def _subcalls(self, run: _LiveQuery, items: Sequence[SubcallItem]) -> list[str]:
         try:
             run.check(upcoming_subcalls=len(items))
         except LimitReached as hit:
@@ -1051,7 +1062,7 @@ class RLMEngine:
 
         return list(await asyncio.gather(*(one(item) for item in items)))
 
-    async def _subcall(self, run: _Run, item: SubcallItem) -> str:
+    async def _subcall(self, run: _LiveQuery, item: SubcallItem) -> str:
         """One sub-call's answer, for the code. Its content sits between tags with an id
         of its own (not the REPL output's), and neither id reaches the code: a sub-model
         that echoes its prompt hands the code no boundary to forge."""
@@ -1059,7 +1070,7 @@ class RLMEngine:
         answer = await self._subcall_answer(run, item, boundary)
         return answer.replace(boundary, "").replace(run.nonce, "")
 
-    async def _subcall_answer(self, run: _Run, item: SubcallItem, boundary: str) -> str:
+    async def _subcall_answer(self, run: _LiveQuery, item: SubcallItem, boundary: str) -> str:
         model = run.config.effective_sub_model
         messages = subcall_messages(self.prompts, item, boundary)
         key = prompt_key(messages)
@@ -1114,7 +1125,7 @@ class RLMEngine:
 
     async def _ask_sub_model(
         self,
-        run: _Run,
+        run: _LiveQuery,
         model: str,
         messages: list[Message],
         key: str,
@@ -1146,7 +1157,7 @@ class RLMEngine:
         return c.text
 
     @staticmethod
-    def _reuse(run: _Run, key: str, found: CachedAnswer) -> str:
+    def _reuse(run: _LiveQuery, key: str, found: CachedAnswer) -> str:
         """An answer already paid for: traced as cached, counted as saved, not spent."""
         run.budget.usage.add_cached(found.prompt_tokens + found.completion_tokens, found.cost_usd)
         run.emit(

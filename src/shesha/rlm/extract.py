@@ -31,10 +31,10 @@ When a reply gives several FINAL lines, the last one counts (models revise). A l
 ``FINAL: <text>`` or ``Final answer: <text>`` is text too. ``<think>`` sections and
 chat-template tokens (``<|im_end|>``) are dropped first. Never an answer: the placeholder
 a prompt shows (``FINAL(your final answer here)``), and FINAL inside a sentence ("I will
-call FINAL(x) once...": ``Reply.mentioned``, which the engine asks the model to confirm).
+call FINAL(x) once...": ``ParsedReply.mentioned``, which the engine asks the model to confirm).
 
 A FINAL line outside code counts only when the reply has no code; next to code that has
-not run yet it is a guess (``Reply.ignored`` says so). One case needs the sandbox: an
+not run yet it is a guess (``ParsedReply.ignored`` says so). One case needs the sandbox: an
 argument that is Python but names nothing defined, like ``FINAL(Paris)`` or ``FINAL(10-K)``.
 It runs as Python; when that fails with a NameError, the engine takes the argument as text
 if earlier output showed it (``final_source``), and otherwise returns the error.
@@ -76,7 +76,7 @@ def _clean(reply: str) -> str:
 
 
 @dataclass(frozen=True)
-class Final:
+class FinalLine:
     """A FINAL line: ``kind`` is "text" (the answer itself), "python" (code to run: a
     FINAL call with a Python argument) or "var" (FINAL_VAR of a variable name)."""
 
@@ -92,7 +92,7 @@ class Final:
 
 
 @dataclass(frozen=True)
-class Reply:
+class ParsedReply:
     """What a reply asks for: code to run, or an answer with nothing to run."""
 
     blocks: tuple[str, ...] = ()
@@ -164,27 +164,27 @@ def _unquote(text: str) -> str:
     return text
 
 
-def _classify(kind: str, argument: str) -> Final | None:
+def _classify(kind: str, argument: str) -> FinalLine | None:
     argument = argument.strip()
     if kind == "FINAL_VAR":
         name = _unquote(argument)
-        return Final("var", name) if _IDENTIFIER.fullmatch(name) else None
+        return FinalLine("var", name) if _IDENTIFIER.fullmatch(name) else None
     if not argument:
         return None
     if _is_python(argument):
         try:
             value = ast.literal_eval(argument)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return Final("python", argument)
+            return FinalLine("python", argument)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return Final("text", str(value))
-        return Final("python", argument)
-    return Final("text", _unquote(argument))
+            return FinalLine("text", str(value))
+        return FinalLine("python", argument)
+    return FinalLine("text", _unquote(argument))
 
 
 @dataclass(frozen=True)
 class _Found:
-    final: Final
+    final: FinalLine
     start: int  # where the line holding it starts
     end: int  # just past the line it ends on
     alone: bool  # nothing but decoration before FINAL on its line
@@ -306,11 +306,11 @@ def _is_code_fence(lang: str, body: str) -> bool:
     return lang == "" and _parses(_rewrite_text_finals(body)) and _does_something(body)
 
 
-def _is_placeholder(final: Final) -> bool:
+def _is_placeholder(final: FinalLine) -> bool:
     return final.kind == "text" and final.value.strip().casefold() in PLACEHOLDERS
 
 
-def read_reply(reply: str) -> Reply:
+def read_reply(reply: str) -> ParsedReply:
     """Apply the module's rule to one reply."""
     reply = _clean(reply)
     fences = fenced_blocks(reply)
@@ -323,19 +323,19 @@ def read_reply(reply: str) -> Reply:
     mentions: list[str] = []
     finals = [f for f in _find_finals(outside, mentions) if not _is_placeholder(f.final)]
     if blocks:
-        return Reply(blocks=tuple(blocks), ignored=tuple(f.final.value for f in finals))
+        return ParsedReply(blocks=tuple(blocks), ignored=tuple(f.final.value for f in finals))
     if finals:
         last = finals[-1].final  # a model that revises its answer writes the new one last
         if last.kind == "text":
-            return Reply(answer=last.value)
-        return Reply(blocks=(last.as_code(),))
+            return ParsedReply(answer=last.value)
+        return ParsedReply(blocks=(last.as_code(),))
     colon = [m.group("text") for m in _COLON_FINAL.finditer(outside)]
     if colon and not fences and _unquote(colon[-1]).casefold() not in PLACEHOLDERS:
-        return Reply(answer=_unquote(colon[-1]))
+        return ParsedReply(answer=_unquote(colon[-1]))
     code = _rewrite_text_finals(reply.strip())
     if not fences and _does_something(code) and not _only_final_calls(code):
-        return Reply(blocks=(code,), unfenced=True)
-    return Reply(mentioned=tuple(m for m in mentions if m.casefold() not in PLACEHOLDERS))
+        return ParsedReply(blocks=(code,), unfenced=True)
+    return ParsedReply(mentioned=tuple(m for m in mentions if m.casefold() not in PLACEHOLDERS))
 
 
 def through_block(reply: str, count: int) -> str:

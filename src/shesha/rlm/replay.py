@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from shesha.rlm.engine import SHOW_WHOLE, ExecSession
+from shesha.rlm.engine import SHOW_WHOLE, LeasedSandbox
 from shesha.rlm.events import CodeRun, ExecDone, SubcallResponse
 from shesha.rlm.history import subcall_messages
 from shesha.rlm.prompting import PromptSet
@@ -19,7 +19,7 @@ from shesha.sandbox.execution import ExecResult, SubcallItem, ToolCall, ToolOutc
 NOT_REPLAYED = "[not replayed: this sub-call has no recorded answer]"
 
 
-async def replay(session: ExecSession, traces: Sequence[str], prompts: PromptSet) -> int:
+async def replay(session: LeasedSandbox, traces: Sequence[str], prompts: PromptSet) -> int:
     """Run the code the traces recorded as having run cleanly, in order, answering its
     sub-calls with the recorded answers: the namespace as it was. ``prompts``: the ones the
     queries ran with (a sub-call is found by its prompt). Returns the blocks run."""
@@ -45,7 +45,7 @@ async def replay(session: ExecSession, traces: Sequence[str], prompts: PromptSet
 
 
 async def _run_again(
-    session: ExecSession, code: str, answers: dict[str, deque[str]], prompts: PromptSet
+    session: LeasedSandbox, code: str, answers: dict[str, deque[str]], prompts: PromptSet
 ) -> ExecResult:
     async def recorded(items: Sequence[SubcallItem]) -> list[str]:
         return [_recorded(item, answers, prompts) for item in items]

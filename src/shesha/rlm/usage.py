@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shesha.bounds import AtLeastOne, Count, Dollars, Seconds, Steps, Tokens
+from shesha.bounds import AtLeastOne, Count, Dollars, Seconds, StepCount, Tokens
 
 QueryStatus = Literal["success", "max_iterations", "stalled", "budget_exceeded", "timeout", "error"]
 """``stalled``: the model repeated one failing step until the loop stopped it, and its
@@ -19,7 +19,7 @@ class QueryLimits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_iterations: Steps = Field(20, description="root-model steps")
+    max_iterations: StepCount = Field(20, description="root-model steps")
     max_subcalls: Count | None = Field(1000, description="llm_query calls in all")
     max_tokens: Tokens | None = Field(None, description="root and sub tokens, added up")
     max_cost_usd: Dollars | None = Field(None, description="root and sub cost, added up")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from shesha.sandbox.execution import ExecResult, ExecStatus, SubcallHandler, SubcallItem
     from shesha.sandbox.image import default_image, runner_hash
     from shesha.sandbox.limits import SandboxLimits
-    from shesha.sandbox.pool import PoolStats, Sandbox, SandboxPool, SandboxSession
+    from shesha.sandbox.pool import PoolStats, Sandbox, SandboxLease, SandboxPool
 
 _LAZY = {
     "Corpus": "shesha.sandbox.corpus",
@@ -29,7 +29,7 @@ _LAZY = {
     "Sandbox": "shesha.sandbox.pool",
     "SandboxLimits": "shesha.sandbox.limits",
     "SandboxPool": "shesha.sandbox.pool",
-    "SandboxSession": "shesha.sandbox.pool",
+    "SandboxLease": "shesha.sandbox.pool",
     "SubcallHandler": "shesha.sandbox.execution",
     "SubcallItem": "shesha.sandbox.execution",
     "connect": "shesha.sandbox.docker_client",
@@ -51,9 +51,9 @@ __all__ = [
     "InMemoryCorpus",
     "PoolStats",
     "Sandbox",
+    "SandboxLease",
     "SandboxLimits",
     "SandboxPool",
-    "SandboxSession",
     "SubcallHandler",
     "SubcallItem",
     "connect",

@@ -208,12 +208,12 @@ class SandboxPool:
 
     # -- acquire / release -------------------------------------------------------------
 
-    def acquire(self, corpus: Corpus | None = None, timeout: float | None = None) -> SandboxSession:
+    def acquire(self, corpus: Corpus | None = None, timeout: float | None = None) -> SandboxLease:
         """A container holding ``corpus`` as ``context`` (none: an empty context), with a
         fresh namespace. Use it as a context manager, or call ``close()`` on it."""
         corpus = corpus if corpus is not None else EMPTY_CORPUS
         sandbox, sent = self._checkout(corpus, timeout)
-        return SandboxSession(self, sandbox, corpus, sent)
+        return SandboxLease(self, sandbox, corpus, sent)
 
     def _checkout(self, corpus: Corpus, timeout: float | None) -> tuple[Sandbox, int]:
         if not self._running:
@@ -315,7 +315,7 @@ class SandboxPool:
             )
 
 
-class SandboxSession:
+class SandboxLease:
     """One query's hold on a container that has its corpus loaded.
 
     Code runs step by step: :meth:`start`, then :meth:`next` until it returns the
@@ -429,7 +429,7 @@ class SandboxSession:
         else:  # cancelled, or lost: replace it
             self._pool._discard(sandbox)
 
-    def __enter__(self) -> SandboxSession:
+    def __enter__(self) -> SandboxLease:
         return self
 
     def __exit__(

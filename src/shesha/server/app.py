@@ -43,7 +43,7 @@ from shesha.server.openai_api import router as openai_router
 from shesha.server.openai_shape import is_openai_path, reshaped
 from shesha.server.security import SameOrigin, SecurityHeaders, TokenGuard, UploadLimit
 from shesha.server.web import add_web, error_page
-from shesha.service import TEXT_PAGE, QueryRun, Service
+from shesha.service import TEXT_PAGE, QueuedQuery, Service
 
 
 class AddPaths(BaseModel):
@@ -134,7 +134,7 @@ def error_body(error: SheshaError) -> dict[str, Any]:
     return {"error": error.message, "hint": error.hint, "kind": type(error).__name__}
 
 
-def get_run(request: Request, run_id: str) -> QueryRun:
+def get_run(request: Request, run_id: str) -> QueuedQuery:
     run = service(request).line.get(run_id)
     if run is None:
         raise NotFoundError(

@@ -28,7 +28,7 @@ from shesha.errors import ConfigError, NotFoundError, SheshaError
 from shesha.rlm.result import QueryResult
 from shesha.server.context import service
 from shesha.server.openai_shape import openai_error
-from shesha.service import QueryRun, Service
+from shesha.service import QueuedQuery, Service
 
 PREFIX = "shesha/"
 """Each project is the model ``shesha/<project>``."""
@@ -273,7 +273,7 @@ def usage_of(result: QueryResult) -> dict[str, Any]:
     }
 
 
-def shesha_of(run: QueryRun, result: QueryResult) -> dict[str, Any]:
+def shesha_of(run: QueuedQuery, result: QueryResult) -> dict[str, Any]:
     """shesha's own figures about the query, beside the OpenAI ones."""
     return {
         "query": run.id,
@@ -289,7 +289,7 @@ def shesha_of(run: QueryRun, result: QueryResult) -> dict[str, Any]:
     }
 
 
-def completion(run: QueryRun, result: QueryResult, model: str) -> dict[str, Any]:
+def completion(run: QueuedQuery, result: QueryResult, model: str) -> dict[str, Any]:
     message = {"role": "assistant", "content": content_of(result)}
     return {
         "id": f"chatcmpl-{run.id}",
@@ -338,7 +338,7 @@ def _data(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _stream(svc: Service, run: QueryRun, model: str) -> AsyncIterator[str]:
+async def _stream(svc: Service, run: QueuedQuery, model: str) -> AsyncIterator[str]:
     """The query as chat-completion chunks, then ``[DONE]``."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:

@@ -2,7 +2,7 @@
 line of queries and held sandboxes, and the policy of what a request may ask. No
 transport is imported here: FastAPI, typer and MCP stay in the layers above."""
 
-from shesha.service.line import QueryLine, QueryRun, event_record
+from shesha.service.line import QueryLine, QueuedQuery, event_record
 from shesha.service.service import TEXT_PAGE, TRACE_NAME, HeldSandbox, Service
 
 __all__ = [
@@ -10,7 +10,7 @@ __all__ = [
     "TRACE_NAME",
     "HeldSandbox",
     "QueryLine",
-    "QueryRun",
+    "QueuedQuery",
     "Service",
     "event_record",
 ]

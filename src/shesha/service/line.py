@@ -25,7 +25,7 @@ from shesha.rlm.result import QueryResult
 
 EntryState = Literal["queued", "running", "done", "cancelled", "failed"]
 EntryKind = Literal["query", "session"]
-Runner = Callable[["QueryRun"], Awaitable[QueryResult]]
+Runner = Callable[["QueuedQuery"], Awaitable[QueryResult]]
 """Runs one query to its result, handing each event to ``run.publish``."""
 
 KEEP_FINISHED = 200
@@ -83,7 +83,7 @@ def event_record(event: TraceEvent | LineEvent) -> dict[str, Any]:
 
 
 @dataclass
-class QueryRun:
+class QueuedQuery:
     """One entry of the line (a query, or an MCP session holding a sandbox): where it
     stands, and every event so far."""
 
@@ -174,9 +174,9 @@ class QueryLine:
             raise ValueError("a query line needs at least one slot")
         self._runner = runner
         self.slots = slots
-        self._waiting: deque[QueryRun] = deque()
+        self._waiting: deque[QueuedQuery] = deque()
         self._running = 0
-        self._runs: dict[str, QueryRun] = {}
+        self._runs: dict[str, QueuedQuery] = {}
 
     def submit(
         self,
@@ -185,16 +185,16 @@ class QueryLine:
         overrides: dict[str, Any],
         output: dict[str, Any] | None = None,
         conversation: Conversation | None = None,
-    ) -> QueryRun:
+    ) -> QueuedQuery:
         """Put a query in line; it starts when a slot is free."""
-        run = QueryRun(secrets.token_hex(8), project, question, overrides, output, conversation)
+        run = QueuedQuery(secrets.token_hex(8), project, question, overrides, output, conversation)
         return self._enter(run)
 
-    async def hold(self, project: str, what: str) -> QueryRun:
+    async def hold(self, project: str, what: str) -> QueuedQuery:
         """Wait in line like a query, then hold a slot until ``release``: for an MCP
         session, which keeps a sandbox between its calls. A caller that gives up while
         waiting leaves the line."""
-        run = self._enter(QueryRun(secrets.token_hex(8), project, what, {}, kind="session"))
+        run = self._enter(QueuedQuery(secrets.token_hex(8), project, what, {}, kind="session"))
         try:
             await run._admitted.wait()
         except asyncio.CancelledError:
@@ -202,14 +202,14 @@ class QueryLine:
             raise
         return run
 
-    def release(self, run: QueryRun) -> None:
+    def release(self, run: QueuedQuery) -> None:
         """Give back a slot that ``hold`` took."""
         run._released.set()
 
-    def get(self, run_id: str) -> QueryRun | None:
+    def get(self, run_id: str) -> QueuedQuery | None:
         return self._runs.get(run_id)
 
-    def list(self) -> list[QueryRun]:
+    def list(self) -> list[QueuedQuery]:
         return list(self._runs.values())
 
     def waiting(self) -> int:
@@ -218,7 +218,7 @@ class QueryLine:
     def running(self) -> int:
         return self._running
 
-    def cancel(self, run_id: str) -> QueryRun | None:
+    def cancel(self, run_id: str) -> QueuedQuery | None:
         """Stop an entry: take it out of the line, or cancel its task (which stops its
         sandbox code at once). Cancelling a finished entry changes nothing."""
         run = self._runs.get(run_id)
@@ -243,7 +243,7 @@ class QueryLine:
 
     # -- the line -----------------------------------------------------------------------
 
-    def _enter(self, run: QueryRun) -> QueryRun:
+    def _enter(self, run: QueuedQuery) -> QueuedQuery:
         self._runs[run.id] = run
         self._forget_old()
         self._waiting.append(run)
@@ -263,7 +263,7 @@ class QueryLine:
         for position, run in enumerate(self._waiting, start=1):
             run.publish(Queued(position=position, ahead=position - 1))
 
-    async def _execute(self, run: QueryRun) -> None:
+    async def _execute(self, run: QueuedQuery) -> None:
         try:
             if run.kind == "session":
                 run._admitted.set()
@@ -284,7 +284,7 @@ class QueryLine:
             self._running -= 1
             self._pump()
 
-    def _finish(self, run: QueryRun, ended: Ended) -> None:
+    def _finish(self, run: QueuedQuery, ended: Ended) -> None:
         run.state, run.finished = ended.type, ended.ts
         run.publish(ended)
         run._ended.set()

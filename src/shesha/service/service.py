@@ -20,11 +20,11 @@ from shesha import __version__
 from shesha.api import Project, Shesha
 from shesha.conversation import OpenConversations, Turn
 from shesha.errors import NotFoundError
-from shesha.rlm.engine import ExecSession
+from shesha.rlm.engine import LeasedSandbox
 from shesha.rlm.output import output_checker
 from shesha.rlm.result import QueryResult
 from shesha.rlm.trace import read_trace
-from shesha.service.line import QueryLine, QueryRun, event_record
+from shesha.service.line import QueryLine, QueuedQuery, event_record
 from shesha.service.policy import allowed_path, request_overrides
 from shesha.storage import AddReport, uploads
 from shesha.views import conversation_json, document_json, project_json, trace_files, trace_json
@@ -46,8 +46,8 @@ class HeldSandbox:
     session), and the line's slot it takes."""
 
     project: str
-    sandbox: ExecSession
-    entry: QueryRun
+    sandbox: LeasedSandbox
+    entry: QueuedQuery
 
 
 class Service:
@@ -193,7 +193,7 @@ class Service:
         output: dict[str, Any] | None = None,
         conversation: str | None = None,
         earlier: Sequence[Turn] | None = None,
-    ) -> QueryRun:
+    ) -> QueuedQuery:
         """Put a question in line. Everything a request got wrong fails here, before it
         waits: an option it may not set, an unknown project, an invalid output schema,
         an unknown conversation (``"new"`` starts one). ``earlier``: a client's own
@@ -214,7 +214,7 @@ class Service:
 
     async def ask(
         self, name: str, question: str, overrides: Mapping[str, Any], **options: Any
-    ) -> tuple[QueryRun, QueryResult]:
+    ) -> tuple[QueuedQuery, QueryResult]:
         """Ask, wait in line, and return the answer (``submit``'s options)."""
         run = await self.submit(name, question, overrides, **options)
         return run, await run.wait()
@@ -241,7 +241,7 @@ class Service:
         """Cancel every query still in line or running."""
         await self.line.shutdown()
 
-    async def _run(self, run: QueryRun) -> QueryResult:
+    async def _run(self, run: QueuedQuery) -> QueryResult:
         if run.conversation is not None:
             return await run.conversation.aask(
                 run.question, on_event=run.publish, output=run.output, **run.overrides

@@ -39,7 +39,14 @@ from pathlib import Path, PurePosixPath
 from filelock import FileLock
 from pydantic import BaseModel, ValidationError
 
-from shesha.errors import AlreadyExists, InvalidName, NotFoundError, RepositoryError, StorageError
+from shesha.errors import (
+    AlreadyExists,
+    InvalidName,
+    NotFoundError,
+    ProjectGone,
+    RepositoryError,
+    StorageError,
+)
 from shesha.parser import DocumentMeta, ParsedDocument
 from shesha.parser.bounds import DEFAULT as DEFAULT_BOUNDS
 from shesha.parser.bounds import ParseBounds
@@ -176,6 +183,23 @@ class StoredProject:
         self.index_path = self.path / "index.sqlite"
         self._lock = FileLock(str(self.path / ".lock"), mode=PRIVATE_FILE)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The project's lock, held while the project exists. A handle to a project
+        deleted meanwhile gets ``ProjectGone``, and what waiting for the lock made again
+        (the lock's own file and folder) is removed: a writer never brings back a
+        deleted project, nor blocks a new one of that name."""
+        with self._lock:
+            if not (self.path / "project.json").is_file():
+                (self.path / ".lock").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # not empty: a writer of its own
+                    self.path.rmdir()
+                raise ProjectGone(
+                    f"Project {self.name!r} was deleted; nothing more is stored in it.",
+                    hint=f"`shesha add {self.name} ...` makes it again.",
+                )
+            yield
+
     def __repr__(self) -> str:
         return f"StoredProject({self.name!r})"
 
@@ -215,7 +239,7 @@ class StoredProject:
 
     def documents(self) -> list[tuple[str, str]]:
         """(name, text) in the project's stable order (sorted by name)."""
-        with self._lock:
+        with self._locked():
             return self._texts(self._records())
 
     def _texts(self, records: Sequence[StoredDocument]) -> list[tuple[str, str]]:
@@ -239,12 +263,12 @@ class StoredProject:
     def passage_index(self) -> PassageIndex:
         """The project's passage index, brought up to date with its documents first (only
         new and changed documents are read). The caller closes it."""
-        with self._lock:
+        with self._locked():
             return self._synced_index()[0]
 
     def reindex(self) -> SyncReport:
         """Bring the passage index up to date; what it changed."""
-        with self._lock:
+        with self._locked():
             index, report = self._synced_index()
             index.close()
             return report
@@ -292,7 +316,7 @@ class StoredProject:
         text_sha = hashlib.sha256(data).hexdigest()
         text_file = f"{key}.{text_sha[:16]}.txt"
         record_path = self.docs_dir / f"{key}.json"
-        with self._lock:
+        with self._locked():
             private_dir(self.docs_dir)
             old = (
                 StoredDocument.model_validate_json(record_path.read_bytes())
@@ -344,6 +368,8 @@ class StoredProject:
         the memory and time of the worker processes that parse."""
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
+        with self._locked():
+            pass  # a deleted project says so at once, whatever the inputs are
         candidates, problems = expand(inputs, ignore, roots)
         allowed = [r.resolve() for r in roots] if roots is not None else None
         failed = [FailedInput(path=p.path, error=p.error) for p in problems]
@@ -384,6 +410,8 @@ class StoredProject:
             try:
                 original = read_inside(c.path, allowed) if keep_originals else None
                 status = self._commit(c.name, outcome, original, c.path.suffix)
+            except ProjectGone:
+                raise  # deleted meanwhile: nothing more can be stored
             except (StorageError, OSError) as e:  # a name refused, a full disk: this file only
                 failed.append(FailedInput(path=str(c.path), error=str(e)))
                 report(c.name, "failed")
@@ -457,7 +485,7 @@ class StoredProject:
         return [RepositorySource.model_validate(r) for r in meta.get("repositories", [])]
 
     def _record_repository(self, source: RepositorySource) -> None:
-        with self._lock:
+        with self._locked():
             path = self.path / "project.json"
             meta = json.loads(path.read_text(encoding="utf-8"))
             kept = [r for r in meta.get("repositories", []) if r.get("location") != source.location]
@@ -591,7 +619,7 @@ class StoredProject:
 
     def remove(self, name: str) -> None:
         record = self.document(name)
-        with self._lock:
+        with self._locked():
             (self.docs_dir / f"{record.key}.json").unlink(missing_ok=True)
             (self.docs_dir / record.text_file).unlink(missing_ok=True)
             if record.original:
@@ -600,7 +628,7 @@ class StoredProject:
 
     def sweep(self) -> int:
         """Remove what a killed writer left behind: temporaries and unreferenced texts."""
-        with self._lock:
+        with self._locked():
             removed = sweep_temporaries(self.docs_dir) + sweep_temporaries(self.path)
             if self.docs_dir.is_dir():
                 live = {r.text_file for r in self._records()}
@@ -653,7 +681,7 @@ class ProjectSnapshot:
     def _reading(self) -> Iterator[None]:
         """Under the project's lock; a text gone since the snapshot is a clear error."""
         try:
-            with self.project._lock:
+            with self.project._locked():
                 yield
         except FileNotFoundError as e:
             raise StorageError(
@@ -709,13 +737,27 @@ class ProjectStore:
         meta = {"name": name, "created": _now(), "format": FORMAT_VERSION}
         atomic_write(staging / "project.json", json.dumps(meta, ensure_ascii=False).encode())
         try:
-            os.rename(staging, path)
-        except OSError as e:  # another process made it first (or a stale empty directory)
+            self._into_place(staging, path)
+        except OSError as e:
             shutil.rmtree(staging, ignore_errors=True)
-            if (path / "project.json").exists():
+            if (path / "project.json").exists():  # another process made it first
                 return StoredProject(self, name)
             raise StorageError(f"Cannot create project {name!r} at {path}: {e}") from e
         return StoredProject(self, name)
+
+    def _into_place(self, staging: Path, path: Path) -> None:
+        """``staging`` renamed to ``path``; a folder there that holds no project (what a
+        killed or outlived writer left) is moved aside and removed first."""
+        try:
+            os.rename(staging, path)
+            return
+        except OSError:
+            if not path.is_dir() or (path / "project.json").exists():
+                raise
+        stale = self.projects_dir / f".deleting-{uuid.uuid4().hex}"
+        os.replace(path, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+        os.rename(staging, path)
 
     def get(self, name: str) -> StoredProject:
         if not self.exists(name):
@@ -744,6 +786,8 @@ class ProjectStore:
         if not (path / "project.json").is_file():
             raise NotFoundError(f"No project named {name!r} to delete.")
         # Rename first, so the project vanishes at once and whole; then remove the files.
+        # Under its lock: no writer is half-way, and the ones that wait find it gone.
         trash = self.projects_dir / f".deleting-{uuid.uuid4().hex}"
-        os.replace(path, trash)
+        with StoredProject(self, name)._locked():
+            os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
