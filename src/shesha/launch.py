@@ -9,11 +9,12 @@ import sys
 
 
 def main() -> None:
-    from shesha.remote_ask import run  # noqa: PLC0415  before the full CLI, and instead of it
+    if sys.argv[1:2] == ["ask"]:  # the other commands do not load the light path at all
+        from shesha.remote_ask import run  # noqa: PLC0415  before the full CLI, instead of it
 
-    code = run(sys.argv[1:])
-    if code is not None:
-        sys.exit(code)
+        code = run(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
     from shesha.cli import main as full  # noqa: PLC0415  only when the light path declines
 
     full()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import socket
 import subprocess
@@ -170,3 +171,18 @@ def test_the_light_path_loads_no_heavy_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_shesha_command_answers_a_server_s_question_without_the_full_cli(
+    served: Served,
+) -> None:
+    start = "from shesha.launch import main\nmain()"  # sys.argv: -c, then the arguments
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", start, "ask", "-p", "docs", "How many?"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, **served.env},
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "There is 1 document.\n"), done.stderr[-2000:]
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "shesha.remote_ask" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}, "the full CLI was loaded"
