@@ -336,8 +336,8 @@ def test_a_handle_to_a_deleted_project_stores_nothing_and_leaves_nothing(
     for write in (
         lambda: p.add([files / "b.txt"]),
         lambda: p.remove("a.md"),
-        lambda: p.documents(),
-        lambda: p.reindex(),
+        p.documents,
+        p.reindex,
     ):
         with pytest.raises(NotFoundError, match="'x'"):
             write()
