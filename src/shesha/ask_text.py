@@ -103,6 +103,24 @@ def summary(result: Mapping[str, Any]) -> str:
     )
 
 
+def error_lines(text: str) -> list[tuple[str, str]]:
+    """A SheshaError's text (its message, then an optional "Hint: ..." line) as labelled
+    lines: ``("error", message)``, then ``("hint", hint)``."""
+    message, _, hint = text.partition("\nHint: ")
+    return [("error", message), *([("hint", hint)] if hint else [])]
+
+
+def ending_lines(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Under the summary, why a query did not simply succeed, as labelled lines: its error
+    and hint, or the limit that stopped it; none for a success."""
+    status = result.get("status")
+    if status == "error":
+        return error_lines(str(result.get("error") or "the query failed"))
+    if status in LIMIT_STATUSES:
+        return [("stopped", str(result.get("error") or status))]
+    return []
+
+
 def citation_lines(citations: Sequence[Mapping[str, Any]]) -> list[str]:
     """Under the answer: each citation, an unverified one marked so nobody misses it."""
     if not citations:

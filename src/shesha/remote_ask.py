@@ -24,10 +24,11 @@ from urllib.parse import quote, urlsplit
 import platformdirs
 
 from shesha.ask_text import (
-    LIMIT_STATUSES,
     Tally,
     answer_json,
     citation_lines,
+    ending_lines,
+    error_lines,
     exit_code,
     summary,
 )
@@ -311,17 +312,16 @@ def _print(result: Mapping[str, Any], question: Question, out: TextIO, err: Text
     for line in citation_lines(result.get("citations") or []):
         print(line, file=out)
     print(summary(result), file=err)
-    if result.get("status") == "error":
-        _error(str(result.get("error") or "the query failed"), err)
-    elif result.get("status") in LIMIT_STATUSES:
-        print(f"stopped: {result.get('error') or result.get('status')}", file=err)
+    _labelled(ending_lines(result), err)
 
 
 def _error(text: str, err: TextIO) -> None:
-    message, _, hint = text.partition("\nHint: ")
-    print(f"error: {message}", file=err)
-    if hint:
-        print(f"hint: {hint}", file=err)
+    _labelled(error_lines(text), err)
+
+
+def _labelled(lines: list[tuple[str, str]], err: TextIO) -> None:
+    for label, text in lines:
+        print(f"{label}: {text}", file=err)
 
 
 def run(

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.status import Status
 
-from shesha.ask_text import LIMIT_STATUSES, Tally, citation_lines, exit_code, summary
+from shesha.ask_text import Tally, citation_lines, ending_lines, exit_code, summary
 from shesha.cli.backend import (
     Backend,
     LocalBackend,
@@ -25,8 +24,8 @@ from shesha.cli.common import (
     CONFIG_OPTION_HELP,
     SERVER_OPTION_HELP,
     err_console,
-    print_error,
     print_json,
+    print_labelled,
     state,
 )
 from shesha.cli.manage import add_with_progress
@@ -214,13 +213,9 @@ def _print_result(result: QueryResult) -> None:
     if result.answer is not None:
         print(result.answer)
     print_citations(result)
-    err_console.print(summary(result.model_dump(mode="json")), style="dim", markup=False)
-    if result.status == "error":
-        print_error(result.error or "the query failed")
-    elif result.status in LIMIT_STATUSES:
-        err_console.print(
-            f"[yellow]stopped:[/] {escape(result.error or result.status)}", highlight=False
-        )
+    said = result.model_dump(mode="json")
+    err_console.print(summary(said), style="dim", markup=False)
+    print_labelled(ending_lines(said))
 
 
 def read_schema(path: Path) -> dict[str, Any]:

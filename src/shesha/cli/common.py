@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import shesha
+from shesha.ask_text import error_lines
 
 out_console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -36,18 +37,20 @@ def open_shesha(ctx: typer.Context, **kwargs: Any) -> shesha.Shesha:
     return factory(**kwargs)
 
 
-def split_hint(text: str) -> tuple[str, str]:
-    """A SheshaError's text is its message, then an optional "Hint: ..." line."""
-    message, _, hint = text.partition("\nHint: ")
-    return message, hint
+LABEL_STYLES = {"error": "bold red", "hint": "yellow", "stopped": "yellow"}
+"""How the labelled lines of ``shesha.ask_text`` are coloured on a terminal."""
+
+
+def print_labelled(lines: list[tuple[str, str]]) -> None:
+    """Labelled lines on stderr: ``error: ...``, ``hint: ...``, ``stopped: ...``."""
+    for label, text in lines:
+        style = LABEL_STYLES.get(label, "bold")
+        err_console.print(f"[{style}]{label}:[/] {escape(text)}", highlight=False)
 
 
 def print_error(text: str) -> None:
     """One clear line on stderr, and the hint on the next."""
-    message, hint = split_hint(text)
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    if hint:
-        err_console.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False)
+    print_labelled(error_lines(text))
 
 
 def print_json(payload: Any) -> None:

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from shesha.ask_text import error_lines
 from shesha.cli.backend import Backend, LocalBackend, RemoteBackend, open_backend
 from shesha.cli.common import (
     CONFIG_OPTION_HELP,
@@ -17,7 +18,6 @@ from shesha.cli.common import (
     err_console,
     out_console,
     print_json,
-    split_hint,
 )
 from shesha.client import OFF
 from shesha.config import INIT_TEMPLATE
@@ -198,9 +198,8 @@ def _print_add(
         if not message.startswith(Path(f.path).name):
             message = f"{f.path}: {message}"
         err_console.print(f"  failed: {message}", markup=False)
-        hint = split_hint(f.error)[1]
-        if hint:
-            err_console.print(f"          hint: {hint}", markup=False)
+        for label, hint in error_lines(f.error)[1:]:
+            err_console.print(f"          {label}: {hint}", markup=False)
 
 
 projects_app = typer.Typer(help="List, show or delete projects.", no_args_is_help=False)
