@@ -112,13 +112,19 @@ def test_workers_run_tasks_at_once_and_write_what_one_worker_writes(
 ) -> None:
     folder, tasks = task_set
     answer = gold_answers(tasks, lambda t: t.gold)
-    running, most = 0, 0
+    running, most, at_once = 0, 0, 1
 
     async def slow_oracle(messages: list[Any], model: str) -> str:
+        # Each call waits (up to 10 s, so a busy machine cannot flake it) until as many
+        # calls as the run should hold at once have been seen together; a run that
+        # holds fewer never gets there, and `most` says so.
         nonlocal running, most
         running += 1
         most = max(most, running)
-        await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while most < at_once and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         running -= 1
         return answer(messages, model)
 
@@ -132,6 +138,7 @@ def test_workers_run_tasks_at_once_and_write_what_one_worker_writes(
     with shesha_for(FunctionModel(slow_oracle, name="oracle")) as sh:
         alone = asyncio.run(EvalRunner(sh, folder, tmp_path / "one").run(workers=1))
         assert most == 1
+        at_once = 3
         together = asyncio.run(EvalRunner(sh, folder, tmp_path / "three").run(workers=3))
         with pytest.raises(ConfigError, match="workers must be at least 1"):
             asyncio.run(EvalRunner(sh, folder, tmp_path / "none").run(workers=0))
