@@ -200,6 +200,11 @@ class StoredProject:
                 )
             yield
 
+    def _still_exists(self) -> None:
+        """``ProjectGone`` if the project was deleted (checked under its lock)."""
+        with self._locked():
+            return
+
     def __repr__(self) -> str:
         return f"StoredProject({self.name!r})"
 
@@ -368,8 +373,7 @@ class StoredProject:
         the memory and time of the worker processes that parse."""
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
-        with self._locked():
-            pass  # a deleted project says so at once, whatever the inputs are
+        self._still_exists()  # a deleted project says so at once, whatever the inputs are
         candidates, problems = expand(inputs, ignore, roots)
         allowed = [r.resolve() for r in roots] if roots is not None else None
         failed = [FailedInput(path=p.path, error=p.error) for p in problems]
