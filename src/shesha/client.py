@@ -16,6 +16,7 @@ import httpx
 
 from shesha import errors
 from shesha.errors import ConfigError, SheshaError
+from shesha.remote_ask import STATUS_TIMEOUT_S
 from shesha.server.state import read_state
 
 OFF = "off"
@@ -90,7 +91,9 @@ class ServerClient:
             raise ConfigError(f"The shesha server at {self.url} stopped answering: {e}") from e
 
 
-def answers(url: str, token: str | None, timeout: float = 1.0) -> dict[str, Any] | None:
+def answers(
+    url: str, token: str | None, timeout: float = STATUS_TIMEOUT_S
+) -> dict[str, Any] | None:
     """The server's status if a shesha server answers at ``url``, else None."""
     try:
         with httpx.Client(timeout=timeout) as http:

@@ -38,7 +38,10 @@ from shesha.locations import config_file_path, environment_setting, read_config_
 from shesha.server.state import read_state
 
 OFF = "off"
-STATUS_TIMEOUT_S = 1.0
+STATUS_TIMEOUT_S = 3.0
+"""How long the CLI waits for a server to say it is there. A busy machine's server can
+take over a second, and a second late is cheaper than the question run in-process;
+nobody listening is refused at once."""
 REQUEST_TIMEOUT_S = 30.0
 STRATEGIES = frozenset({"auto", "read", "retrieve", "count", "map", "code"})
 NUMBERS: dict[str, tuple[str, type[int] | type[float]]] = {

@@ -4,6 +4,7 @@ the full CLI."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -11,17 +12,21 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from shesha import Shesha
 from shesha.cli import app
+from shesha.client import answers
 from shesha.llm.types import Message
-from shesha.remote_ask import parse, run
+from shesha.remote_ask import find, parse, run
 from shesha.sandbox import SandboxPool
 from shesha.testing import FunctionModel, RunningServer
 
@@ -128,6 +133,38 @@ def test_with_no_server_the_full_cli_takes_the_question(
         port = s.getsockname()[1]
     assert run(["ask", "-p", "docs", "q", "--server", f"http://127.0.0.1:{port}"], env=env) is None
     assert run(["ask", "-p", "docs", "q"], env={**env, "SHESHA_SERVER": "off"}) is None
+
+
+class _SlowStatus(http.server.BaseHTTPRequestHandler):
+    """A shesha server that takes 1.5 s to say so: as a busy machine's may."""
+
+    def do_GET(self) -> None:
+        time.sleep(1.5)
+        body = json.dumps({"service": "shesha", "home": "/nowhere"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # quiet
+
+
+def test_a_server_slow_to_answer_its_status_is_still_used(tmp_path: Path) -> None:
+    # A second late is far cheaper than running the question in-process instead (found
+    # as a flake: under load the light path gave up on a test's server after 1 s).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowStatus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert answers(url, None) is not None  # the full CLI's check
+        question = parse(["ask", "-p", "docs", "q", "--server", url])
+        assert question is not None
+        assert find(question, env={"SHESHA_HOME": str(tmp_path)}) is not None  # the light one
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_server_off_or_for_another_data_directory_is_not_used(
