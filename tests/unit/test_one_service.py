@@ -115,10 +115,10 @@ def rest_ask(http: httpx.Client, question: str, **body: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
-def rest_result(http: httpx.Client, run_id: str) -> dict[str, Any]:
-    wait_for(lambda: http.get(f"/api/queries/{run_id}").json()["state"] != "running", "ended")
-    wait_for(lambda: http.get(f"/api/queries/{run_id}").json()["state"] != "queued", "ended")
-    shown = http.get(f"/api/queries/{run_id}").json()
+def rest_result(http: httpx.Client, query_id: str) -> dict[str, Any]:
+    wait_for(lambda: http.get(f"/api/queries/{query_id}").json()["state"] != "running", "ended")
+    wait_for(lambda: http.get(f"/api/queries/{query_id}").json()["state"] != "queued", "ended")
+    shown = http.get(f"/api/queries/{query_id}").json()
     assert shown["state"] == "done", shown
     return dict(shown["result"])
 

@@ -61,8 +61,8 @@ class Server:
         assert r.status_code == 202, r.text
         return dict(r.json())
 
-    def events(self, run_id: str) -> list[dict[str, Any]]:
-        with self.http.stream("GET", f"/api/queries/{run_id}/events", timeout=60) as r:
+    def events(self, query_id: str) -> list[dict[str, Any]]:
+        with self.http.stream("GET", f"/api/queries/{query_id}/events", timeout=60) as r:
             return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
 
 

@@ -199,11 +199,11 @@ def rebuild(data: bytes) -> Rebuilt | None:
     out += b"%d 0 obj\n<< /Type /Catalog /Pages %d 0 R >>\nendobj\n" % (catalog, tree)
     xref = len(out)
     out += b"xref\n0 1\n0000000000 65535 f \n"
-    # one subsection per run of numbers present: a file that numbers its objects in the
+    # one subsection per stretch of consecutive numbers: a file that numbers its objects in the
     # billions gets a table as long as its objects, not as long as its largest number
-    for first, run in _runs(sorted(offsets)):
-        out += b"%d %d\n" % (first, len(run))
-        out += b"".join(b"%010d 00000 n \n" % offsets[n] for n in run)
+    for first, stretch in _stretches(sorted(offsets)):
+        out += b"%d %d\n" % (first, len(stretch))
+        out += b"".join(b"%010d 00000 n \n" % offsets[n] for n in stretch)
     out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
         catalog + 1,
         catalog,
@@ -244,14 +244,14 @@ def _resolve(objects: dict[int, PdfObject], value: bytes | None) -> bytes | None
     return target.body if target is not None else None
 
 
-def _runs(numbers: list[int]) -> list[tuple[int, list[int]]]:
-    runs: list[tuple[int, list[int]]] = []
+def _stretches(numbers: list[int]) -> list[tuple[int, list[int]]]:
+    stretches: list[tuple[int, list[int]]] = []
     for n in numbers:
-        if runs and runs[-1][1][-1] == n - 1:
-            runs[-1][1].append(n)
+        if stretches and stretches[-1][1][-1] == n - 1:
+            stretches[-1][1].append(n)
         else:
-            runs.append((n, [n]))
-    return runs
+            stretches.append((n, [n]))
+    return stretches
 
 
 def _as_page(objects: dict[int, PdfObject], number: int, tree: int) -> bytes:

@@ -152,13 +152,13 @@ def count_by_document(phrase: str, documents: Sequence[tuple[str, str]]) -> list
 
 
 async def count_mentions(
-    run: QueryState, corpus: Corpus, model: RootModel, prompts: PromptSet
+    query: QueryState, corpus: Corpus, model: RootModel, prompts: PromptSet
 ) -> str | None:
     """The count, as the answer; None when the model names no phrase of the question."""
-    run.iteration += 1
-    prompt = prompts.render("phrase", question=run.question)
+    query.iteration += 1
+    prompt = prompts.render("phrase", question=query.question)
     messages: list[Message] = [{"role": "user", "content": prompt}]
-    phrase = named_phrase(await model.ask(messages, PHRASE), run.question)
+    phrase = named_phrase(await model.ask(messages, PHRASE), query.question)
     if phrase is None:
         return None
     documents = await asyncio.to_thread(corpus.documents)
@@ -167,6 +167,8 @@ async def count_mentions(
     answer = str(total)
     if model.problem(answer) is not None:
         return None  # not the typed answer asked for: the code loop tries
-    run.emit(PhraseCounted(phrase=phrase, total=total, documents=found, any_case=any_case(phrase)))
-    run.emit(Final(answer=answer, source="count"))
+    query.emit(
+        PhraseCounted(phrase=phrase, total=total, documents=found, any_case=any_case(phrase))
+    )
+    query.emit(Final(answer=answer, source="count"))
     return answer

@@ -273,13 +273,13 @@ class _Model:
     """The root model as the reading strategies call it, for one query."""
 
     engine: RLMEngine
-    run: _LiveQuery
+    query: _LiveQuery
 
     async def ask(self, messages: list[Message], constraint: OutputConstraint | None = None) -> str:
-        return await self.engine._root_call(self.run, messages, constraint)
+        return await self.engine._root_call(self.query, messages, constraint)
 
     def problem(self, answer: str) -> str | None:
-        return self.engine._typed(self.run, answer)
+        return self.engine._typed(self.query, answer)
 
     def with_schema(self, start: list[Message]) -> list[Message]:
         if self.engine.config.output_schema is None:
@@ -344,7 +344,7 @@ class RLMEngine:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             trace_path = Path(trace_dir) / f"{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
         recorder = TraceRecorder(trace_path)
-        run = _LiveQuery(
+        query = _LiveQuery(
             question=question,
             config=self.config,
             nonce=secrets.token_hex(16),
@@ -355,13 +355,13 @@ class RLMEngine:
         )
         try:
             result = await self._run(
-                run, corpus, project, trace_path, given=session, earlier=earlier,
+                query, corpus, project, trace_path, given=session, earlier=earlier,
                 passages=passages,
             )  # fmt: skip
         finally:
             recorder.close()
-            if run.index is not None:
-                run.index.close()
+            if query.index is not None:
+                query.index.close()
         return result
 
     async def stream(
@@ -379,7 +379,7 @@ class RLMEngine:
 
     async def _run(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         corpus: Corpus,
         project: str | None,
         trace_path: Path | None,
@@ -389,37 +389,37 @@ class RLMEngine:
         passages: IndexSource | None,
     ) -> QueryResult:
         docs = list(corpus.sizes())
-        run.docs, run.corpus_chars = docs, sum(chars for _, chars in docs)
-        run.recorder.write(self._header(run, corpus, project))
+        query.docs, query.corpus_chars = docs, sum(chars for _, chars in docs)
+        query.recorder.write(self._header(query, corpus, project))
         answer: str | None = None
         status: QueryStatus = "success"
         error: str | None = None
         limit: str | None = None
         reader = Reader(
-            run,
+            query,
             corpus,
-            _Model(self, run),
+            _Model(self, query),
             prompts=self.prompts,
             passages=passages,
             earlier=earlier,
         )
 
         async def subcalls(items: Sequence[SubcallItem]) -> list[str]:
-            return await self._subcalls(run, items)
+            return await self._subcalls(query, items)
 
-        run.helpers = Helpers(reader.index, subcalls, [name for name, _ in docs])
+        query.helpers = Helpers(reader.index, subcalls, [name for name, _ in docs])
         try:
-            answer, status = await self._answer(run, corpus, reader, given, earlier)
+            answer, status = await self._answer(query, corpus, reader, given, earlier)
         except LimitReached as hit:
             status, limit, error = hit.status, hit.limit, f"limit reached: {hit.message}"
-            run.emit(LimitHit(limit=hit.limit, message=hit.message))
+            query.emit(LimitHit(limit=hit.limit, message=hit.message))
         except (LLMError, SandboxError, SheshaError) as e:
             status, error = "error", str(e)
-            run.emit(Failed(error=error, kind=type(e).__name__))
-        reached = run.budget.reached
+            query.emit(Failed(error=error, kind=type(e).__name__))
+        reached = query.budget.reached
         if answer is None and reached is not None and status == "success":
             status, limit = reached.status, reached.limit
-        citations = await self._citations(run, corpus, answer)
+        citations = await self._citations(query, corpus, answer)
         if status == "error" and error is None:
             error = "the answer does not match the output schema"
         result = QueryResult(
@@ -427,43 +427,43 @@ class RLMEngine:
             status=status,
             error=error,
             limit=limit,
-            iterations=run.iteration,
-            usage=run.budget.usage,
-            subcalls=run.budget.subcalls,
-            duration_s=round(run.budget.elapsed_s, 4),
+            iterations=query.iteration,
+            usage=query.budget.usage,
+            subcalls=query.budget.subcalls,
+            duration_s=round(query.budget.elapsed_s, 4),
             trace_path=str(trace_path) if trace_path else None,
             citations=citations,
-            output=run.output,
-            tool_calls=run.tool_calls,
+            output=query.output,
+            tool_calls=query.tool_calls,
             sandbox=self.sandboxes.kind,
             isolation=self.sandboxes.isolation,
         )
         shown = {"trace_path", "citations", "output", "sandbox", "isolation"}
-        run.emit(Summary(**result.model_dump(exclude=shown)))
+        query.emit(Summary(**result.model_dump(exclude=shown)))
         return result
 
-    def _header(self, run: _LiveQuery, corpus: Corpus, project: str | None) -> TraceHeader:
-        cfg = run.config
+    def _header(self, query: _LiveQuery, corpus: Corpus, project: str | None) -> TraceHeader:
+        cfg = query.config
         return TraceHeader(
             trace_version=TRACE_VERSION,
-            question=run.question,
+            question=query.question,
             model=cfg.model,
             sub_model=cfg.effective_sub_model,
             prompts=self.prompts.source,
             prompt_hash=self.prompts.hash,
             project=project,
             project_version=corpus.version,
-            documents=[name for name, _ in run.docs],
+            documents=[name for name, _ in query.docs],
             config=cfg.model_dump(mode="json"),
             shesha_version=__version__,
             sandbox=self.sandboxes.kind,
             isolation=self.sandboxes.isolation,
-            ocr_pages=run.ocr_pages,
+            ocr_pages=query.ocr_pages,
         )
 
     async def _answer(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         corpus: Corpus,
         reader: Reader,
         given: LeasedSandbox | None,
@@ -471,16 +471,16 @@ class RLMEngine:
     ) -> tuple[str | None, QueryStatus]:
         """The strategy the engine chooses; the code loop when it finds nothing (or is the
         choice), and reading again when the code loop stalls."""
-        choice = await self._choose(run, corpus)
-        run.emit(StrategyChosen(strategy=choice.strategy, reason=choice.reason))
-        answer, first = await self._strategy(run, choice.strategy, corpus, reader, earlier)
+        choice = await self._choose(query, corpus)
+        query.emit(StrategyChosen(strategy=choice.strategy, reason=choice.reason))
+        answer, first = await self._strategy(query, choice.strategy, corpus, reader, earlier)
         if answer is not None:
             return answer, "success"
         session = given
         try:
             if session is None:
                 session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
-            answer, status = await self._code_loop(run, session, corpus, earlier, first=first)
+            answer, status = await self._code_loop(query, session, corpus, earlier, first=first)
         except asyncio.CancelledError:
             if session is not None:
                 session.cancel()  # stop its code now; the container is replaced
@@ -489,7 +489,7 @@ class RLMEngine:
             if session is not None and given is None:
                 await asyncio.to_thread(session.close)
         stuck = status == "stalled" or (answer is None and status == "max_iterations")
-        if stuck and run.config.strategy == "auto":
+        if stuck and query.config.strategy == "auto":
             # Stuck, or out of steps with nothing: answer by reading instead.
             read = await reader.fallback()
             if read is not None:
@@ -498,7 +498,7 @@ class RLMEngine:
 
     async def _strategy(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         strategy: StrategyName,
         corpus: Corpus,
         reader: Reader,
@@ -509,23 +509,23 @@ class RLMEngine:
         if strategy == "code":
             return None, None
         if strategy in ("count", "map"):
-            run.tried.add(strategy)
+            query.tried.add(strategy)
             if strategy == "count":
-                return await count_mentions(run, corpus, _Model(self, run), self.prompts), None
-            return await self._map(run, corpus, earlier), None
+                return await count_mentions(query, corpus, _Model(self, query), self.prompts), None
+            return await self._map(query, corpus, earlier), None
         return await reader.answer(strategy)
 
-    async def _choose(self, run: _LiveQuery, corpus: Corpus) -> Choice:
-        cfg = run.config
+    async def _choose(self, query: _LiveQuery, corpus: Corpus) -> Choice:
+        cfg = query.config
         if cfg.strategy == "auto" and self.tools:
             return Choice("code", "host tools are called from code")
         window = cfg.show_whole_chars
         if cfg.strategy != "auto" and window <= 0:
             window = DEFAULT_WINDOW_CHARS
-        mentions = counts_mentions(run.question)
-        needs_all = True if mentions else across_the_text(run.question)
+        mentions = counts_mentions(query.question)
+        needs_all = True if mentions else across_the_text(query.question)
         records: Records | None = None
-        compares = bool(COMPARES.search(run.question))
+        compares = bool(COMPARES.search(query.question))
         if (
             cfg.strategy == "auto"
             and window > 0
@@ -533,30 +533,30 @@ class RLMEngine:
             and (needs_all is not False or compares)
         ):
             documents = await asyncio.to_thread(corpus.documents)
-            records = run.records = await asyncio.to_thread(parse_records, documents)
+            records = query.records = await asyncio.to_thread(parse_records, documents)
             if needs_all is False and records is not None and compares:
                 needs_all = None  # over records, "more ... than" may be counted
         if needs_all is None:
             # Past the window, or over records, it matters; prose that fits is read.
-            past = window < run.corpus_chars or records is not None
+            past = window < query.corpus_chars or records is not None
             ask = cfg.strategy == "auto" and window > 0 and past
-            needs_all = await self._route(run, records) if ask else False
+            needs_all = await self._route(query, records) if ask else False
         return choose(
-            cfg.strategy, run.corpus_chars, window, needs_all=needs_all, mentions=mentions,
+            cfg.strategy, query.corpus_chars, window, needs_all=needs_all, mentions=mentions,
             records=records is not None,
         )  # fmt: skip
 
     async def _map(
-        self, run: _LiveQuery, corpus: Corpus, earlier: Sequence[tuple[str, str | None]]
+        self, query: _LiveQuery, corpus: Corpus, earlier: Sequence[tuple[str, str | None]]
     ) -> str | None:
         """The map strategy, with ``llm_map`` as the code's own: the same budget, line,
         cache and trace."""
-        if run.helpers is None:
-            return None  # set before any strategy runs; a run without them cannot map
-        limit = run.config.limits.max_subcalls
-        room = None if limit is None else max(limit - run.budget.subcalls, 0)
-        helpers = run.helpers
-        records = run.records
+        if query.helpers is None:
+            return None  # set before any strategy runs; a query without them cannot map
+        limit = query.config.limits.max_subcalls
+        room = None if limit is None else max(limit - query.budget.subcalls, 0)
+        helpers = query.helpers
+        records = query.records
         if records is None:  # asked for with --strategy map: the choice did not read them
             documents = await asyncio.to_thread(corpus.documents)
             records = await asyncio.to_thread(parse_records, documents)
@@ -567,30 +567,30 @@ class RLMEngine:
             return await helpers.llm_map(ask, items, labels)
 
         return await map_records(
-            run, records, _Model(self, run), self.prompts, llm_map, room=room, earlier=earlier
+            query, records, _Model(self, query), self.prompts, llm_map, room=room, earlier=earlier
         )
 
-    async def _route(self, run: _LiveQuery, records: Records | None) -> bool:
+    async def _route(self, query: _LiveQuery, records: Records | None) -> bool:
         """Where the words cannot tell, one call: is the answer stated somewhere, or
         counted across the text (across the records, when it is records)? One word out
         of ``ROUTES``."""
         prompt = (
-            self.prompts.render("route", question=run.question)
+            self.prompts.render("route", question=query.question)
             if records is None
             else self.prompts.render(
                 "route_records",
-                question=run.question,
+                question=query.question,
                 records=f"{len(records.rows):,}",
-                fields=wrap(run.nonce, UNTRUSTED, ", ".join(records.fields)),
+                fields=wrap(query.nonce, UNTRUSTED, ", ".join(records.fields)),
             )
         )
         messages: list[Message] = [{"role": "user", "content": prompt}]
-        text = await self._root_call(run, messages, Choices(ROUTES))
+        text = await self._root_call(query, messages, Choices(ROUTES))
         return route(text)
 
     async def _code_loop(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         session: LeasedSandbox,
         corpus: Corpus,
         earlier: Sequence[tuple[str, str | None]],
@@ -601,28 +601,33 @@ class RLMEngine:
         wrote code instead of an answer: it is run as the first step, with the documents
         shown as they were."""
         previews, sample = await asyncio.to_thread(_previews, corpus)
-        run.sample = wrap(run.nonce, UNTRUSTED, sample) if sample else "(an empty text)"
+        query.sample = wrap(query.nonce, UNTRUSTED, sample) if sample else "(an empty text)"
         plain = opening(
-            self.prompts, run.config, run.question, run.docs, previews=previews, nonce=run.nonce
+            self.prompts,
+            query.config,
+            query.question,
+            query.docs,
+            previews=previews,
+            nonce=query.nonce,
         )
         start = plain
-        if first is not None or (self._whole(run) and "read" not in run.tried):
-            start = await self._read_whole(run, session) or start
+        if first is not None or (self._whole(query) and "read" not in query.tried):
+            start = await self._read_whole(query, session) or start
         if start is plain:
             first = None
         start = with_earlier(self.prompts, self._with_extras(start), earlier)
-        run.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
-        return await self._loop(run, session, start, first=first)
+        query.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
+        return await self._loop(query, session, start, first=first)
 
     async def _root_call(
-        self, run: _LiveQuery, messages: list[Message], constraint: OutputConstraint | None = None
+        self, query: _LiveQuery, messages: list[Message], constraint: OutputConstraint | None = None
     ) -> str:
-        run.check()
-        run.emit(LLMRequest(model=run.config.model, messages=messages))
+        query.check()
+        query.emit(LLMRequest(model=query.config.model, messages=messages))
         started = time.perf_counter()
-        c = await self.llm.complete(messages, model=run.config.model, constraint=constraint)
-        run.account("root", c)
-        run.emit(
+        c = await self.llm.complete(messages, model=query.config.model, constraint=constraint)
+        query.account("root", c)
+        query.emit(
             LLMResponse(
                 duration_ms=_ms_since(started),
                 text=c.text,
@@ -634,21 +639,21 @@ class RLMEngine:
         )
         return c.text
 
-    def _messages(self, run: _LiveQuery, start: list[Message]) -> list[Message]:
-        return history(self.prompts, run.config, run.nonce, start, run.turns)
+    def _messages(self, query: _LiveQuery, start: list[Message]) -> list[Message]:
+        return history(self.prompts, query.config, query.nonce, start, query.turns)
 
     async def _citations(
-        self, run: _LiveQuery, corpus: Corpus, answer: str | None
+        self, query: _LiveQuery, corpus: Corpus, answer: str | None
     ) -> list[Citation]:
         """The code's citations, checked against the stored text; with verify_citations,
         the sub-model also says whether each found quote supports the answer."""
-        if not run.citations:
+        if not query.citations:
             return []
-        checked = await asyncio.to_thread(check, run.citations, corpus)
-        if run.config.verify_citations and answer is not None:
+        checked = await asyncio.to_thread(check, query.citations, corpus)
+        if query.config.verify_citations and answer is not None:
             found = [c for c in checked if c.status == "verified"]
             verdicts = await self._subcalls(
-                run,
+                query,
                 [
                     SubcallItem(
                         f"Does this passage support the answer {answer!r}? Answer yes or no.",
@@ -660,7 +665,7 @@ class RLMEngine:
             )
             for c, verdict in zip(found, verdicts, strict=True):
                 c.supports = verdict.strip().lower().startswith("yes")
-        run.emit(Cited(citations=[c.model_dump(mode="json") for c in checked]))
+        query.emit(Cited(citations=[c.model_dump(mode="json") for c in checked]))
         return checked
 
     def _with_extras(self, start: list[Message]) -> list[Message]:
@@ -676,139 +681,139 @@ class RLMEngine:
         system = {**start[0], "content": "\n\n".join([start[0]["content"], *extras])}
         return [system, *start[1:]]
 
-    def _whole(self, run: _LiveQuery) -> bool:
+    def _whole(self, query: _LiveQuery) -> bool:
         """Whether the documents are short enough to be shown whole."""
-        return 0 < run.corpus_chars <= run.config.show_whole_chars
+        return 0 < query.corpus_chars <= query.config.show_whole_chars
 
-    async def _read_whole(self, run: _LiveQuery, session: LeasedSandbox) -> list[Message] | None:
+    async def _read_whole(self, query: _LiveQuery, session: LeasedSandbox) -> list[Message] | None:
         """Documents short enough to read are printed whole by the sandbox and put in the
         opening message, with the question after them: a small model reads them better
         than it searches them. The step is the engine's (iteration 0). None when they
         could not be printed."""
-        limit = run.config.show_whole_chars
-        result = await self._execute(run, session, SHOW_WHOLE, 1, max_output_chars=limit + 4_000)
+        limit = query.config.show_whole_chars
+        result = await self._execute(query, session, SHOW_WHOLE, 1, max_output_chars=limit + 4_000)
         if result.status != "ok":
             return None
         text = result.output.rstrip("\n")
-        run.turns.append(Turn("", [(' block="1" status="ok"', text)], shown=True))
-        run.reading = True
-        return reading(self.prompts, run.nonce, run.question, run.docs, text)
+        query.turns.append(Turn("", [(' block="1" status="ok"', text)], shown=True))
+        query.reading = True
+        return reading(self.prompts, query.nonce, query.question, query.docs, text)
 
-    def _stop_reading(self, run: _LiveQuery, error: LLMContextWindowError) -> list[Message]:
+    def _stop_reading(self, query: _LiveQuery, error: LLMContextWindowError) -> list[Message]:
         """The documents shown whole did not fit the model's window after all (its
         tokenizer counts more than estimated): go on as a usual query, with the documents
         described, not shown. The namespace stays; the turns so far are dropped, since
         they showed the documents."""
-        run.reading = False
-        run.turns.clear()
-        run.emit(
+        query.reading = False
+        query.turns.clear()
+        query.emit(
             Warned(
                 message="The documents were too long to read whole for this model "
                 f"({error.requested or 'more'} tokens asked, {error.limit or 'fewer'} fit): "
                 "answering with code instead."
             )
         )
-        return run.plain_start
+        return query.plain_start
 
     async def _loop(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         session: LeasedSandbox,
         start: list[Message],
         *,
         first: str | None = None,
     ) -> tuple[str | None, QueryStatus]:
-        turns = run.turns
+        turns = query.turns
         streak = Streak()
-        while run.iteration < run.config.limits.max_iterations:
+        while query.iteration < query.config.limits.max_iterations:
             try:
                 if first is not None:  # already asked: the reply to the reading prompt
                     text, first = first, None
                 else:
-                    run.iteration += 1
-                    text = await self._root_call(run, self._messages(run, start))
+                    query.iteration += 1
+                    text = await self._root_call(query, self._messages(query, start))
             except LLMContextWindowError as e:
-                if not run.reading:
+                if not query.reading:
                     raise
-                start = self._stop_reading(run, e)
-                text = await self._root_call(run, self._messages(run, start))
-            found, turn = await self._step(run, session, text)
+                start = self._stop_reading(query, e)
+                text = await self._root_call(query, self._messages(query, start))
+            found, turn = await self._step(query, session, text)
             if turn is None:
-                problem = self._typed(run, found)
+                problem = self._typed(query, found)
                 if problem is None:
                     return found, "success"
                 turn = Turn(text, [], nudge=problem)
-                run.emit(Nudged(message=problem))
+                query.emit(Nudged(message=problem))
             failures = streak.add(failure(turn, turns))
             turns.append(turn)
             if failures == REPEAT_NUDGE_AT:
-                turn.escalation = self._repeat_nudge(run, turn)  # it says more than a note
+                turn.escalation = self._repeat_nudge(query, turn)  # it says more than a note
             elif failures >= STALL_AT:
-                return await self._answer_now(run, start, stalled=True)
-        return await self._answer_now(run, start, stalled=False)
+                return await self._answer_now(query, start, stalled=True)
+        return await self._answer_now(query, start, stalled=False)
 
     async def _step(
-        self, run: _LiveQuery, session: LeasedSandbox, text: str
+        self, query: _LiveQuery, session: LeasedSandbox, text: str
     ) -> tuple[str | None, Turn | None]:
         """What one reply does: (the answer, None) when it ends the query, else (None, the
         turn the history shows next)."""
         reply = read_reply(text)
         blocks = list(reply.blocks)
-        answer = self._answer_in(run, text, reply, blocks)
+        answer = self._answer_in(query, text, reply, blocks)
         if answer is not None:
-            run.emit(Final(answer=answer, source="reply"))
+            query.emit(Final(answer=answer, source="reply"))
             return answer, None
-        nudged = self._without_code(run, text, reply, blocks)
+        nudged = self._without_code(query, text, reply, blocks)
         if nudged is not None:
             return None, nudged
         if reply.unfenced:
-            run.emit(UnfencedCode(code=blocks[0]))
-        found, turn = await self._run_blocks(run, session, text, blocks)
+            query.emit(UnfencedCode(code=blocks[0]))
+        found, turn = await self._run_blocks(query, session, text, blocks)
         if turn is not None:
-            ran_before = [t for t in run.turns if t.outputs and not t.shown]
+            ran_before = [t for t in query.turns if t.outputs and not t.shown]
             if ran_before and same_step(ran_before[-1], turn):
                 turn.outputs.append(("", REPEATED))
         return found, turn
 
     def _answer_in(
-        self, run: _LiveQuery, text: str, reply: ParsedReply, blocks: list[str]
+        self, query: _LiveQuery, text: str, reply: ParsedReply, blocks: list[str]
     ) -> str | None:
         """The answer a reply gives as text, if it counts: a FINAL line no output has to
         back (see ``unseen``), or, having read the documents whole, a first plain reply."""
-        if run.reading and run.iteration == 1 and not blocks:
+        if query.reading and query.iteration == 1 and not blocks:
             said = reply.answer or short_answer(text) or text.strip()
             return None if no_answer(said) else said
         typed = typed_answer(reply.answer, blocks)
-        if reply.answer is not None and not (typed is not None and self._guess(run, typed)):
+        if reply.answer is not None and not (typed is not None and self._guess(query, typed)):
             return reply.answer
         return None
 
     def _without_code(
-        self, run: _LiveQuery, text: str, reply: ParsedReply, blocks: list[str]
+        self, query: _LiveQuery, text: str, reply: ParsedReply, blocks: list[str]
     ) -> Turn | None:
         """The nudge for a reply with nothing to run (a guess, a bare answer, prose)."""
-        turns = run.turns
+        turns = query.turns
         answer = typed_answer(reply.answer, blocks)
-        if answer is not None and self._guess(run, answer):
-            return self._unseen_nudge(run, text, answer)
+        if answer is not None and self._guess(query, answer):
+            return self._unseen_nudge(query, text, answer)
         if len(blocks) == 1 and any(t.outputs for t in turns):
             typed = literal_block(blocks[0])
             if typed is not None:  # only a number or a string, after output: an answer
-                return self._nudge(run, text, supported(typed, turns))
+                return self._nudge(query, text, supported(typed, turns))
         if not blocks and reply.mentioned:
             # FINAL(...) inside a sentence: ask for it on a line of its own.
-            return self._nudge(run, text, reply.mentioned[-1])
+            return self._nudge(query, text, reply.mentioned[-1])
         if not blocks:
-            return self._nudge(run, text, supported(short_answer(text), turns))
+            return self._nudge(query, text, supported(short_answer(text), turns))
         return None
 
-    def _typed(self, run: _LiveQuery, answer: str | None) -> str | None:
+    def _typed(self, query: _LiveQuery, answer: str | None) -> str | None:
         """None when the answer is fine (and, with a schema, its typed value is kept);
         else what to tell the model."""
         if self.check_output is None or answer is None:
             return None
         try:
-            run.output = self.check_output(answer)
+            query.output = self.check_output(answer)
         except ValueError as e:
             return (
                 f"That answer does not match the output schema: {e}\n"
@@ -817,41 +822,41 @@ class RLMEngine:
         return None
 
     async def _answer_now(
-        self, run: _LiveQuery, start: list[Message], *, stalled: bool
+        self, query: _LiveQuery, start: list[Message], *, stalled: bool
     ) -> tuple[str | None, QueryStatus]:
         """One last call to answer from what has been found: out of steps, or stuck."""
-        messages = self._messages(run, start)
+        messages = self._messages(query, start)
         if stalled:
             prompt = self.prompts.render("stalled", repeats=STALL_AT)
-            run.emit(Stalled(repeats=STALL_AT, failure=failure(run.turns[-1])))
+            query.emit(Stalled(repeats=STALL_AT, failure=failure(query.turns[-1])))
         else:
-            prompt = self.prompts.render("final", max_iterations=run.config.limits.max_iterations)
+            prompt = self.prompts.render("final", max_iterations=query.config.limits.max_iterations)
         messages.append({"role": "user", "content": prompt})
-        text = await self._root_call(run, messages)
+        text = await self._root_call(query, messages)
         # Nothing runs after this call, so a FINAL inside a code block counts too.
         answer = final_in_last_reply(text)
         source: FinalSource = "stalled" if stalled else "max_iterations"
         if answer is not None and not no_answer(answer):
-            run.emit(Final(answer=answer, source=source))
+            query.emit(Final(answer=answer, source=source))
             # A stuck model's last answer counts only if output could have shown it.
-            problem = self._typed(run, answer)
+            problem = self._typed(query, answer)
             if problem is not None:
-                run.emit(Failed(error=problem, kind="OutputError"))
+                query.emit(Failed(error=problem, kind="OutputError"))
                 return answer, "error"
             if not stalled:
                 return answer, "max_iterations"
-            return answer, "stalled" if self._guess(run, answer) else "success"
+            return answer, "stalled" if self._guess(query, answer) else "success"
         # No answer: never the model's sentence. The caller reads the documents instead.
-        run.emit(Final(answer=None, source=source))
+        query.emit(Final(answer=None, source=source))
         return None, "stalled" if stalled else "max_iterations"
 
     @staticmethod
-    def _guess(run: _LiveQuery, answer: str) -> bool:
+    def _guess(query: _LiveQuery, answer: str) -> bool:
         """An answer typed before any output could have shown it, for a model that guesses
         so (the local profile): refused, and asked again. Other models' answers stand."""
-        return run.config.refuse_unseen and unseen(answer, run.turns)
+        return query.config.refuse_unseen and unseen(answer, query.turns)
 
-    def _repeat_nudge(self, run: _LiveQuery, turn: Turn) -> str:
+    def _repeat_nudge(self, query: _LiveQuery, turn: Turn) -> str:
         """The second identical failure: quote it, and show the line to write."""
         failed = failure(turn) or ""
         code = turn.failed_code or ""
@@ -874,39 +879,39 @@ class RLMEngine:
                 'shown the answer, write the line FINAL("your answer") instead.'
             )
         message = self.prompts.render("repeat_nudge", failure=failed, advice=advice)
-        run.emit(RepeatNudge(failure=failed, message=message))
+        query.emit(RepeatNudge(failure=failed, message=message))
         return message
 
-    def _no_output(self, run: _LiveQuery) -> str:
+    def _no_output(self, query: _LiveQuery) -> str:
         """What an empty step is told; for documents that fit the output, to print them."""
-        if 0 < run.corpus_chars <= run.config.max_output_chars:
-            return f"{NO_OUTPUT})\n{SHORT_CORPUS.format(chars=run.corpus_chars)}"
-        return NO_OUTPUT + EMPTY_SEARCH.format(sample=run.sample)
+        if 0 < query.corpus_chars <= query.config.max_output_chars:
+            return f"{NO_OUTPUT})\n{SHORT_CORPUS.format(chars=query.corpus_chars)}"
+        return NO_OUTPUT + EMPTY_SEARCH.format(sample=query.sample)
 
-    def _unseen_nudge(self, run: _LiveQuery, reply: str, answer: str) -> Turn:
+    def _unseen_nudge(self, query: _LiveQuery, reply: str, answer: str) -> Turn:
         """An answer typed before any output could have shown it: a guess."""
         nudge = self.prompts.render("unseen_answer", answer=answer)
-        printed = last_value(run.turns)
+        printed = last_value(query.turns)
         if printed is not None and printed != answer:
             # Value handoff: the model retyped another value than the one its code printed.
             nudge += (
                 f"\nYour last output was {printed}. If that is the answer, write exactly: "
                 f"FINAL({json.dumps(printed, ensure_ascii=False)})"
             )
-        run.emit(UnseenAnswer(answer=answer, message=nudge))
+        query.emit(UnseenAnswer(answer=answer, message=nudge))
         return Turn(reply, [], nudge=nudge)
 
-    def _nudge(self, run: _LiveQuery, reply: str, guess: str | None) -> Turn:
+    def _nudge(self, query: _LiveQuery, reply: str, guess: str | None) -> Turn:
         """A reply with no code to run; ``guess`` is what looks like its answer, if any."""
         if guess is not None:
             nudge = self.prompts.render("answer_nudge", answer=guess)
         else:
             nudge = self.prompts.render("nudge")
-        run.emit(Nudged(message=nudge))
+        query.emit(Nudged(message=nudge))
         return Turn(reply, [], nudge=nudge)
 
     async def _run_blocks(
-        self, run: _LiveQuery, session: LeasedSandbox, reply: str, blocks: list[str]
+        self, query: _LiveQuery, session: LeasedSandbox, reply: str, blocks: list[str]
     ) -> tuple[str | None, Turn | None]:
         """Run a reply's blocks in order: (the answer, None) on FINAL, else (None, the turn)."""
         outputs: list[tuple[str, str]] = []
@@ -918,48 +923,48 @@ class RLMEngine:
             code, stop_after = written, False
             typed = typed_final(code)
             after_code = index > 1 or (typed is not None and bool(without_last_statement(code)))
-            guessed = typed is not None and supported(typed, run.turns) is None
-            if after_code and guessed and run.config.refuse_unseen:
+            guessed = typed is not None and supported(typed, query.turns) is None
+            if after_code and guessed and query.config.refuse_unseen:
                 # An answer typed after code whose output the model has not seen: a guess
                 # (the local profile's check; other models' answers stand).
-                run.emit(IgnoredFinal(block=index, code=code))
+                query.emit(IgnoredFinal(block=index, code=code))
                 if index > 1:
                     break
                 code, stop_after = without_last_statement(code), True
-            result = await self._execute(run, session, code, index)
+            result = await self._execute(query, session, code, index)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
             printed = result.output.rstrip("\n")
             if result.status == "ok" and printed.strip() in NOTHING_FOUND:
                 printed += "\n" + NOTHING_FOUND_NOTE
-            outputs.append((attrs, printed or self._no_output(run)))
+            outputs.append((attrs, printed or self._no_output(query)))
             if result.final is not None and no_answer(result.final):
                 # FINAL("None") after FINAL(None) was refused: still no answer.
                 error, failed = NOT_AN_ANSWER.format(answer=result.final), code
                 outputs[-1] = (attrs.replace('"ok"', '"error"'), error)
                 break
             if result.final is not None:
-                run.emit(Final(answer=result.final, source="code", block=index))
+                query.emit(Final(answer=result.final, source="code", block=index))
                 return result.final, None
             words = final_source(code)
             if words is not None and "NameError" in (result.error or ""):
-                if supported(words, run.turns) is not None:
+                if supported(words, query.turns) is not None:
                     # FINAL(Paris), FINAL(10-K): names nothing defined; text output showed.
-                    run.emit(Final(answer=words, source="text", block=index))
+                    query.emit(Final(answer=words, source="text", block=index))
                     return words, None
                 note = (
                     f"If {words} is the answer itself, not a variable, write it as text: "
                     f"FINAL({json.dumps(words, ensure_ascii=False)})"
                 )
-            if run.budget.reached is not None:
-                raise run.budget.reached
+            if query.budget.reached is not None:
+                raise query.budget.reached
             if result.status != "ok":
                 error, failed = result.error or result.status, code
                 break  # later blocks counted on this one
             if stop_after:
                 break
         if ran < len(blocks):
-            run.emit(SkippedBlocks(ran=ran, written=len(blocks)))
+            query.emit(SkippedBlocks(ran=ran, written=len(blocks)))
         # The history shows only what ran: text after it (made-up output, a typed FINAL,
         # blocks never run) would mislead the model next to the real output.
         turn = Turn(through_block(reply, ran), outputs, error=error, failed_code=failed)
@@ -968,20 +973,20 @@ class RLMEngine:
 
     async def _execute(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         session: LeasedSandbox,
         code: str,
         index: int,
         *,
         max_output_chars: int | None = None,
     ) -> ExecResult:
-        run.emit(CodeRun(block=index, code=code))
+        query.emit(CodeRun(block=index, code=code))
         started = time.perf_counter()
         try:
-            result = await self._pull(run, session, code, max_output_chars)
+            result = await self._pull(query, session, code, max_output_chars)
         except SandboxError as e:  # the container misbehaved; the session restarts it
             result = ExecResult(status="crashed", error=f"SandboxError: {e}")
-        run.emit(
+        query.emit(
             ExecDone(
                 duration_ms=_ms_since(started),
                 block=index,
@@ -998,42 +1003,42 @@ class RLMEngine:
         return result
 
     async def _pull(
-        self, run: _LiveQuery, session: LeasedSandbox, code: str, max_output_chars: int | None
+        self, query: _LiveQuery, session: LeasedSandbox, code: str, max_output_chars: int | None
     ) -> ExecResult:
         """Run code, relaying each batch of sub-calls it asks for on this event loop."""
 
         async def subcalls(items: Sequence[SubcallItem]) -> list[str]:
-            return await self._subcalls(run, items)
+            return await self._subcalls(query, items)
 
         async def tool(call: ToolCall) -> ToolOutcome:
-            return await self._tool(run, call)
+            return await self._tool(query, call)
 
         result = await drive(
             session,
             code,
             subcalls=subcalls,
             tool=tool,
-            timeout=run.config.limits.exec_timeout_s,
-            max_output_chars=max_output_chars or run.config.max_output_chars,
+            timeout=query.config.limits.exec_timeout_s,
+            max_output_chars=max_output_chars or query.config.max_output_chars,
             tools=[*helpers.SPECS, *(self.tools.specs() if self.tools else ())],
         )
-        run.citations.extend(result.citations)
+        query.citations.extend(result.citations)
         return result
 
-    async def _tool(self, run: _LiveQuery, call: ToolCall) -> ToolOutcome:
+    async def _tool(self, query: _LiveQuery, call: ToolCall) -> ToolOutcome:
         """A host tool, called from the sandbox: checked against the budget, traced."""
-        limit = run.config.limits.max_tool_calls
-        if limit is not None and run.tool_calls >= limit:
-            message = f"{run.tool_calls} tool calls made, limit {limit}"
-            run.emit(LimitHit(limit="max_tool_calls", message=message, during="tools"))
+        limit = query.config.limits.max_tool_calls
+        if limit is not None and query.tool_calls >= limit:
+            message = f"{query.tool_calls} tool calls made, limit {limit}"
+            query.emit(LimitHit(limit="max_tool_calls", message=message, during="tools"))
             return ToolOutcome(ok=False, error=f"refused: limit reached: {message}")
-        run.tool_calls += 1
+        query.tool_calls += 1
         started = time.perf_counter()
-        if call.name in helpers.NAMES and run.helpers is not None:
-            outcome = await run.helpers.call(call)
+        if call.name in helpers.NAMES and query.helpers is not None:
+            outcome = await query.helpers.call(call)
         else:
             outcome = await (self.tools.call(call) if self.tools else _no_tools(call))
-        run.emit(
+        query.emit(
             ToolCalled(
                 duration_ms=_ms_since(started),
                 name=call.name,
@@ -1047,35 +1052,35 @@ class RLMEngine:
 
     # -- sub-calls ----------------------------------------------------------------------
 
-    async def _subcalls(self, run: _LiveQuery, items: Sequence[SubcallItem]) -> list[str]:
+    async def _subcalls(self, query: _LiveQuery, items: Sequence[SubcallItem]) -> list[str]:
         try:
-            run.check(upcoming_subcalls=len(items))
+            query.check(upcoming_subcalls=len(items))
         except LimitReached as hit:
-            run.emit(LimitHit(limit=hit.limit, message=hit.message, during="subcalls"))
+            query.emit(LimitHit(limit=hit.limit, message=hit.message, during="subcalls"))
             return [f"[llm_query refused: limit reached: {hit.message}]"] * len(items)
-        run.budget.subcalls += len(items)
-        semaphore = asyncio.Semaphore(run.config.limits.subcall_concurrency)
+        query.budget.subcalls += len(items)
+        semaphore = asyncio.Semaphore(query.config.limits.subcall_concurrency)
 
         async def one(item: SubcallItem) -> str:
             async with semaphore:
-                return await self._subcall(run, item)
+                return await self._subcall(query, item)
 
         return list(await asyncio.gather(*(one(item) for item in items)))
 
-    async def _subcall(self, run: _LiveQuery, item: SubcallItem) -> str:
+    async def _subcall(self, query: _LiveQuery, item: SubcallItem) -> str:
         """One sub-call's answer, for the code. Its content sits between tags with an id
         of its own (not the REPL output's), and neither id reaches the code: a sub-model
         that echoes its prompt hands the code no boundary to forge."""
         boundary = secrets.token_hex(16)
-        answer = await self._subcall_answer(run, item, boundary)
-        return answer.replace(boundary, "").replace(run.nonce, "")
+        answer = await self._subcall_answer(query, item, boundary)
+        return answer.replace(boundary, "").replace(query.nonce, "")
 
-    async def _subcall_answer(self, run: _LiveQuery, item: SubcallItem, boundary: str) -> str:
-        model = run.config.effective_sub_model
+    async def _subcall_answer(self, query: _LiveQuery, item: SubcallItem, boundary: str) -> str:
+        model = query.config.effective_sub_model
         messages = subcall_messages(self.prompts, item, boundary)
         key = prompt_key(messages)
         constraint = _constraint(item)
-        limit = run.config.max_subcall_chars
+        limit = query.config.max_subcall_chars
         if limit is not None and len(item.content) + len(item.instruction) > limit:
             message = (
                 f"[llm_query error: the content is {len(item.content):,} characters; the "
@@ -1083,9 +1088,9 @@ class RLMEngine:
                 f"[text[i:i + {limit // 2}] for i in range(0, len(text), {limit // 2})], "
                 "or find the relevant part with code first.]"
             )
-            run.emit(SubcallResponse(key=key, error=message))
+            query.emit(SubcallResponse(key=key, error=message))
             return message
-        run.emit(
+        query.emit(
             SubcallRequest(
                 model=model,
                 key=key,
@@ -1095,27 +1100,27 @@ class RLMEngine:
             )
         )
         if self.cache is None:
-            return await self._ask_sub_model(run, model, messages, key, constraint)
-        salt = run.config.cache_salt
+            return await self._ask_sub_model(query, model, messages, key, constraint)
+        salt = query.config.cache_salt
         if item.choices:  # a constrained reply is another answer than a free one
             salt += ("|noted" if item.noted else "") + "|choices=" + "\x1f".join(item.choices)
         ckey = cache_key(model, messages, salt)
-        pending = run.inflight.get(ckey)
+        pending = query.inflight.get(ckey)
         if pending is not None:  # the same prompt is out already, in this query
             same = await asyncio.shield(pending)
             if same is None:  # it failed: ask for this one
-                return await self._ask_sub_model(run, model, messages, key, constraint)
-            return self._reuse(run, key, same)
+                return await self._ask_sub_model(query, model, messages, key, constraint)
+            return self._reuse(query, key, same)
         future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
-        run.inflight[ckey] = future  # before any await: identical prompts wait on this one
+        query.inflight[ckey] = future  # before any await: identical prompts wait on this one
         try:
             found = await asyncio.to_thread(self.cache.get, ckey)
             if found is not None:
                 future.set_result(found)
-                return self._reuse(run, key, found)
-            text = await self._ask_sub_model(run, model, messages, key, constraint, into=future)
+                return self._reuse(query, key, found)
+            text = await self._ask_sub_model(query, model, messages, key, constraint, into=future)
         finally:
-            run.inflight.pop(ckey, None)
+            query.inflight.pop(ckey, None)
             if not future.done():
                 future.set_result(None)  # it failed: whoever waits asks for itself
         made = future.result()
@@ -1125,7 +1130,7 @@ class RLMEngine:
 
     async def _ask_sub_model(
         self,
-        run: _LiveQuery,
+        query: _LiveQuery,
         model: str,
         messages: list[Message],
         key: str,
@@ -1137,10 +1142,10 @@ class RLMEngine:
         try:
             c = await self.sub_llm.complete(messages, model=model, constraint=constraint)
         except LLMError as e:
-            run.emit(SubcallResponse(key=key, error=str(e)))
+            query.emit(SubcallResponse(key=key, error=str(e)))
             return f"[llm_query error: {str(e).splitlines()[0]}]"
-        run.account("sub", c)
-        run.emit(
+        query.account("sub", c)
+        query.emit(
             SubcallResponse(
                 duration_ms=_ms_since(started),
                 key=key,
@@ -1157,10 +1162,10 @@ class RLMEngine:
         return c.text
 
     @staticmethod
-    def _reuse(run: _LiveQuery, key: str, found: CachedAnswer) -> str:
+    def _reuse(query: _LiveQuery, key: str, found: CachedAnswer) -> str:
         """An answer already paid for: traced as cached, counted as saved, not spent."""
-        run.budget.usage.add_cached(found.prompt_tokens + found.completion_tokens, found.cost_usd)
-        run.emit(
+        query.budget.usage.add_cached(found.prompt_tokens + found.completion_tokens, found.cost_usd)
+        query.emit(
             SubcallResponse(
                 key=key,
                 text=found.text,

@@ -219,7 +219,7 @@ def _named(value: str, question: str) -> bool:
 
 
 async def map_records(
-    run: QueryState,
+    query: QueryState,
     records: Records,
     model: RootModel,
     prompts: PromptSet,
@@ -231,14 +231,14 @@ async def map_records(
     """The answer read from the labels' counts of ``records``; None when the question
     cannot go this way.
     ``room``: the sub-calls the budget still allows (None: no limit)."""
-    run.iteration += 1
+    query.iteration += 1
     sample = "\n".join(records.words(r) for r in records.rows[:SAMPLE_RECORDS])
     prompt = prompts.render(
         "labels",
-        question=run.question,
-        fields=wrap(run.nonce, UNTRUSTED, ", ".join(records.fields)),  # a header is data
+        question=query.question,
+        fields=wrap(query.nonce, UNTRUSTED, ", ".join(records.fields)),  # a header is data
         records=f"{len(records.rows):,}",
-        sample=wrap(run.nonce, UNTRUSTED, sample),
+        sample=wrap(query.nonce, UNTRUSTED, sample),
         max=str(MAX_LABELS),
     )
     labels = named_labels(await model.ask([{"role": "user", "content": prompt}], LABELS))
@@ -251,7 +251,7 @@ async def map_records(
     texts = [records.words(r) for r in records.rows]
     distinct = len(set(texts))
     if room is not None and distinct > room:
-        run.emit(Warned(message=f"{distinct:,} record texts to label, {room:,} sub-calls left."))
+        query.emit(Warned(message=f"{distinct:,} record texts to label, {room:,} sub-calls left."))
         return None
     # The sub-model sees the labels, never the question, and in an order of their own: a
     # small model labels most records with the label the question asks about when it
@@ -261,7 +261,7 @@ async def map_records(
     names = [x.name for x in labels]
     given = await llm_map(instruction, texts, names)
     counts = Counter(given)
-    run.emit(
+    query.emit(
         RecordsMapped(
             records=len(records.rows),
             fields=list(records.fields),
@@ -272,9 +272,9 @@ async def map_records(
             unlabelled=counts[None],
         )
     )
-    run.iteration += 1
-    question = run.question
-    table = wrap(run.nonce, UNTRUSTED, tally(records, names, given, run.question))
+    query.iteration += 1
+    question = query.question
+    table = wrap(query.nonce, UNTRUSTED, tally(records, names, given, query.question))
     start: list[Message] = [
         {"role": "system", "content": prompts.render("tally_system")},
         {"role": "user", "content": prompts.render("tally_user", table=table, question=question)},
@@ -282,5 +282,5 @@ async def map_records(
     answer = read_answer(await model.ask(with_earlier(prompts, model.with_schema(start), earlier)))
     if answer is None or model.problem(answer) is not None:
         return None
-    run.emit(Final(answer=answer, source="map"))
+    query.emit(Final(answer=answer, source="map"))
     return answer

@@ -35,7 +35,7 @@ closes it. Without one, the corpus is indexed in memory when it is needed."""
 
 
 class QueryState(Protocol):
-    """What the reading strategies read and keep of a query (the engine's run)."""
+    """What the reading strategies read and keep of a query (the engine's live query)."""
 
     question: str
     nonce: str
@@ -67,7 +67,7 @@ class Reader:
 
     def __init__(
         self,
-        run: QueryState,
+        query: QueryState,
         corpus: Corpus,
         model: RootModel,
         *,
@@ -75,9 +75,9 @@ class Reader:
         passages: IndexSource | None,
         earlier: Sequence[tuple[str, str | None]],
     ) -> None:
-        self.run, self.corpus, self.model, self.prompts = run, corpus, model, prompts
+        self.query, self.corpus, self.model, self.prompts = query, corpus, model, prompts
         self.passages, self.earlier = passages, earlier
-        self.window = run.config.show_whole_chars or DEFAULT_WINDOW_CHARS
+        self.window = query.config.show_whole_chars or DEFAULT_WINDOW_CHARS
 
     async def answer(self, strategy: StrategyName) -> tuple[str | None, str | None]:
         if strategy == "read":
@@ -87,13 +87,15 @@ class Reader:
     async def fallback(self) -> str | None:
         """A stalled or exhausted code loop answers by reading, never with the model's
         sentence: read whole when the documents fit, else retrieve; not twice."""
-        run = self.run
-        if run.corpus_chars == 0:
+        query = self.query
+        if query.corpus_chars == 0:
             return None
-        strategy: StrategyName = "read" if run.corpus_chars <= self.window else "retrieve"
-        if strategy in run.tried:
+        strategy: StrategyName = "read" if query.corpus_chars <= self.window else "retrieve"
+        if strategy in query.tried:
             return None
-        run.emit(Warned(message=f"The code loop found no answer: answering by {strategy} instead."))
+        query.emit(
+            Warned(message=f"The code loop found no answer: answering by {strategy} instead.")
+        )
         answer, _ = await self.answer(strategy)
         return answer
 
@@ -105,8 +107,8 @@ class Reader:
         return with_earlier(self.prompts, self.model.with_schema(start), self.earlier)
 
     async def _ask(self, messages: list[Message], source: FinalSource) -> tuple[str | None, str]:
-        run = self.run
-        run.iteration += 1
+        query = self.query
+        query.iteration += 1
         text = await self.model.ask(messages)
         answer = read_answer(text)
         if answer is not None and source == "passages" and not_found(answer):
@@ -114,46 +116,46 @@ class Reader:
         if answer is not None and self.model.problem(answer) is not None:
             return None, text  # not the typed answer asked for: the code loop tries
         if answer is not None:
-            run.emit(Final(answer=answer, source=source))
+            query.emit(Final(answer=answer, source=source))
         return answer, text
 
     async def read(self) -> tuple[str | None, str | None]:
-        run = self.run
-        run.tried.add("read")
+        query = self.query
+        query.tried.add("read")
         documents = await asyncio.to_thread(self.corpus.documents)
-        text = wrap(run.nonce, UNTRUSTED, documents_text(documents))
-        user = self.prompts.render("direct_user", documents=text, question=run.question)
+        text = wrap(query.nonce, UNTRUSTED, documents_text(documents))
+        user = self.prompts.render("direct_user", documents=text, question=query.question)
         try:
             answer, reply = await self._ask(self._messages("direct_system", user), "read")
         except LLMContextWindowError as e:
             # The model's tokenizer counts more than estimated: read the best passages.
             share = (e.limit / e.requested) if e.limit and e.requested else 0.5
-            run.emit(Warned(message="The documents did not fit the window: retrieving."))
+            query.emit(Warned(message="The documents did not fit the window: retrieving."))
             return await self.retrieve(int(self.window * share * 0.9))
         if answer is not None:
             return answer, None
         return None, reply if wrote_code(reply) else None
 
     async def retrieve(self, window: int) -> tuple[str | None, str | None]:
-        run = self.run
-        run.tried.add("retrieve")
+        query = self.query
+        query.tried.add("retrieve")
         index = await self.index()
-        budget = passages_budget(window, run.question)
+        budget = passages_budget(window, query.question)
         shown: set[tuple[str, int]] = set()
-        order = [name for name, _ in run.docs]
+        order = [name for name, _ in query.docs]
         for round_ in (1, 2):
-            found = await asyncio.to_thread(fill, index, run.question, budget, order, skip=shown)
+            found = await asyncio.to_thread(fill, index, query.question, budget, order, skip=shown)
             self._trace(found, round_)
             if not found.hits:
                 return None, None
             shown |= {(h.passage.document, h.passage.start) for h in found.hits}
-            passages = wrap(run.nonce, UNTRUSTED, found.text)
-            user = self.prompts.render("passages_user", passages=passages, question=run.question)
+            passages = wrap(query.nonce, UNTRUSTED, found.text)
+            user = self.prompts.render("passages_user", passages=passages, question=query.question)
             try:
                 answer, _ = await self._ask(self._messages("passages_system", user), "passages")
             except LLMContextWindowError as e:
                 if round_ == 2 or not (e.limit and e.requested):
-                    run.emit(Warned(message="The passages did not fit the window: using code."))
+                    query.emit(Warned(message="The passages did not fit the window: using code."))
                     return None, None
                 budget = int(budget * e.limit / e.requested * 0.9)
                 shown.clear()
@@ -164,9 +166,9 @@ class Reader:
 
     async def index(self) -> PassageIndex:
         """The query's passage index, opened once."""
-        if self.run.index is None:
-            self.run.index = await asyncio.to_thread(self._open_index)
-        return self.run.index
+        if self.query.index is None:
+            self.query.index = await asyncio.to_thread(self._open_index)
+        return self.query.index
 
     def _open_index(self) -> PassageIndex:
         if self.passages is not None:
@@ -184,4 +186,4 @@ class Reader:
             )
             for h in window.hits
         ]
-        self.run.emit(PassagesShown(round=round_, chars=len(window.text), passages=read))
+        self.query.emit(PassagesShown(round=round_, chars=len(window.text), passages=read))

@@ -195,8 +195,8 @@ class RunnerClient:
         limit = timeout if timeout is not None else self.limits.exec_timeout_s
         max_output = max_output_chars or self.limits.max_output_chars
         rid = next(self._ids)
-        run = _Execution(rid, time.monotonic() + limit, limit, max_output)
-        self._execution = run
+        execution = _Execution(rid, time.monotonic() + limit, limit, max_output)
+        self._execution = execution
         # A failed send shows in next(), which reports it as the execution's result.
         with contextlib.suppress(ChannelTimeout, ChannelClosed):
             header = {"kind": "exec", "id": rid, "code": code, "max_output": max_output}
@@ -209,47 +209,47 @@ class RunnerClient:
 
         The clock stops while a batch is out: time until :meth:`answer` is not counted
         against the execution's limit. Past the limit, the runner is killed."""
-        run = self._execution
-        if run is None:
+        execution = self._execution
+        if execution is None:
             raise SandboxError("nothing is running: call start() first")
-        if run.paused_at is not None:
+        if execution.paused_at is not None:
             raise SandboxError("a sub-call batch is waiting for answer()")
         try:
-            frame = self._channel.recv(run.deadline)
+            frame = self._channel.recv(execution.deadline)
             if frame.header["kind"] == "subcall":
                 items = _subcall_items(frame.header)
-                run.subcalls += len(items)
-                run.paused_at, run.batch_id = time.monotonic(), frame.header.get("id")
+                execution.subcalls += len(items)
+                execution.paused_at, execution.batch_id = time.monotonic(), frame.header.get("id")
                 return SubcallBatch(items)
             if frame.header["kind"] == "tool":
                 call = _tool_call(frame.header)
-                run.paused_at, run.batch_id = time.monotonic(), frame.header.get("id")
+                execution.paused_at, execution.batch_id = time.monotonic(), frame.header.get("id")
                 return call
         except ChannelTimeout:
             self._execution = None
             self.kill()
-            return _timeout_result(run)
+            return _timeout_result(execution)
         except ChannelClosed:
             self._execution = None
             if self._killed:
-                return _cancelled_result(run)
+                return _cancelled_result(execution)
             self.alive = False
-            return self._lost_result(run.subcalls)
+            return self._lost_result(execution.subcalls)
         except SandboxProtocolError:
             self._execution = None
             self.kill()
             raise
         self._execution = None
-        return self._ended(frame, run)
+        return self._ended(frame, execution)
 
-    def _ended(self, frame: Frame, run: _Execution) -> ExecResult:
+    def _ended(self, frame: Frame, execution: _Execution) -> ExecResult:
         """The frame that ends an execution: its result, or the runner's word that the
         process running it was lost."""
-        self._check_reply(frame, run.rid)
+        self._check_reply(frame, execution.rid)
         if frame.header["kind"] == "lost":
-            return self._worker_lost(frame.header, run.subcalls)
+            return self._worker_lost(frame.header, execution.subcalls)
         self._expect(frame, "result")
-        return _exec_result(frame.header, run.subcalls, run.max_output)
+        return _exec_result(frame.header, execution.subcalls, execution.max_output)
 
     def answer(self, results: Sequence[str]) -> None:
         """Send the answers to the batch :meth:`next` returned, in its order."""
@@ -263,16 +263,16 @@ class RunnerClient:
             self._resume({"kind": "tool_result", "ok": False, "error": outcome.error})
 
     def _resume(self, header: dict[str, Any]) -> None:
-        run = self._execution
-        if run is None or run.paused_at is None:
+        execution = self._execution
+        if execution is None or execution.paused_at is None:
             raise SandboxError("nothing is waiting for an answer")
-        run.deadline += time.monotonic() - run.paused_at
-        run.paused_at = None
+        execution.deadline += time.monotonic() - execution.paused_at
+        execution.paused_at = None
         # A failed send shows in next(), which reports it as the execution's result.
         with contextlib.suppress(ChannelTimeout, ChannelClosed):
             self._channel.send(
-                {**header, "id": run.batch_id},
-                timeout=max(run.deadline - time.monotonic(), 1.0),
+                {**header, "id": execution.batch_id},
+                timeout=max(execution.deadline - time.monotonic(), 1.0),
             )
 
     # -- when the runner is gone --------------------------------------------------------
@@ -344,24 +344,24 @@ def _memory_error(limits: SandboxLimits) -> str:
     )
 
 
-def _cancelled_result(run: _Execution) -> ExecResult:
+def _cancelled_result(execution: _Execution) -> ExecResult:
     return ExecResult(
         status="cancelled",
         error="Cancelled: the code was stopped, and the sandbox was discarded.",
-        subcalls=run.subcalls,
+        subcalls=execution.subcalls,
     )
 
 
-def _timeout_result(run: _Execution) -> ExecResult:
+def _timeout_result(execution: _Execution) -> ExecResult:
     return ExecResult(
         status="timeout",
         error=(
-            f"TimeoutError: the code ran longer than {run.limit:g} s and was stopped. "
+            f"TimeoutError: the code ran longer than {execution.limit:g} s and was stopped. "
             "The sandbox was restarted: variables from earlier steps are gone, "
             "`context` is still loaded. Work on smaller pieces at a time."
         ),
-        wall_s=run.limit,
-        subcalls=run.subcalls,
+        wall_s=execution.limit,
+        subcalls=execution.subcalls,
     )
 
 

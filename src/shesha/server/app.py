@@ -134,13 +134,13 @@ def error_body(error: SheshaError) -> dict[str, Any]:
     return {"error": error.message, "hint": error.hint, "kind": type(error).__name__}
 
 
-def get_run(request: Request, run_id: str) -> QueuedQuery:
-    run = service(request).line.get(run_id)
-    if run is None:
+def queued_query(request: Request, query_id: str) -> QueuedQuery:
+    queued = service(request).line.get(query_id)
+    if queued is None:
         raise NotFoundError(
-            f"No query {run_id!r} on this server.", hint="GET /api/queries lists them."
+            f"No query {query_id!r} on this server.", hint="GET /api/queries lists them."
         )
-    return run
+    return queued
 
 
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -227,14 +227,14 @@ def upload(
 @router.post("/projects/{name}/queries", status_code=202)
 async def ask(request: Request, name: str, body: Ask) -> dict[str, Any]:
     """Start a query; follow it at ``events_url``."""
-    run = await service(request).submit(
+    queued = await service(request).submit(
         name,
         body.question,
         body.model_dump(exclude_unset=True, exclude=ASK_FIELDS),
         output=body.output_schema,
         conversation=body.conversation,
     )
-    return {**run.summary(), "events_url": f"/api/queries/{run.id}/events"}
+    return {**queued.summary(), "events_url": f"/api/queries/{queued.id}/events"}
 
 
 @router.get("/projects/{name}/conversations")
@@ -252,20 +252,20 @@ def list_queries(request: Request) -> dict[str, Any]:
     return {"queries": [r.summary() for r in service(request).line.list()]}
 
 
-@router.get("/queries/{run_id}")
-def show_query(request: Request, run_id: str) -> dict[str, Any]:
-    return get_run(request, run_id).summary()
+@router.get("/queries/{query_id}")
+def show_query(request: Request, query_id: str) -> dict[str, Any]:
+    return queued_query(request, query_id).summary()
 
 
-@router.post("/queries/{run_id}/cancel")
-async def cancel_query(request: Request, run_id: str) -> dict[str, Any]:
-    run = get_run(request, run_id)
-    service(request).line.cancel(run_id)
-    return run.summary()
+@router.post("/queries/{query_id}/cancel")
+async def cancel_query(request: Request, query_id: str) -> dict[str, Any]:
+    queued = queued_query(request, query_id)
+    service(request).line.cancel(query_id)
+    return queued.summary()
 
 
 @router.get(
-    "/queries/{run_id}/events",
+    "/queries/{query_id}/events",
     response_class=StreamingResponse,
     responses={
         200: {
@@ -286,14 +286,14 @@ async def cancel_query(request: Request, run_id: str) -> dict[str, Any]:
         }
     },
 )
-async def query_events(request: Request, run_id: str, start: int = 0) -> StreamingResponse:
+async def query_events(request: Request, query_id: str, start: int = 0) -> StreamingResponse:
     """Server-Sent Events: every event of the query from ``start`` on, live, ending with
     ``done``, ``cancelled`` or ``failed``. Each event's ``id`` is its index."""
-    run = get_run(request, run_id)
+    queued = queued_query(request, query_id)
 
     async def stream() -> AsyncIterator[str]:
         index = max(0, start)
-        async for record in run.follow(index):
+        async for record in queued.follow(index):
             yield f"id: {index}\nevent: {record['type']}\ndata: {json.dumps(record)}\n\n"
             index += 1
 

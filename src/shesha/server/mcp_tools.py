@@ -280,7 +280,7 @@ class McpHub:
             id is in the result); an id asks a follow-up that sees the earlier questions
             and answers and the variables their code defined."""
             given = {"model": model, "max_iterations": max_iterations}
-            run = await svc.submit(
+            queued = await svc.submit(
                 project,
                 question,
                 {k: v for k, v in given.items() if v is not None},
@@ -288,16 +288,16 @@ class McpHub:
             )
             limit = max_iterations or sh.settings.max_iterations
             try:
-                async for record in run.follow():
+                async for record in queued.follow():
                     if said := PROGRESS.get(record["type"]):
                         step = int(record.get("iteration", 0))
                         await ctx.report_progress(step, limit, f"step {step}: {said}")
             except asyncio.CancelledError:
-                svc.line.cancel(run.id)  # the client gave up: so does the query
+                svc.line.cancel(queued.id)  # the client gave up: so does the query
                 raise
-            answer = result_json(await run.wait(), project)
-            if run.conversation is not None:
-                answer["conversation"] = run.conversation.id
+            answer = result_json(await queued.wait(), project)
+            if queued.conversation is not None:
+                answer["conversation"] = queued.conversation.id
             return answer
 
     def _register_store(self) -> None:

@@ -122,7 +122,7 @@ def show_model(request: Request, model: str) -> dict[str, Any]:
 async def chat_completions(request: Request, body: ChatRequest) -> Response:
     svc = service(request)
     asked = read_request(body)
-    run = await svc.submit(
+    queued = await svc.submit(
         asked.project,
         asked.question,
         body.shesha or {},
@@ -131,12 +131,12 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     )
     if body.stream:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        chunks = _stream(svc, run, body.model)
+        chunks = _stream(svc, queued, body.model)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
-    result = await run.wait()
+    result = await queued.wait()
     if (failed := failure_of(result)) is not None:
         return JSONResponse(failed, status_code=502)
-    return JSONResponse(completion(run, result, body.model))
+    return JSONResponse(completion(queued, result, body.model))
 
 
 # -- reading a request ------------------------------------------------------------------
@@ -273,11 +273,11 @@ def usage_of(result: QueryResult) -> dict[str, Any]:
     }
 
 
-def shesha_of(run: QueuedQuery, result: QueryResult) -> dict[str, Any]:
+def shesha_of(queued: QueuedQuery, result: QueryResult) -> dict[str, Any]:
     """shesha's own figures about the query, beside the OpenAI ones."""
     return {
-        "query": run.id,
-        "conversation": run.conversation.id if run.conversation else None,
+        "query": queued.id,
+        "conversation": queued.conversation.id if queued.conversation else None,
         "status": result.status,
         "error": result.error,
         "steps": result.iterations,
@@ -289,16 +289,16 @@ def shesha_of(run: QueuedQuery, result: QueryResult) -> dict[str, Any]:
     }
 
 
-def completion(run: QueuedQuery, result: QueryResult, model: str) -> dict[str, Any]:
+def completion(queued: QueuedQuery, result: QueryResult, model: str) -> dict[str, Any]:
     message = {"role": "assistant", "content": content_of(result)}
     return {
-        "id": f"chatcmpl-{run.id}",
+        "id": f"chatcmpl-{queued.id}",
         "object": "chat.completion",
-        "created": int(run.created),
+        "created": int(queued.created),
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(result)}],
         "usage": usage_of(result),
-        "shesha": shesha_of(run, result),
+        "shesha": shesha_of(queued, result),
     }
 
 
@@ -338,15 +338,15 @@ def _data(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _stream(svc: Service, run: QueuedQuery, model: str) -> AsyncIterator[str]:
+async def _stream(svc: Service, queued: QueuedQuery, model: str) -> AsyncIterator[str]:
     """The query as chat-completion chunks, then ``[DONE]``."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
         return _data(
             {
-                "id": f"chatcmpl-{run.id}",
+                "id": f"chatcmpl-{queued.id}",
                 "object": "chat.completion.chunk",
-                "created": int(run.created),
+                "created": int(queued.created),
                 "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
                 **more,
@@ -355,11 +355,11 @@ async def _stream(svc: Service, run: QueuedQuery, model: str) -> AsyncIterator[s
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for record in run.follow():
+        async for record in queued.follow():
             if (line := progress_line(record)) is not None:
                 yield chunk({"reasoning_content": line + "\n"})
         try:
-            result = await run.wait()
+            result = await queued.wait()
         except Exception as e:  # noqa: BLE001  the stream has begun: an error chunk says why
             said, hint = (e.message, e.hint) if isinstance(e, SheshaError) else (str(e), None)
             yield _data(openai_error(500, said, hint, type(e).__name__))
@@ -368,9 +368,9 @@ async def _stream(svc: Service, run: QueuedQuery, model: str) -> AsyncIterator[s
                 yield _data(failed)
             else:
                 yield chunk({"content": content_of(result)})
-                usage, figures = usage_of(result), shesha_of(run, result)
+                usage, figures = usage_of(result), shesha_of(queued, result)
                 yield chunk({}, finish_reason(result), usage=usage, shesha=figures)
         yield "data: [DONE]\n\n"
     finally:
-        if not run.done:  # the client went away: nobody will read the answer
-            svc.line.cancel(run.id)
+        if not queued.done:  # the client went away: nobody will read the answer
+            svc.line.cancel(queued.id)

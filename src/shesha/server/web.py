@@ -1,4 +1,4 @@
-"""The web page of `shesha serve`: projects and documents, asking with the run shown live,
+"""The web page of `shesha serve`: projects and documents, asking with the query shown live,
 traces with charts, and two traces side by side. Server-rendered (Jinja2, autoescaped),
 with one static script; it works offline, and no inline script can run (see ``CSP``).
 
@@ -152,16 +152,16 @@ async def ask_form(
     """The ask form: start the query, then show it live. Empty fields keep the defaults."""
     given = form.model_dump(exclude={"question"})
     overrides = {k: v.strip() for k, v in given.items() if v.strip()}
-    run = await service(request).submit(name, form.question, overrides)
-    return RedirectResponse(f"/q/{run.id}", status_code=303)
+    queued = await service(request).submit(name, form.question, overrides)
+    return RedirectResponse(f"/q/{queued.id}", status_code=303)
 
 
-@router.get("/q/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, run_id: str) -> HTMLResponse:
-    run = service(request).line.get(run_id)
-    if run is None:
-        raise NotFoundError(f"No query {run_id!r} on this server (it may have been forgotten).")
-    return page(request, "run.html", run=run)
+@router.get("/q/{query_id}", response_class=HTMLResponse)
+def query_page(request: Request, query_id: str) -> HTMLResponse:
+    queued = service(request).line.get(query_id)
+    if queued is None:
+        raise NotFoundError(f"No query {query_id!r} on this server (it may have been forgotten).")
+    return page(request, "query.html", queued=queued)
 
 
 @router.get("/p/{name}/t/{trace_name}", response_class=HTMLResponse)

@@ -26,7 +26,7 @@ from shesha.rlm.result import QueryResult
 EntryState = Literal["queued", "running", "done", "cancelled", "failed"]
 EntryKind = Literal["query", "session"]
 Runner = Callable[["QueuedQuery"], Awaitable[QueryResult]]
-"""Runs one query to its result, handing each event to ``run.publish``."""
+"""Runs one query to its result, handing each event to ``queued.publish``."""
 
 KEEP_FINISHED = 200
 """Finished entries a line remembers (their results and events), oldest dropped."""
@@ -176,7 +176,7 @@ class QueryLine:
         self.slots = slots
         self._waiting: deque[QueuedQuery] = deque()
         self._running = 0
-        self._runs: dict[str, QueuedQuery] = {}
+        self._queries: dict[str, QueuedQuery] = {}
 
     def submit(
         self,
@@ -187,30 +187,32 @@ class QueryLine:
         conversation: Conversation | None = None,
     ) -> QueuedQuery:
         """Put a query in line; it starts when a slot is free."""
-        run = QueuedQuery(secrets.token_hex(8), project, question, overrides, output, conversation)
-        return self._enter(run)
+        queued = QueuedQuery(
+            secrets.token_hex(8), project, question, overrides, output, conversation
+        )
+        return self._enter(queued)
 
     async def hold(self, project: str, what: str) -> QueuedQuery:
         """Wait in line like a query, then hold a slot until ``release``: for an MCP
         session, which keeps a sandbox between its calls. A caller that gives up while
         waiting leaves the line."""
-        run = self._enter(QueuedQuery(secrets.token_hex(8), project, what, {}, kind="session"))
+        queued = self._enter(QueuedQuery(secrets.token_hex(8), project, what, {}, kind="session"))
         try:
-            await run._admitted.wait()
+            await queued._admitted.wait()
         except asyncio.CancelledError:
-            self.cancel(run.id)
+            self.cancel(queued.id)
             raise
-        return run
+        return queued
 
-    def release(self, run: QueuedQuery) -> None:
+    def release(self, queued: QueuedQuery) -> None:
         """Give back a slot that ``hold`` took."""
-        run._released.set()
+        queued._released.set()
 
-    def get(self, run_id: str) -> QueuedQuery | None:
-        return self._runs.get(run_id)
+    def get(self, query_id: str) -> QueuedQuery | None:
+        return self._queries.get(query_id)
 
     def list(self) -> list[QueuedQuery]:
-        return list(self._runs.values())
+        return list(self._queries.values())
 
     def waiting(self) -> int:
         return len(self._waiting)
@@ -218,78 +220,78 @@ class QueryLine:
     def running(self) -> int:
         return self._running
 
-    def cancel(self, run_id: str) -> QueuedQuery | None:
+    def cancel(self, query_id: str) -> QueuedQuery | None:
         """Stop an entry: take it out of the line, or cancel its task (which stops its
         sandbox code at once). Cancelling a finished entry changes nothing."""
-        run = self._runs.get(run_id)
-        if run is None or run.done:
-            return run
-        if run in self._waiting:
-            self._waiting.remove(run)
-            self._finish(run, Cancelled())
+        queued = self._queries.get(query_id)
+        if queued is None or queued.done:
+            return queued
+        if queued in self._waiting:
+            self._waiting.remove(queued)
+            self._finish(queued, Cancelled())
             self._announce()
-        elif run.task is not None:
-            run.task.cancel()
-        return run
+        elif queued.task is not None:
+            queued.task.cancel()
+        return queued
 
     async def shutdown(self) -> None:
         """Cancel everything still queued or running, and wait for it to end."""
-        for run in list(self._waiting):
-            self.cancel(run.id)
-        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.done]
+        for queued in list(self._waiting):
+            self.cancel(queued.id)
+        tasks = [r.task for r in self._queries.values() if r.task is not None and not r.done]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the line -----------------------------------------------------------------------
 
-    def _enter(self, run: QueuedQuery) -> QueuedQuery:
-        self._runs[run.id] = run
+    def _enter(self, queued: QueuedQuery) -> QueuedQuery:
+        self._queries[queued.id] = queued
         self._forget_old()
-        self._waiting.append(run)
+        self._waiting.append(queued)
         self._pump()
-        return run
+        return queued
 
     def _pump(self) -> None:
         while self._running < self.slots and self._waiting:
-            run = self._waiting.popleft()
+            queued = self._waiting.popleft()
             self._running += 1
-            run.state, run.started = "running", time.time()
-            run.publish(Started(ts=run.started))
-            run.task = asyncio.get_running_loop().create_task(self._execute(run))
+            queued.state, queued.started = "running", time.time()
+            queued.publish(Started(ts=queued.started))
+            queued.task = asyncio.get_running_loop().create_task(self._execute(queued))
         self._announce()
 
     def _announce(self) -> None:
-        for position, run in enumerate(self._waiting, start=1):
-            run.publish(Queued(position=position, ahead=position - 1))
+        for position, queued in enumerate(self._waiting, start=1):
+            queued.publish(Queued(position=position, ahead=position - 1))
 
-    async def _execute(self, run: QueuedQuery) -> None:
+    async def _execute(self, queued: QueuedQuery) -> None:
         try:
-            if run.kind == "session":
-                run._admitted.set()
-                await run._released.wait()
-                self._finish(run, Done())
+            if queued.kind == "session":
+                queued._admitted.set()
+                await queued._released.wait()
+                self._finish(queued, Done())
             else:
-                run.result = await self._runner(run)
-                self._finish(run, Done(result=run.result.model_dump(mode="json")))
+                queued.result = await self._runner(queued)
+                self._finish(queued, Done(result=queued.result.model_dump(mode="json")))
         except asyncio.CancelledError:
-            self._finish(run, Cancelled())
+            self._finish(queued, Cancelled())
         except SheshaError as e:
-            run.error, run.failure = str(e), e
-            self._finish(run, QueryFailed(error=run.error))
+            queued.error, queued.failure = str(e), e
+            self._finish(queued, QueryFailed(error=queued.error))
         except Exception as e:  # noqa: BLE001  one query's bug must not take the server down
-            run.error, run.failure = f"{type(e).__name__}: {e}", e
-            self._finish(run, QueryFailed(error=run.error))
+            queued.error, queued.failure = f"{type(e).__name__}: {e}", e
+            self._finish(queued, QueryFailed(error=queued.error))
         finally:
             self._running -= 1
             self._pump()
 
-    def _finish(self, run: QueuedQuery, ended: Ended) -> None:
-        run.state, run.finished = ended.type, ended.ts
-        run.publish(ended)
-        run._ended.set()
+    def _finish(self, queued: QueuedQuery, ended: Ended) -> None:
+        queued.state, queued.finished = ended.type, ended.ts
+        queued.publish(ended)
+        queued._ended.set()
 
     def _forget_old(self) -> None:
-        finished = [r for r in self._runs.values() if r.done]
-        for run in finished[: max(0, len(finished) - KEEP_FINISHED)]:
-            del self._runs[run.id]
+        finished = [r for r in self._queries.values() if r.done]
+        for queued in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._queries[queued.id]

@@ -58,7 +58,7 @@ class Service:
     def __init__(self, sh: Shesha, *, roots: Sequence[Path] = (), slots: int | None = None) -> None:
         self.sh = sh
         self.roots = [Path(p).expanduser().resolve() for p in roots]
-        self.line = QueryLine(self._run, slots or sh.settings.pool_size)
+        self.line = QueryLine(self._answer, slots or sh.settings.pool_size)
         self.conversations = OpenConversations()
 
     # -- about --------------------------------------------------------------------------
@@ -216,8 +216,8 @@ class Service:
         self, name: str, question: str, overrides: Mapping[str, Any], **options: Any
     ) -> tuple[QueuedQuery, QueryResult]:
         """Ask, wait in line, and return the answer (``submit``'s options)."""
-        run = await self.submit(name, question, overrides, **options)
-        return run, await run.wait()
+        queued = await self.submit(name, question, overrides, **options)
+        return queued, await queued.wait()
 
     async def hold_sandbox(self, name: str) -> HeldSandbox:
         """A warm sandbox with the project's documents, once the line has a slot for
@@ -241,12 +241,12 @@ class Service:
         """Cancel every query still in line or running."""
         await self.line.shutdown()
 
-    async def _run(self, run: QueuedQuery) -> QueryResult:
-        if run.conversation is not None:
-            return await run.conversation.aask(
-                run.question, on_event=run.publish, output=run.output, **run.overrides
+    async def _answer(self, queued: QueuedQuery) -> QueryResult:
+        if queued.conversation is not None:
+            return await queued.conversation.aask(
+                queued.question, on_event=queued.publish, output=queued.output, **queued.overrides
             )
-        project: Project = await asyncio.to_thread(self.sh.get_project, run.project)
+        project: Project = await asyncio.to_thread(self.sh.get_project, queued.project)
         return await project.aquery(
-            run.question, on_event=run.publish, output=run.output, **run.overrides
+            queued.question, on_event=queued.publish, output=queued.output, **queued.overrides
         )

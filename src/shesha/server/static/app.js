@@ -1,4 +1,4 @@
-// shesha's pages: the live run, uploads with progress, and small enhancements.
+// shesha's pages: the live query, uploads with progress, and small enhancements.
 // Untrusted text (documents, output, model replies) is only ever set with textContent.
 "use strict";
 
@@ -28,7 +28,7 @@ function highlight(code) {
 }
 
 function liveRun(box) {
-  const root = box.dataset.root, id = box.dataset.run, project = box.dataset.project;
+  const root = box.dataset.root, id = box.dataset.query, project = box.dataset.project;
   const steps = document.getElementById("steps");
   const state = document.getElementById("state");
   const cancel = document.getElementById("cancel");
