@@ -199,7 +199,7 @@ class Project:
         on_event: EventCallback | None = None,
         output: Output | None = None,
         tools: Sequence[Callable[..., Any]] = (),
-        session: LeasedSandbox | None = None,
+        lease: LeasedSandbox | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         **overrides: Any,
     ) -> QueryResult:
@@ -211,7 +211,7 @@ class Project:
             on_event=on_event,
             output=output,
             tools=tools,
-            session=session,
+            lease=lease,
             earlier=earlier,
             **overrides,
         )
@@ -238,8 +238,8 @@ class Project:
         the packaged ones)."""
         return self._shesha.prompts()
 
-    def open_session(self) -> LeasedSandbox:
-        """A sandbox session with this project's documents loaded (``close()`` gives it
+    def lease_sandbox(self) -> LeasedSandbox:
+        """A lease on a sandbox with this project's documents loaded (``close()`` gives it
         back): what a conversation runs its questions in."""
         return self._shesha.sandboxes().acquire(self.stored)
 
@@ -448,7 +448,7 @@ class Shesha:
         on_event: EventCallback | None = None,
         output: Output | None = None,
         tools: Sequence[Callable[..., Any]] = (),
-        session: LeasedSandbox | None = None,
+        lease: LeasedSandbox | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         **overrides: Any,
     ) -> QueryResult:
@@ -498,7 +498,7 @@ class Shesha:
             trace_dir=trace_dir,
             project=project,
             on_event=collect if exported is not None else on_event,
-            session=session,
+            lease=lease,
             earlier=earlier,
             ocr_pages=ocr_pages,
             passages=stored.passage_index if stored else None,

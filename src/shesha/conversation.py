@@ -43,13 +43,13 @@ class ConversedProject(Protocol):
         self,
         question: str,
         *,
-        session: LeasedSandbox | None = ...,
+        lease: LeasedSandbox | None = ...,
         earlier: Sequence[tuple[str, str | None]] = ...,
         **overrides: Any,
     ) -> QueryResult: ...
 
-    def open_session(self) -> LeasedSandbox:
-        """A sandbox session with the project's documents loaded."""
+    def lease_sandbox(self) -> LeasedSandbox:
+        """A lease on a sandbox with the project's documents loaded."""
         ...
 
     def prompts(self) -> PromptSet:
@@ -69,7 +69,7 @@ class Conversation:
         self.keep_sandbox = keep_sandbox
         """False (a server's conversations): the sandbox goes back to the pool after each
         question, and the next one rebuilds the namespace by replaying."""
-        self._session: LeasedSandbox | None = None
+        self._lease: LeasedSandbox | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -87,17 +87,17 @@ class Conversation:
         """A follow-up: earlier questions and answers are in its prompt, and its code runs
         in the conversation's namespace."""
         async with self._lock:
-            session = await self._sandbox()
-            losses = session.losses
+            lease = await self._sandbox()
+            losses = lease.losses
             earlier = [(e.question, e.answer) for e in self.record.exchanges]
             try:
                 result = await self.project.aquery(
-                    question, session=session, earlier=earlier, **overrides
+                    question, lease=lease, earlier=earlier, **overrides
                 )
             except BaseException:
                 self.close()  # cancelled mid-code: the container is gone
                 raise
-            if session.losses != losses or not self.keep_sandbox:
+            if lease.losses != losses or not self.keep_sandbox:
                 # The container was lost (a timeout, out of memory) and replaced with an
                 # empty namespace, or is not ours to keep: the next question rebuilds the
                 # namespace by replaying.
@@ -109,17 +109,17 @@ class Conversation:
             return result
 
     async def _sandbox(self) -> LeasedSandbox:
-        if self._session is None:
-            self._session = await asyncio.to_thread(self.project.open_session)
+        if self._lease is None:
+            self._lease = await asyncio.to_thread(self.project.lease_sandbox)
             if self.record.exchanges:  # taken up again: rebuild the namespace
                 traces = [e.trace for e in self.record.exchanges if e.trace]
-                await replay(self._session, traces, self.project.prompts())
-        return self._session
+                await replay(self._lease, traces, self.project.prompts())
+        return self._lease
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
 
     def __enter__(self) -> Conversation:
         return self

@@ -329,12 +329,12 @@ class RLMEngine:
         trace_dir: str | Path | None = None,
         project: str | None = None,
         on_event: EventCallback | None = None,
-        session: LeasedSandbox | None = None,
+        lease: LeasedSandbox | None = None,
         earlier: Sequence[tuple[str, str | None]] = (),
         ocr_pages: Mapping[str, Sequence[int]] | None = None,
         passages: IndexSource | None = None,
     ) -> QueryResult:
-        """Ask ``question`` of ``corpus``. A conversation passes its own ``session`` (kept
+        """Ask ``question`` of ``corpus``. A conversation passes its own ``lease`` (kept
         open, with its namespace, between questions) and its ``earlier`` questions and
         answers. ``ocr_pages`` names the pages of each document that were read by OCR
         (recorded in the trace's header). ``passages`` opens the corpus's passage index,
@@ -355,7 +355,7 @@ class RLMEngine:
         )
         try:
             result = await self._run(
-                query, corpus, project, trace_path, given=session, earlier=earlier,
+                query, corpus, project, trace_path, given=lease, earlier=earlier,
                 passages=passages,
             )  # fmt: skip
         finally:
@@ -476,18 +476,18 @@ class RLMEngine:
         answer, first = await self._strategy(query, choice.strategy, corpus, reader, earlier)
         if answer is not None:
             return answer, "success"
-        session = given
+        lease = given
         try:
-            if session is None:
-                session = await asyncio.to_thread(self.sandboxes.acquire, corpus)
-            answer, status = await self._code_loop(query, session, corpus, earlier, first=first)
+            if lease is None:
+                lease = await asyncio.to_thread(self.sandboxes.acquire, corpus)
+            answer, status = await self._code_loop(query, lease, corpus, earlier, first=first)
         except asyncio.CancelledError:
-            if session is not None:
-                session.cancel()  # stop its code now; the container is replaced
+            if lease is not None:
+                lease.cancel()  # stop its code now; the container is replaced
             raise
         finally:
-            if session is not None and given is None:
-                await asyncio.to_thread(session.close)
+            if lease is not None and given is None:
+                await asyncio.to_thread(lease.close)
         stuck = status == "stalled" or (answer is None and status == "max_iterations")
         if stuck and query.config.strategy == "auto":
             # Stuck, or out of steps with nothing: answer by reading instead.
@@ -591,7 +591,7 @@ class RLMEngine:
     async def _code_loop(
         self,
         query: _LiveQuery,
-        session: LeasedSandbox,
+        lease: LeasedSandbox,
         corpus: Corpus,
         earlier: Sequence[tuple[str, str | None]],
         *,
@@ -612,12 +612,12 @@ class RLMEngine:
         )
         start = plain
         if first is not None or (self._whole(query) and "read" not in query.tried):
-            start = await self._read_whole(query, session) or start
+            start = await self._read_whole(query, lease) or start
         if start is plain:
             first = None
         start = with_earlier(self.prompts, self._with_extras(start), earlier)
         query.plain_start = with_earlier(self.prompts, self._with_extras(plain), earlier)
-        return await self._loop(query, session, start, first=first)
+        return await self._loop(query, lease, start, first=first)
 
     async def _root_call(
         self, query: _LiveQuery, messages: list[Message], constraint: OutputConstraint | None = None
@@ -685,13 +685,13 @@ class RLMEngine:
         """Whether the documents are short enough to be shown whole."""
         return 0 < query.corpus_chars <= query.config.show_whole_chars
 
-    async def _read_whole(self, query: _LiveQuery, session: LeasedSandbox) -> list[Message] | None:
+    async def _read_whole(self, query: _LiveQuery, lease: LeasedSandbox) -> list[Message] | None:
         """Documents short enough to read are printed whole by the sandbox and put in the
         opening message, with the question after them: a small model reads them better
         than it searches them. The step is the engine's (iteration 0). None when they
         could not be printed."""
         limit = query.config.show_whole_chars
-        result = await self._execute(query, session, SHOW_WHOLE, 1, max_output_chars=limit + 4_000)
+        result = await self._execute(query, lease, SHOW_WHOLE, 1, max_output_chars=limit + 4_000)
         if result.status != "ok":
             return None
         text = result.output.rstrip("\n")
@@ -718,7 +718,7 @@ class RLMEngine:
     async def _loop(
         self,
         query: _LiveQuery,
-        session: LeasedSandbox,
+        lease: LeasedSandbox,
         start: list[Message],
         *,
         first: str | None = None,
@@ -737,7 +737,7 @@ class RLMEngine:
                     raise
                 start = self._stop_reading(query, e)
                 text = await self._root_call(query, self._messages(query, start))
-            found, turn = await self._step(query, session, text)
+            found, turn = await self._step(query, lease, text)
             if turn is None:
                 problem = self._typed(query, found)
                 if problem is None:
@@ -753,7 +753,7 @@ class RLMEngine:
         return await self._answer_now(query, start, stalled=False)
 
     async def _step(
-        self, query: _LiveQuery, session: LeasedSandbox, text: str
+        self, query: _LiveQuery, lease: LeasedSandbox, text: str
     ) -> tuple[str | None, Turn | None]:
         """What one reply does: (the answer, None) when it ends the query, else (None, the
         turn the history shows next)."""
@@ -768,7 +768,7 @@ class RLMEngine:
             return None, nudged
         if reply.unfenced:
             query.emit(UnfencedCode(code=blocks[0]))
-        found, turn = await self._run_blocks(query, session, text, blocks)
+        found, turn = await self._run_blocks(query, lease, text, blocks)
         if turn is not None:
             ran_before = [t for t in query.turns if t.outputs and not t.shown]
             if ran_before and same_step(ran_before[-1], turn):
@@ -911,7 +911,7 @@ class RLMEngine:
         return Turn(reply, [], nudge=nudge)
 
     async def _run_blocks(
-        self, query: _LiveQuery, session: LeasedSandbox, reply: str, blocks: list[str]
+        self, query: _LiveQuery, lease: LeasedSandbox, reply: str, blocks: list[str]
     ) -> tuple[str | None, Turn | None]:
         """Run a reply's blocks in order: (the answer, None) on FINAL, else (None, the turn)."""
         outputs: list[tuple[str, str]] = []
@@ -931,7 +931,7 @@ class RLMEngine:
                 if index > 1:
                     break
                 code, stop_after = without_last_statement(code), True
-            result = await self._execute(query, session, code, index)
+            result = await self._execute(query, lease, code, index)
             ran = index
             attrs = f' block="{index}" status="{result.status}"'
             printed = result.output.rstrip("\n")
@@ -974,7 +974,7 @@ class RLMEngine:
     async def _execute(
         self,
         query: _LiveQuery,
-        session: LeasedSandbox,
+        lease: LeasedSandbox,
         code: str,
         index: int,
         *,
@@ -983,8 +983,8 @@ class RLMEngine:
         query.emit(CodeRun(block=index, code=code))
         started = time.perf_counter()
         try:
-            result = await self._pull(query, session, code, max_output_chars)
-        except SandboxError as e:  # the container misbehaved; the session restarts it
+            result = await self._pull(query, lease, code, max_output_chars)
+        except SandboxError as e:  # the container misbehaved; the lease restarts it
             result = ExecResult(status="crashed", error=f"SandboxError: {e}")
         query.emit(
             ExecDone(
@@ -1003,7 +1003,7 @@ class RLMEngine:
         return result
 
     async def _pull(
-        self, query: _LiveQuery, session: LeasedSandbox, code: str, max_output_chars: int | None
+        self, query: _LiveQuery, lease: LeasedSandbox, code: str, max_output_chars: int | None
     ) -> ExecResult:
         """Run code, relaying each batch of sub-calls it asks for on this event loop."""
 
@@ -1014,7 +1014,7 @@ class RLMEngine:
             return await self._tool(query, call)
 
         result = await drive(
-            session,
+            lease,
             code,
             subcalls=subcalls,
             tool=tool,

@@ -19,7 +19,7 @@ from shesha.sandbox.execution import ExecResult, SubcallItem, ToolCall, ToolOutc
 NOT_REPLAYED = "[not replayed: this sub-call has no recorded answer]"
 
 
-async def replay(session: LeasedSandbox, traces: Sequence[str], prompts: PromptSet) -> int:
+async def replay(lease: LeasedSandbox, traces: Sequence[str], prompts: PromptSet) -> int:
     """Run the code the traces recorded as having run cleanly, in order, answering its
     sub-calls with the recorded answers: the namespace as it was. ``prompts``: the ones the
     queries ran with (a sub-call is found by its prompt). Returns the blocks run."""
@@ -38,14 +38,14 @@ async def replay(session: LeasedSandbox, traces: Sequence[str], prompts: PromptS
                 pending = e.code
             elif isinstance(e, ExecDone) and pending is not None:
                 if e.status == "ok" and pending != SHOW_WHOLE:
-                    await _run_again(session, pending, answers, prompts)
+                    await _run_again(lease, pending, answers, prompts)
                     ran += 1
                 pending = None
     return ran
 
 
 async def _run_again(
-    session: LeasedSandbox, code: str, answers: dict[str, deque[str]], prompts: PromptSet
+    lease: LeasedSandbox, code: str, answers: dict[str, deque[str]], prompts: PromptSet
 ) -> ExecResult:
     async def recorded(items: Sequence[SubcallItem]) -> list[str]:
         return [_recorded(item, answers, prompts) for item in items]
@@ -53,7 +53,7 @@ async def _run_again(
     async def no_tool(call: ToolCall) -> ToolOutcome:
         return ToolOutcome(ok=False, error="tools are not called again when replaying")
 
-    return await drive(session, code, subcalls=recorded, tool=no_tool)
+    return await drive(lease, code, subcalls=recorded, tool=no_tool)
 
 
 def _recorded(item: SubcallItem, answers: dict[str, deque[str]], prompts: PromptSet) -> str:

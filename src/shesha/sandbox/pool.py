@@ -336,7 +336,7 @@ class SandboxLease:
 
     @property
     def sandbox(self) -> Sandbox | None:
-        """The sandbox this session holds now (None after a loss, until the next start)."""
+        """The sandbox this lease holds now (None after a loss, until the next start)."""
         return self._sandbox
 
     def start(
@@ -348,7 +348,7 @@ class SandboxLease:
         tools: Sequence[ToolSpec] = (),
     ) -> None:
         if self._closed:
-            raise SandboxError("this sandbox session has been closed")
+            raise SandboxError("this sandbox lease has been closed")
         if self._sandbox is None:
             self._sandbox, sent = self._pool._checkout(self.corpus, None)
             self.document_bytes_sent += sent
@@ -389,7 +389,7 @@ class SandboxLease:
     def reset(self) -> None:
         """A fresh namespace; the documents stay loaded."""
         if self._closed:
-            raise SandboxError("this sandbox session has been closed")
+            raise SandboxError("this sandbox lease has been closed")
         if self._sandbox is not None:
             self._guarded(self._sandbox, lambda s: s.reset())
 
@@ -402,7 +402,7 @@ class SandboxLease:
 
     def _running(self) -> Sandbox:
         if self._closed or self._sandbox is None:
-            raise SandboxError("no code is running in this sandbox session")
+            raise SandboxError("no code is running in this sandbox lease")
         return self._sandbox
 
     def _guarded(self, sandbox: Sandbox, step: Callable[[Sandbox], _T]) -> _T:

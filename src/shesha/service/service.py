@@ -225,7 +225,7 @@ class Service:
         project = await asyncio.to_thread(self.sh.get_project, name)
         entry = await self.line.hold(name, "(an MCP session)")
         try:
-            sandbox = await asyncio.to_thread(project.open_session)
+            sandbox = await asyncio.to_thread(project.lease_sandbox)
         except BaseException:
             self.line.release(entry)
             raise
