@@ -16,10 +16,8 @@ import httpx
 
 from shesha import errors
 from shesha.errors import ConfigError, SheshaError
-from shesha.remote_ask import STATUS_TIMEOUT_S
+from shesha.remote_ask import OFF, STATUS_TIMEOUT_S
 from shesha.server.state import read_state
-
-OFF = "off"
 
 
 class ServerError(SheshaError):

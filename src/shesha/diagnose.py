@@ -14,7 +14,7 @@ from requests import RequestException
 import docker
 from shesha import llm
 from shesha.api import Shesha, docker_hosts_of
-from shesha.client import OFF, answers
+from shesha.client import answers
 from shesha.config import NO_MODEL_HINT, Settings, home_dir, load_settings
 from shesha.endpoints import is_local
 from shesha.errors import SandboxUnavailableError, SheshaError
@@ -28,6 +28,7 @@ from shesha.local.server import (
     runtime_version,
 )
 from shesha.locations import config_file_path
+from shesha.remote_ask import OFF
 from shesha.sandbox import connect, default_image, runner_hash
 from shesha.sandbox.bwrap import isolation as bwrap_isolation
 from shesha.sandbox.choice import choose

@@ -19,11 +19,11 @@ from shesha.cli.common import (
     out_console,
     print_json,
 )
-from shesha.client import OFF
 from shesha.config import INIT_TEMPLATE
 from shesha.errors import NotFoundError, StorageError
 from shesha.exits import EXIT_ERROR
 from shesha.locations import CONFIG_FILE
+from shesha.remote_ask import OFF
 from shesha.rlm.events import (
     CodeRun,
     ExecDone,
