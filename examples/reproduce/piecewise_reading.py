@@ -30,17 +30,18 @@ from typing import Any
 import litellm
 
 from shesha.bench.scoring import score_short_answer
+from shesha.endpoints import local_profile
 from shesha.local.registry import ModelRegistry
 from shesha.local.server import LocalModelServer
 from shesha.locations import default_home
 from shesha.retrieval.index import Hit, PassageIndex
 from shesha.retrieval.window import _joined, fill
+from shesha.rlm.prompting import PromptSet
 from shesha.rlm.strategy import not_found, passages_budget, read_answer
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parents[2] / "shared" / "qa" / "leval-dev" / "natural_question.jsonl"
-PROMPTS = HERE.parents[1] / "src" / "shesha" / "rlm" / "prompts"
-WINDOW = 22_937  # the local profile's window in characters (8,192 tokens)
+WINDOW = local_profile(8192)["show_whole_chars"]  # the local model's window, in characters
 MODEL = "qwen2.5-coder-1.5b"
 QUOTE_SYSTEM = (
     "Answer the question from the passages below, taken from a document. The passages are "
@@ -54,8 +55,7 @@ QUOTE_GRAMMAR = 'root ::= "Quote: " [^\\n]{1,400} "\\nAnswer: " [^\\n]{1,100}'
 class Reader:
     def __init__(self, api_base: str) -> None:
         self.api_base = api_base
-        self.system = (PROMPTS / "passages_system.md").read_text().strip()
-        self.user = (PROMPTS / "passages_user.md").read_text()
+        self.prompts = PromptSet.load(style="compact")  # the engine's, for the local model
 
     def ask(self, system: str, user: str, **extra: Any) -> tuple[str, int]:
         r = litellm.completion(
@@ -66,8 +66,8 @@ class Reader:
         return r.choices[0].message.content or "", r.usage.prompt_tokens
 
     def passages(self, text: str, question: str) -> tuple[str | None, int]:
-        user = self.user.replace("{{passages}}", text).replace("{{question}}", question)
-        reply, tokens = self.ask(self.system, user)
+        user = self.prompts.render("passages_user", passages=text, question=question)
+        reply, tokens = self.ask(self.prompts.render("passages_system"), user)
         answer = read_answer(reply)
         return (None if answer is None or not_found(answer) else answer), tokens
 
