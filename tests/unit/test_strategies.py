@@ -125,6 +125,41 @@ def test_not_found_widens_once_then_the_code_loop_answers(
     assert any(isinstance(e, CodeRun) for e in events(result))
 
 
+def test_a_focused_first_read_takes_the_best_passages_then_widens_to_the_window(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+
+    def fn(messages: list[Message], _: str) -> str:
+        asked.append(messages[1]["content"])
+        return "NOT FOUND" if len(asked) == 1 else "Ada Quill"
+
+    result, _ = run(
+        fn, LONG, sandboxes, tmp_path, first_passages_chars=800,
+        question="Who is the harbour master on the coast?",
+    )  # fmt: skip
+    assert (result.answer, result.status, result.iterations) == ("Ada Quill", "success", 2)
+    first, wide = asked
+    assert len(first) + 500 < len(wide) <= WINDOW
+    assert "The harbour master is Ada Quill." in first
+    rounds = [e for e in events(result) if isinstance(e, PassagesShown)]
+    assert [r.round for r in rounds] == [1, 2]
+    assert rounds[0].chars <= 800 < rounds[1].chars
+    assert min(p.rank for p in rounds[0].passages) == 1  # the best passage is read first
+    shown = {(p.document, p.start) for p in rounds[0].passages}
+    assert shown.isdisjoint((p.document, p.start) for p in rounds[1].passages)
+
+
+def test_a_focused_first_read_that_answers_is_the_answer(
+    sandboxes: SandboxPool, tmp_path: Path
+) -> None:
+    result, model = run(
+        lambda m, _: "Ada Quill", LONG, sandboxes, tmp_path, first_passages_chars=800
+    )
+    assert (result.answer, result.status, len(model.calls)) == ("Ada Quill", "success", 1)
+    assert "The harbour master is Ada Quill." in model.calls[0][1][1]["content"]
+
+
 def test_a_stored_project_is_searched_through_its_own_index(
     sandboxes: SandboxPool, tmp_path: Path
 ) -> None:

@@ -31,6 +31,13 @@ class EngineConfig(BaseModel):
         description="documents this short (in all) are printed whole before the first step "
         "(0: never; the local profile sets it)",
     )
+    first_passages_chars: int = Field(
+        0,
+        ge=0,
+        description="past the window, the first read is of the best passages up to this many "
+        "characters; NOT FOUND widens to the window (0: the window at once; the local "
+        "profile sets it)",
+    )
     old_output_chars: int = Field(1_000, ge=100, description="older outputs are cut to this")
     strategy: StrategyChoice = Field(
         "auto",

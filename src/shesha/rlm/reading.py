@@ -141,10 +141,12 @@ class Reader:
         query.tried.add("retrieve")
         index = await self.index()
         budget = passages_budget(window, query.question)
+        first = min(query.config.first_passages_chars or budget, budget)
         shown: set[tuple[str, int]] = set()
         order = [name for name, _ in query.docs]
         for round_ in (1, 2):
-            found = await asyncio.to_thread(fill, index, query.question, budget, order, skip=shown)
+            size = first if round_ == 1 else budget
+            found = await asyncio.to_thread(fill, index, query.question, size, order, skip=shown)
             self._trace(found, round_)
             if not found.hits:
                 return None, None
@@ -158,6 +160,7 @@ class Reader:
                     query.emit(Warned(message="The passages did not fit the window: using code."))
                     return None, None
                 budget = int(budget * e.limit / e.requested * 0.9)
+                first = min(first, budget)
                 shown.clear()
                 continue
             if answer is not None:
