@@ -8,8 +8,10 @@ window that the retrieve strategy fills? On the 19 filings in ../shared/qa/finan
 Each filing is a project of its own, as a user would add it. For each of the questions
 about it, the window is filled as the engine fills it for the local model's 8K-token
 window (``local_profile``), and it counts as found when a passage from an evidence page
-(FinanceBench's zero-indexed page + 1) is in it. ``truncation_in_window`` is the same
-share for the direct baseline, which reads the filing's first window of text.
+(FinanceBench's zero-indexed page + 1) is in it; ``evidence_in_first_read`` is the same
+for the shorter first read (``first_passages_chars``) that NOT FOUND widens to the
+window. ``truncation_in_window`` is the same share for the direct baseline, which reads
+the filing's first window of text.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from shesha.storage import ProjectStore
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "qa" / "financebench"
 WINDOW_CHARS = int(local_profile(8192)["show_whole_chars"])
+FIRST_READ_CHARS = int(local_profile(8192)["first_passages_chars"])
 TARGETS = {
     "evidence_in_window": (">=", 0.6),
     "index_s_per_mb": ("<=", 1.0),
@@ -66,7 +69,7 @@ def bench(quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     indexes = {name: PassageIndex.in_memory([(name, text)]) for name, text in texts.items()}
     index_s = time.perf_counter() - started
-    found = found_all = truncated = total = 0
+    found = found_all = found_first = truncated = total = 0
     query_ms: list[float] = []
     for q in questions:
         if q["doc_name"] not in indexes:
@@ -78,6 +81,10 @@ def bench(quick: bool) -> dict[str, Any]:
         window = fill(indexes[q["doc_name"]], q["question"], budget, [q["doc_name"]])
         query_ms.append((time.perf_counter() - started) * 1000)
         pages = {h.passage.page for h in window.hits}
+        first = fill(
+            indexes[q["doc_name"]], q["question"], min(FIRST_READ_CHARS, budget), [q["doc_name"]]
+        )
+        found_first += bool(wanted & {h.passage.page for h in first.hits})
         found += bool(wanted & pages)
         found_all += wanted <= pages
         truncated += bool(wanted & pages_in_window(texts[q["doc_name"]]))
@@ -89,6 +96,7 @@ def bench(quick: bool) -> dict[str, Any]:
         "window_chars": WINDOW_CHARS,
         "evidence_in_window": round(found / total, 3),
         "all_evidence_in_window": round(found_all / total, 3),
+        "evidence_in_first_read": round(found_first / total, 3),
         "truncation_in_window": round(truncated / total, 3),
         "text_mb": round(mb, 2),
         "index_s_per_mb": round(index_s / mb, 3),

@@ -17,7 +17,7 @@ import docker
 from shesha import Shesha
 from shesha.local.registry import ModelRegistry
 from shesha.rlm import read_trace
-from shesha.rlm.events import PhraseCounted, RecordsMapped, StrategyChosen
+from shesha.rlm.events import PassagesShown, PhraseCounted, RecordsMapped, StrategyChosen
 
 pytestmark = [pytest.mark.real_llm, pytest.mark.docker]
 
@@ -97,6 +97,26 @@ def test_a_short_note_is_read_whole_and_answered(sh: Shesha, tmp_path: Path) -> 
     assert r.status == "success"
     assert "Lisbon" in (r.answer or "")
     assert r.iterations == 1  # read, then answered: no code was needed
+
+
+def test_past_the_window_a_fact_is_read_from_a_short_window_of_the_best_passages(
+    sh: Shesha, tmp_path: Path
+) -> None:
+    half = len(FRUIT) // 2
+    (tmp_path / "log.txt").write_text(FRUIT[:half] + "\n\n" + MEMO + "\n" + FRUIT[half:])
+    p = sh.project("log-memo")
+    p.add([tmp_path / "log.txt"])
+    r = p.query("In which city is the spring offsite held?")
+    assert r.status == "success"
+    assert "Lisbon" in (r.answer or "")
+    trace = read_trace(r.trace_path or "")
+    assert [e.strategy for e in trace.events if isinstance(e, StrategyChosen)] == ["retrieve"]
+    first = next(e for e in trace.events if isinstance(e, PassagesShown))
+    assert first.round == 1
+    assert first.chars <= 4_000  # the local profile's short first read
+    assert r.iterations == 1  # the short read answered: it was not widened
+    memo_at = p.text("log.txt").index("The spring offsite")
+    assert any(s.start <= memo_at < s.end for s in first.passages), "the memo was read"
 
 
 def test_a_second_question_ends_with_a_status_and_a_complete_trace(sh: Shesha) -> None:

@@ -1,7 +1,8 @@
 """The read and retrieve strategies: the host chooses what the model reads, and the model
 reads it. Read: the documents whole, in the direct baseline's wording. Retrieve: the best
-passages for the question, in document order with their locations; NOT FOUND widens the
-search once. Either gives (the answer, None), or (None, the reply) when the model wrote
+passages for the question, in document order with their locations (the first read at most
+``first_passages_chars`` of them, when set); NOT FOUND widens the search once, to the
+window. Either gives (the answer, None), or (None, the reply) when the model wrote
 code instead (the code loop then runs it), or (None, None) when nothing was found."""
 
 from __future__ import annotations
