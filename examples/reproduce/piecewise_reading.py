@@ -24,6 +24,7 @@ import difflib
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,30 @@ def study(
         return score_short_answer(answer, [gold]) if answer else 0.0
 
     return {
-        "question": question, "pieces": len(groups),
+        "question": question, "piece_count": len(groups),
         "one": right(one), "one_tokens": one_tokens,
-        "pieces_reread": right(reread[0]),
+        "pieces": right(reread[0]),
         "pieces_tokens": sum(t for _, t in read) + reread[1],
         "quote": right(quote), "quote_tokens": sum(t for _, t in quoted),
     }  # fmt: skip
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+Row = dict[str, Any]
+StudyOne = Callable[[Reader, str, str, PassageIndex, str], Row]
+"""One question's rows: (reader, question, gold, the page's index, the page's name)."""
+
+
+def dev_arguments(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--source", type=Path, default=SOURCE)
     p.add_argument("--pages", type=int, default=6, help="dev pages 0..N-1 (at most 10)")
-    p.add_argument("--piece", type=int, default=4_000, help="characters a piece")
     p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args()
+    return p
+
+
+def run_dev(args: argparse.Namespace, one: StudyOne) -> list[dict[str, Any]]:
+    """``one`` for the first two questions of each of the first --pages dev pages, with
+    the local model; the rows are printed and written to --out/rows.jsonl."""
     if not args.source.is_file():
         sys.exit(f"{args.source}: the L-Eval pages are not here (give --source FILE)")
     if not 1 <= args.pages <= 10:
@@ -156,16 +166,31 @@ def main() -> None:
             with PassageIndex.in_memory([(doc, page["input"])]) as index:
                 pairs = zip(page["instructions"], page["outputs"], strict=True)
                 for question, gold in list(pairs)[:2]:
-                    rows.append(study(reader, question, gold, index, doc=doc, size=args.piece))
+                    rows.append(one(reader, question, gold, index, doc))
                     print(json.dumps(rows[-1]), flush=True)
     finally:
         server.stop()
     (args.out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], methods: tuple[str, ...]) -> None:
+    """One line a method: the rows' ``method`` (its score) and ``method_tokens`` summed."""
     print("| method | right | prompt tokens |\n|---|---|---|")
-    for method, score in (("one", "one"), ("pieces", "pieces_reread"), ("quote", "quote")):
-        right = sum(r[score] for r in rows)
-        tokens = sum(r[f"{method}_tokens"] for r in rows)
-        print(f"| {method} | {right:g} of {len(rows)} | {tokens:,} |")
+    for m in methods:
+        right, tokens = sum(r[m] for r in rows), sum(r[f"{m}_tokens"] for r in rows)
+        print(f"| {m} | {right:g} of {len(rows)} | {tokens:,} |")
+
+
+def main() -> None:
+    p = dev_arguments(__doc__ or "")
+    p.add_argument("--piece", type=int, default=4_000, help="characters a piece")
+    args = p.parse_args()
+
+    def one(reader: Reader, question: str, gold: str, index: PassageIndex, doc: str) -> Row:
+        return study(reader, question, gold, index, doc=doc, size=args.piece)
+
+    print_table(run_dev(args, one), ("one", "pieces", "quote"))
 
 
 if __name__ == "__main__":
