@@ -31,7 +31,7 @@ from shesha.endpoints import local_profile
 from shesha.retrieval.index import PassageIndex
 from shesha.retrieval.passages import split
 from shesha.retrieval.window import fill
-from shesha.rlm.strategy import passages_budget
+from shesha.rlm.strategy import passages_rounds
 from shesha.storage import ProjectStore
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "qa" / "financebench"
@@ -76,14 +76,12 @@ def bench(quick: bool) -> dict[str, Any]:
             continue
         total += 1
         wanted = {e["evidence_page_num"] + 1 for e in q["evidence"]}
-        budget = passages_budget(WINDOW_CHARS, q["question"])
+        first_chars, budget = passages_rounds(WINDOW_CHARS, q["question"], FIRST_READ_CHARS)
         started = time.perf_counter()
         window = fill(indexes[q["doc_name"]], q["question"], budget, [q["doc_name"]])
         query_ms.append((time.perf_counter() - started) * 1000)
         pages = {h.passage.page for h in window.hits}
-        first = fill(
-            indexes[q["doc_name"]], q["question"], min(FIRST_READ_CHARS, budget), [q["doc_name"]]
-        )
+        first = fill(indexes[q["doc_name"]], q["question"], first_chars, [q["doc_name"]])
         found_first += bool(wanted & {h.passage.page for h in first.hits})
         found += bool(wanted & pages)
         found_all += wanted <= pages

@@ -26,7 +26,7 @@ from piecewise_reading import WINDOW, Reader, dev_arguments, print_table, run_de
 from shesha.bench.scoring import score_short_answer
 from shesha.retrieval.index import PassageIndex
 from shesha.retrieval.window import fill
-from shesha.rlm.strategy import passages_budget
+from shesha.rlm.strategy import passages_rounds
 
 
 def words(text: str) -> str:
@@ -36,9 +36,9 @@ def words(text: str) -> str:
 def study(
     reader: Reader, question: str, gold: str, index: PassageIndex, *, doc: str, short: int
 ) -> dict[str, Any]:
-    budget = passages_budget(WINDOW, question)
+    first_chars, budget = passages_rounds(WINDOW, question, short)
     full = fill(index, question, budget, [doc])
-    first = fill(index, question, min(short, budget), [doc])
+    first = fill(index, question, first_chars, [doc])
     full_answer, full_tokens = reader.passages(full.text, question)
     short_answer, short_tokens = reader.passages(first.text, question)
     widened_answer, widened_tokens = short_answer, 0

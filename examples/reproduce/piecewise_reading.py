@@ -147,7 +147,7 @@ def dev_arguments(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run_dev(args: argparse.Namespace, one: StudyOne) -> list[dict[str, Any]]:
+def run_dev(args: argparse.Namespace, one: StudyOne) -> list[Row]:
     """``one`` for the first two questions of each of the first --pages dev pages, with
     the local model; the rows are printed and written to --out/rows.jsonl."""
     if not args.source.is_file():
@@ -174,7 +174,7 @@ def run_dev(args: argparse.Namespace, one: StudyOne) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], methods: tuple[str, ...]) -> None:
+def print_table(rows: list[Row], methods: tuple[str, ...]) -> None:
     """One line a method: the rows' ``method`` (its score) and ``method_tokens`` summed."""
     print("| method | right | prompt tokens |\n|---|---|---|")
     for m in methods:

@@ -24,7 +24,7 @@ from shesha.rlm.strategy import (
     StrategyName,
     documents_text,
     not_found,
-    passages_budget,
+    passages_rounds,
     read_answer,
     wrote_code,
 )
@@ -141,8 +141,7 @@ class Reader:
         query = self.query
         query.tried.add("retrieve")
         index = await self.index()
-        budget = passages_budget(window, query.question)
-        first = min(query.config.first_passages_chars or budget, budget)
+        first, budget = passages_rounds(window, query.question, query.config.first_passages_chars)
         shown: set[tuple[str, int]] = set()
         order = [name for name, _ in query.docs]
         for round_ in (1, 2):
@@ -161,7 +160,6 @@ class Reader:
                     query.emit(Warned(message="The passages did not fit the window: using code."))
                     return None, None
                 budget = int(budget * e.limit / e.requested * 0.9)
-                first = min(first, budget)
                 shown.clear()
                 continue
             if answer is not None:

@@ -157,6 +157,13 @@ def passages_budget(window_chars: int, question: str) -> int:
     return max(int(window_chars * PASSAGES_SHARE) - PROMPT_RESERVE_CHARS - len(question), 1_000)
 
 
+def passages_rounds(window_chars: int, question: str, first_chars: int = 0) -> tuple[int, int]:
+    """The characters of passages the first read takes, and the widened read after NOT
+    FOUND: ``first_chars`` (when set) at most, then the window's ``passages_budget``."""
+    budget = passages_budget(window_chars, question)
+    return min(first_chars or budget, budget), budget
+
+
 def documents_text(documents: Sequence[tuple[str, str]]) -> str:
     """The documents as the direct baseline and ``SHOW_WHOLE`` show them."""
     return "\n\n".join(f"=== {name} ===\n{text}" for name, text in documents)
